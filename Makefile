@@ -1,0 +1,49 @@
+# Two commands for users: `make demo` (set up, run the main job on the local stack) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STACK := $(PY) -m scripts.stack
+
+.PHONY: setup demo test stack up down stop stack-stop status bench
+
+$(STAMP): requirements.txt constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	@touch $(STAMP)
+
+# System packages: Compose v1 validates docker-compose.yaml offline; PostgreSQL serves the
+# production-like metadata database. Both come from Debian.
+/usr/bin/docker-compose:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose postgresql) >/dev/null; \
+	else echo "run as root once, or: sudo apt-get install --no-install-recommends docker-compose postgresql"; fi
+
+setup: $(STAMP) /usr/bin/docker-compose
+
+demo: setup
+	$(PY) -m scripts.demo
+
+test: setup
+	$(PY) -m pytest
+
+stack: setup
+	$(STACK) stack
+
+up: setup
+	$(STACK) up
+
+down stop:
+	$(STACK) down
+
+stack-stop:
+	$(STACK) stack-stop
+
+status:
+	$(STACK) status
+
+bench: setup
+	$(PY) bench/emulator_throughput.py
+	$(PY) bench/polling.py
+	$(PY) bench/triggerer_scale.py

@@ -1,0 +1,1 @@
+"""Local stand-ins for Google APIs (Cloud Healthcare DICOM, BigQuery), reached over HTTP only."""

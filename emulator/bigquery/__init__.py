@@ -1,0 +1,1 @@
+"""Local BigQuery (REST subset on DuckDB + sqlglot): ``python -m emulator.bigquery --help``."""

@@ -1,0 +1,1 @@
+"""Local Cloud Healthcare API (DICOM subset): ``python -m emulator.healthcare --help``."""

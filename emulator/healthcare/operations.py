@@ -1,0 +1,389 @@
+"""Long-running operations of the local Healthcare API: import, export to GCS and to BigQuery.
+
+Each operation runs on its own thread, never inside the request. Objects are read and rendered by a
+small pool of I/O threads; one collector thread per operation updates the index, so duplicate
+detection is exact. Counters live in memory while the operation runs and are flushed to SQLite
+about once a second and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import requests
+
+from dicom_pipelines.validation import (
+    FilterPath,
+    ValidationError,
+    literal_prefix,
+    parse_bigquery_table_uri,
+    parse_filter_file,
+    parse_gcs_uri,
+    parse_mime_type,
+    wildcard_regex,
+)
+from emulator.gcs import GcsClient, GcsError
+from emulator.healthcare import dicom
+from emulator.healthcare.storage import Storage, now_rfc3339
+
+log = logging.getLogger(__name__)
+
+_TYPE_PREFIX = "type.googleapis.com/google.cloud.healthcare"
+
+
+@dataclass
+class Settings:
+    """Behaviour knobs; the documented default comes first in each comment."""
+
+    base_url: str = "http://127.0.0.1:0"
+    latency_s: float = 0.0  # per-instance delay, to make operations last seconds to minutes
+    io_threads: int = 8
+    question_crosses_slash: bool = False  # '?' matches any character but '/'
+    empty_import: str = "error"  # error (NOT_FOUND) | success
+    unmatched_filter: str = "failure"  # failure (counted and logged) | ignore
+    force_failure: int = 0  # the next N operations fail with INTERNAL
+    bigquery_endpoint: str = ""
+    allow_cross_project_bigquery: bool = True
+
+
+class Cancelled(Exception):
+    pass
+
+
+class OpFailed(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class RunningOp:
+    name: str
+    version: str
+    method: str
+    created: float
+    counter: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0, "pending": 0})
+    cancel: threading.Event = field(default_factory=threading.Event)
+    logs: list[dict] = field(default_factory=list)
+    last_flush: float = 0.0
+
+
+class OperationEngine:
+    def __init__(self, storage: Storage, settings: Settings, gcs: GcsClient):
+        self.storage = storage
+        self.settings = settings
+        self.gcs = gcs
+        self.running: dict[str, RunningOp] = {}
+        self._lock = threading.Lock()
+        self._abort_interrupted()
+
+    # --- bookkeeping -----------------------------------------------------------------------
+    def _abort_interrupted(self) -> None:
+        """Operations that were running when the service stopped end with ABORTED (documented)."""
+        for (body,) in self.storage.query("SELECT body FROM operations WHERE done = 0"):
+            op = json.loads(body)
+            counter = op["metadata"].get("counter", {})
+            op["done"] = True
+            op["metadata"]["endTime"] = now_rfc3339()
+            op["error"] = {
+                "code": 10,
+                "message": (
+                    "The local Healthcare API restarted while this operation was running; it was aborted after "
+                    f"{counter.get('success', '0')} successes and {counter.get('failure', '0')} failures. Submit "
+                    "it again: identical instances are ignored on import and exported objects are overwritten."
+                ),
+            }
+            self.storage.save_operation(op)
+
+    def new_operation(self, dataset: str, version: str, method: str, request: dict) -> RunningOp:
+        op_id = self.storage.next_id("operation") + 10_000_000_000
+        run = RunningOp(f"{dataset}/operations/{op_id}", version, method, time.time())
+        self.storage.save_operation(self.snapshot(run), request)
+        with self._lock:
+            self.running[run.name] = run
+        return run
+
+    def snapshot(self, run: RunningOp, done: bool = False, error: dict | None = None) -> dict:
+        counter = {k: str(v) for k, v in run.counter.items() if v}  # proto3 JSON omits zeros
+        metadata: dict[str, Any] = {
+            "@type": f"{_TYPE_PREFIX}.{run.version}.OperationMetadata",
+            "apiMethodName": f"google.cloud.healthcare.{run.version}.dicom.DicomService.{run.method}",
+            "createTime": now_rfc3339(run.created),
+            "logsUrl": f"{self.settings.base_url}/logs/{run.name}",
+            "counter": counter,
+        }
+        if run.cancel.is_set():
+            metadata["cancelRequested"] = True
+        op: dict[str, Any] = {"name": run.name, "metadata": metadata}
+        if done:
+            metadata["endTime"] = now_rfc3339()
+            op["done"] = True
+            if error:
+                op["error"] = error
+            else:
+                op["response"] = {"@type": f"{_TYPE_PREFIX}.{run.version}.dicom.{run.method}Response"}
+        return op
+
+    def get(self, name: str) -> dict | None:
+        run = self.running.get(name)
+        if run is not None:
+            return self.snapshot(run)
+        rows = self.storage.query("SELECT body FROM operations WHERE name = ?", (name,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def cancel(self, name: str) -> bool:
+        run = self.running.get(name)
+        if run is not None:
+            run.cancel.set()
+            return True
+        return False
+
+    def _flush(self, run: RunningOp, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - run.last_flush > 1.0:
+            run.last_flush = now
+            self.storage.add_logs(run.name, run.logs)
+            run.logs = []
+            self.storage.save_operation(self.snapshot(run))
+
+    def _finish(self, run: RunningOp, error: dict | None) -> None:
+        self.storage.add_logs(run.name, run.logs)
+        run.logs = []
+        self.storage.save_operation(self.snapshot(run, done=True, error=error))
+        with self._lock:
+            self.running.pop(run.name, None)
+
+    def _log(self, run: RunningOp, entry_type: str, key: str, value: str, code: int, message: str) -> None:
+        run.logs.append({"@type": f"{_TYPE_PREFIX}.logging.{entry_type}", key: value,
+                         "error": {"code": code, "message": message}})
+
+    def start(self, run: RunningOp, work: Callable[[RunningOp], None]) -> None:
+        def main() -> None:
+            error = None
+            try:
+                if self.settings.force_failure > 0:
+                    self.settings.force_failure -= 1
+                    raise OpFailed(13, "injected operation failure (local emulator fault injection)")
+                work(run)
+                if run.counter["failure"]:
+                    noun = "importing" if run.method == "ImportDicomData" else "exporting"
+                    error = {"code": 3, "message": (
+                        f"{noun} one or more DICOM instances failed ({run.counter['failure']} of "
+                        f"{run.counter['failure'] + run.counter['success']}). Please use the link in the "
+                        "metadata.logsUrl field to view the error logs for this operation.")}
+            except Cancelled:
+                error = {"code": 1, "message": "Operation was cancelled."}
+            except OpFailed as exc:
+                error = {"code": exc.code, "message": exc.message}
+            except Exception as exc:  # a bug or an unreachable dependency: end the LRO, never hang it
+                log.exception("operation %s crashed", run.name)
+                error = {"code": 13, "message": f"internal error: {type(exc).__name__}: {exc}"}
+            run.counter["pending"] = 0
+            self._finish(run, error)
+
+        threading.Thread(target=main, name=f"op-{run.name.rsplit('/', 1)[1]}", daemon=True).start()
+
+    def _process(self, run: RunningOp, items: list, worker: Callable[[Any], Any],
+                 collect: Callable[[Any, Any], None]) -> None:
+        """Run ``worker`` over items on the I/O pool; ``collect`` runs on this thread, in completion order."""
+        run.counter["pending"] = len(items)
+        with ThreadPoolExecutor(max_workers=self.settings.io_threads) as pool:
+            futures = {pool.submit(worker, item): item for item in items}
+            try:
+                for fut in as_completed(futures):
+                    if run.cancel.is_set():
+                        raise Cancelled()
+                    if self.settings.latency_s:
+                        time.sleep(self.settings.latency_s)
+                    collect(futures[fut], fut.result())
+                    run.counter["pending"] -= 1
+                    self._flush(run)
+            finally:
+                for f in futures:
+                    f.cancel()
+        if run.cancel.is_set():
+            raise Cancelled()
+
+    # --- import ------------------------------------------------------------------------------
+    def run_import(self, run: RunningOp, store: str, uri: str) -> None:
+        parsed = parse_gcs_uri(uri)
+        regex = wildcard_regex(parsed.name, question_crosses_slash=self.settings.question_crosses_slash)
+        has_wildcard = any(c in parsed.name for c in "*?")
+        try:
+            if has_wildcard:
+                names = [o["name"] for o in self.gcs.list(parsed.bucket, literal_prefix(parsed.name))
+                         if regex.match(o["name"])]
+            else:
+                names = [parsed.name] if any(o["name"] == parsed.name for o in self.gcs.list(parsed.bucket, parsed.name)) else []
+        except GcsError as exc:
+            if exc.status == 404:
+                raise OpFailed(5, f"bucket gs://{parsed.bucket} not found") from None
+            raise OpFailed(7, "Healthcare API doesn't have required Cloud Storage permission: " + str(exc)) from None
+        if not names and self.settings.empty_import == "error":
+            raise OpFailed(5, f"no objects matched gcsSource.uri {uri!r}")
+
+        def worker(name: str) -> Any:
+            try:
+                data = self.gcs.download(parsed.bucket, name)
+                return data, dicom.parse_instance(data)
+            except dicom.InstanceError as exc:
+                return exc
+            except GcsError as exc:
+                return dicom.InstanceError(5 if exc.status == 404 else 14, str(exc))
+
+        def collect(name: str, result: Any) -> None:
+            source = f"gs://{parsed.bucket}/{name}"
+            if isinstance(result, dicom.InstanceError):
+                run.counter["failure"] += 1
+                self._log(run, "ImportDicomLogEntry", "source", source, result.code, result.message)
+                return
+            data, inst = result
+            with self.storage.lock:
+                rows = self.storage.query(
+                    "SELECT sha256 FROM instances WHERE store=? AND study=? AND series=? AND sop=?",
+                    (store, inst.study, inst.series, inst.sop))
+                sha = self.storage.put_blob(data)
+                if rows and rows[0][0] != sha:
+                    run.counter["failure"] += 1
+                    self._log(run, "ImportDicomLogEntry", "source", source, 6,
+                              "An instance already exists in this DICOM Store with the same Study/Series/SOPInstance "
+                              "UID, but the DICOM files differ (checksum mismatch).")
+                    return
+                if not rows:
+                    self.storage.execute(
+                        "INSERT INTO instances(store, study, series, sop, sha256, size, metadata, created) "
+                        "VALUES (?,?,?,?,?,?,?,?)",
+                        (store, inst.study, inst.series, inst.sop, sha, len(data), json.dumps(inst.metadata), time.time()))
+            run.counter["success"] += 1
+
+        self._process(run, names, worker, collect)
+
+    # --- export ------------------------------------------------------------------------------
+    def _select(self, run: RunningOp, store: str, filter_uri: str | None) -> list[tuple[str, str, str, str]]:
+        rows = self.storage.query(
+            "SELECT study, series, sop, sha256 FROM instances WHERE store=? ORDER BY study, series, sop", (store,))
+        if not filter_uri:
+            return rows
+        parsed = parse_gcs_uri(filter_uri, "filterConfig.resourcePathsGcsUri")
+        try:
+            text = self.gcs.download(parsed.bucket, parsed.name).decode("utf-8", errors="replace")
+        except GcsError as exc:
+            raise OpFailed(5 if exc.status == 404 else 7, f"cannot read filter file {filter_uri}: {exc}") from None
+        try:
+            paths: list[FilterPath] = parse_filter_file(text, "filter file")
+        except ValidationError as exc:
+            raise OpFailed(3, f"invalid filter file {filter_uri}: {exc}") from None
+        selected = [r for r in rows if any(p.matches(r[0], r[1], r[2]) for p in paths)]
+        for p in paths:
+            if not any(p.matches(r[0], r[1], r[2]) for r in rows) and self.settings.unmatched_filter == "failure":
+                run.counter["failure"] += 1
+                self._log(run, "ExportDicomLogEntry", "resourceName", f"{store}/dicomWeb{p}", 5,
+                          "resource in the filter file was not found in the DICOM store")
+        return selected
+
+    def run_export_gcs(self, run: RunningOp, store: str, uri_prefix: str, mime_type: str | None,
+                       filter_uri: str | None) -> None:
+        mime = parse_mime_type(mime_type, "gcsDestination.mimeType")
+        dest = parse_gcs_uri(uri_prefix, "gcsDestination.uriPrefix", allow_empty_object=True)
+        prefix = dest.name.rstrip("/") + "/" if dest.name else ""
+        items = self._select(run, store, filter_uri)
+
+        def worker(item: tuple) -> Any:
+            study, series, sop, sha = item
+            try:
+                objects = dicom.render_export(self.storage.get_blob(sha), mime)
+                for suffix, data, content_type in objects:
+                    self.gcs.upload(dest.bucket, f"{prefix}{study}/{series}/{sop}{suffix}", data, content_type)
+                return None
+            except dicom.InstanceError as exc:
+                return exc
+            except GcsError as exc:
+                return dicom.InstanceError(7 if exc.status == 403 else 14, str(exc))
+            except Exception as exc:
+                return dicom.InstanceError(13, f"cannot export instance: {type(exc).__name__}: {exc}")
+
+        def collect(item: tuple, result: Any) -> None:
+            if isinstance(result, dicom.InstanceError):
+                run.counter["failure"] += 1
+                self._log(run, "ExportDicomLogEntry", "resourceName",
+                          f"{store}/dicomWeb/studies/{item[0]}/series/{item[1]}/instances/{item[2]}",
+                          result.code, result.message)
+            else:
+                run.counter["success"] += 1
+
+        self._process(run, items, worker, collect)
+
+    def run_export_bigquery(self, run: RunningOp, store: str, dest: dict, filter_uri: str | None) -> None:
+        table = parse_bigquery_table_uri(dest.get("tableUri"), "bigqueryDestination.tableUri")
+        disposition = dest.get("writeDisposition") or "WRITE_DISPOSITION_UNSPECIFIED"
+        if disposition == "WRITE_DISPOSITION_UNSPECIFIED":
+            disposition = "WRITE_TRUNCATE" if dest.get("force") else "WRITE_EMPTY"
+        items = self._select(run, store, filter_uri)
+        run.counter["pending"] = len(items)
+        rows, schemas = [], []
+        for study, series, sop, sha in items:
+            if run.cancel.is_set():
+                raise Cancelled()
+            row, fields = dicom.flatten(dicom.read_for_bigquery(self.storage.get_blob(sha)))
+            if dest.get("includeSourceStore"):
+                row["SourceDicomStore"] = store
+                fields["SourceDicomStore"] = {"name": "SourceDicomStore", "type": "STRING", "mode": "NULLABLE"}
+            rows.append(row)
+            schemas.append(fields)
+        schema = dicom.merge_schema(schemas)
+        BigQueryWriter(self.settings.bigquery_endpoint, table).write(schema, [dicom.conform_row(r, schema) for r in rows],
+                                                                     disposition)
+        run.counter["success"] += len(rows)
+
+
+class BigQueryWriter:
+    """Writes rows to a table through the local BigQuery's REST API (never its files)."""
+
+    def __init__(self, endpoint: str, table: Any):
+        if not endpoint:
+            raise OpFailed(9, "no BigQuery endpoint is configured for the local Healthcare API (--bigquery-endpoint)")
+        self.base = f"{endpoint.rstrip('/')}/bigquery/v2/projects/{table.project}/datasets/{table.dataset}"
+        self.table = table
+        self.http = requests.Session()
+
+    def _call(self, method: str, url: str, **kw: Any) -> requests.Response:
+        resp = self.http.request(method, url, timeout=120, **kw)
+        if resp.status_code >= 400 and resp.status_code != 404:
+            raise OpFailed(13, f"BigQuery {method} {url.split('/bigquery/v2/')[-1]} failed: {resp.text[:300]}")
+        return resp
+
+    def write(self, schema: list[dict], rows: list[dict], disposition: str) -> None:
+        if self._call("GET", self.base).status_code == 404:
+            raise OpFailed(5, f"BigQuery dataset {self.table.project}.{self.table.dataset} not found")
+        table_url = f"{self.base}/tables/{self.table.table}"
+        existing = self._call("GET", table_url)
+        if existing.status_code == 200:
+            num_rows = int(existing.json().get("numRows", "0") or 0)
+            if disposition == "WRITE_EMPTY" and num_rows:
+                raise OpFailed(9, f"BigQuery table {self.table} is not empty and writeDisposition is WRITE_EMPTY")
+            if disposition == "WRITE_TRUNCATE":
+                self._call("DELETE", table_url)
+                existing = None
+        if existing is None or existing.status_code == 404:
+            self._call("POST", f"{self.base}/tables", json={
+                "tableReference": {"projectId": self.table.project, "datasetId": self.table.dataset,
+                                   "tableId": self.table.table},
+                "schema": {"fields": schema}})
+        else:
+            known = {f["name"] for f in existing.json().get("schema", {}).get("fields", [])}
+            merged = existing.json().get("schema", {}).get("fields", []) + [f for f in schema if f["name"] not in known]
+            self._call("PATCH", table_url, json={"schema": {"fields": merged}})
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            resp = self._call("POST", f"{table_url}/insertAll", json={"rows": [{"json": r} for r in chunk]})
+            errors = resp.json().get("insertErrors")
+            if errors:
+                raise OpFailed(13, f"BigQuery rejected rows: {json.dumps(errors)[:300]}")
+

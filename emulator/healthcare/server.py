@@ -1,0 +1,530 @@
+"""HTTP routes of the local Cloud Healthcare API (DICOM subset), v1 and v1beta1.
+
+Run with ``python -m emulator.healthcare --port 18402 --state-dir .stack/healthcare``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import fields as dc_fields
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+
+import io
+
+import pydicom
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+
+from dicom_pipelines.validation import (
+    ValidationError,
+    parse_bigquery_table_uri,
+    parse_gcs_uri,
+    parse_import_uri,
+    parse_mime_type,
+)
+from emulator.httpbase import ApiError, App, Request, Response, bad_request, check_fields
+from emulator.healthcare import dicom
+from emulator.healthcare.operations import OperationEngine, RunningOp, Settings
+from emulator.healthcare.storage import Storage
+
+_V = r"/(?P<v>v1|v1beta1)"
+_LOC = _V + r"/projects/(?P<p>[^/:]+)/locations/(?P<l>[^/:]+)"
+_DS = _LOC + r"/datasets/(?P<d>[^/:]+)"
+_ST = _DS + r"/dicomStores/(?P<s>[^/:]+)"
+_WEB = _ST + r"/dicomWeb"
+_ID_RE = re.compile(r"^[\w\-.]{1,256}$")
+
+_STORE_FIELDS = {"name", "labels", "notificationConfig", "notificationConfigs", "streamConfigs"}
+_BQ_DEST_FIELDS = {"tableUri", "force", "writeDisposition", "includeSourceStore", "schemaFlattened", "schemaJSON"}
+_WRITE_DISPOSITIONS = {"WRITE_DISPOSITION_UNSPECIFIED", "WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND"}
+
+# QIDO attributes returned by default at each level (tag → keyword), as DICOM JSON.
+_STUDY_ATTRS = ["StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "PatientName", "PatientID",
+                "StudyID", "StudyDescription"]
+_SERIES_ATTRS = ["SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription"]
+_INSTANCE_ATTRS = ["SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames"]
+
+
+def _tag_of(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    return f"{tag:08X}" if tag is not None else keyword
+
+
+def _value(meta: dict, keyword: str) -> Any:
+    el = meta.get(_tag_of(keyword))
+    if not el or "Value" not in el or not el["Value"]:
+        return None
+    v = el["Value"][0]
+    if isinstance(v, dict) and "Alphabetic" in v:
+        return v["Alphabetic"]
+    return v
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    return bad_request(str(exc), exc.field)
+
+
+class HealthcareApi:
+    def __init__(self, storage: Storage, settings: Settings, engine: OperationEngine):
+        self.storage = storage
+        self.settings = settings
+        self.engine = engine
+        self.app = App("healthcare")
+        self._routes()
+
+    # --- lookups -----------------------------------------------------------------------------
+    def _dataset(self, req: Request) -> str:
+        g = req.match.groupdict()
+        name = f"projects/{g['p']}/locations/{g['l']}/datasets/{g['d']}"
+        if self.storage.get_json("datasets", name) is None:
+            # The real API answers 403 rather than 404 for a missing dataset.
+            raise ApiError(403, f"Permission healthcare.datasets.get denied on resource {name} (or it may not exist).",
+                           "PERMISSION_DENIED")
+        return name
+
+    def _store(self, req: Request) -> str:
+        dataset = self._dataset(req)
+        name = f"{dataset}/dicomStores/{req.match['s']}"
+        if self.storage.get_json("stores", name) is None:
+            raise ApiError(404, f"DICOM store {name} not found.", "NOT_FOUND")
+        return name
+
+    def _op_response(self, run: RunningOp) -> dict:
+        return self.engine.snapshot(run)
+
+    # --- routes ------------------------------------------------------------------------------
+    def _routes(self) -> None:
+        r = self.app.route
+        r("POST", _LOC + r"/datasets", "datasets.create")(self.create_dataset)
+        r("GET", _LOC + r"/datasets", "datasets.list")(self.list_datasets)
+        r("GET", _DS, "datasets.get")(lambda req: self.storage.get_json("datasets", self._dataset(req)))
+        r("DELETE", _DS, "datasets.delete")(self.delete_dataset)
+        r("POST", _DS + r"/dicomStores", "dicomStores.create")(self.create_store)
+        r("GET", _DS + r"/dicomStores", "dicomStores.list")(self.list_stores)
+        r("GET", _ST, "dicomStores.get")(lambda req: self.storage.get_json("stores", self._store(req)))
+        r("PATCH", _ST, "dicomStores.patch")(self.patch_store)
+        r("DELETE", _ST, "dicomStores.delete")(self.delete_store)
+        r("GET", _ST + r":getDICOMStoreMetrics", "dicomStores.getDICOMStoreMetrics")(self.metrics)
+        r("POST", _ST + r":import", "dicomStores.import")(self.import_)
+        r("POST", _ST + r":export", "dicomStores.export")(self.export)
+        r("GET", _DS + r"/operations", "operations.list")(self.list_operations)
+        r("GET", _DS + r"/operations/(?P<o>[^/:]+)", "operations.get")(self.get_operation)
+        r("POST", _DS + r"/operations/(?P<o>[^/:]+):cancel", "operations.cancel")(self.cancel_operation)
+        r("GET", r"/logs/(?P<op>.+)", "logs")(self.logs)
+        r("GET", r"/admin/settings", "admin.settings")(lambda req: self._settings_dict())
+        r("POST", r"/admin/settings", "admin.settings")(self.set_settings)
+        # DICOMweb
+        r("POST", _WEB + r"/studies(?:/(?P<study>[^/]+))?", "dicomWeb.storeInstances")(self.stow)
+        for level, pattern in (
+            ("studies", r"/studies"),
+            ("series", r"/series"),
+            ("series", r"/studies/(?P<study>[^/]+)/series"),
+            ("instances", r"/instances"),
+            ("instances", r"/studies/(?P<study>[^/]+)/instances"),
+            ("instances", r"/studies/(?P<study>[^/]+)/series/(?P<series>[^/]+)/instances"),
+        ):
+            r("GET", _WEB + pattern, f"dicomWeb.search.{level}")(lambda req, level=level: self.qido(req, level))
+        inst = _WEB + r"/studies/(?P<study>[^/]+)/series/(?P<series>[^/]+)/instances/(?P<sop>[^/]+)"
+        r("GET", inst, "dicomWeb.retrieveInstance")(self.wado_instance)
+        r("GET", _WEB + r"/studies/(?P<study>[^/]+)(?:/series/(?P<series>[^/]+)(?:/instances/(?P<sop>[^/]+))?)?/metadata",
+          "dicomWeb.retrieveMetadata")(self.wado_metadata)
+        r("DELETE", inst, "dicomWeb.deleteInstance")(self.delete_instance)
+        r("DELETE", _WEB + r"/studies/(?P<study>[^/]+)(?:/series/(?P<series>[^/]+))?", "dicomWeb.delete")(self.delete_study_or_series)
+
+    # --- datasets ---------------------------------------------------------------------------
+    def create_dataset(self, req: Request) -> dict:
+        g = req.match.groupdict()
+        dataset_id = req.param("datasetId") or ""
+        if not _ID_RE.match(dataset_id):
+            raise bad_request(f"datasetId {dataset_id!r} must match [\\p{{L}}\\p{{N}}_\\-\\.]{{1,256}}", "datasetId")
+        body = req.json()
+        check_fields(body, {"name", "timeZone", "encryptionSpec"})
+        parent = f"projects/{g['p']}/locations/{g['l']}"
+        name = f"{parent}/datasets/{dataset_id}"
+        with self.storage.lock:
+            if self.storage.get_json("datasets", name) is not None:
+                raise ApiError(409, f"Dataset {name} already exists.", "ALREADY_EXISTS")
+            dataset = {"name": name, "timeZone": body.get("timeZone", "UTC")}
+            self.storage.execute("INSERT INTO datasets(name, parent, body) VALUES (?,?,?)",
+                                 (name, parent, json.dumps(dataset)))
+        run = self.engine.new_operation(name, g["v"], "CreateDataset", {})
+        op = self.engine.snapshot(run, done=True)
+        op["response"] = {"@type": f"type.googleapis.com/google.cloud.healthcare.{g['v']}.Dataset", **dataset}
+        op["metadata"]["apiMethodName"] = f"google.cloud.healthcare.{g['v']}.dataset.DatasetService.CreateDataset"
+        self.storage.save_operation(op)
+        self.engine.running.pop(run.name, None)
+        return op
+
+    def list_datasets(self, req: Request) -> dict:
+        g = req.match.groupdict()
+        items = self.storage.list_json("datasets", "parent", f"projects/{g['p']}/locations/{g['l']}")
+        return self._page(req, items, "datasets")
+
+    def delete_dataset(self, req: Request) -> dict:
+        name = self._dataset(req)
+        with self.storage.lock:
+            for store in self.storage.list_json("stores", "dataset", name):
+                self.storage.execute("DELETE FROM instances WHERE store = ?", (store["name"],))
+            self.storage.execute("DELETE FROM stores WHERE dataset = ?", (name,))
+            self.storage.execute("DELETE FROM datasets WHERE name = ?", (name,))
+        return {}
+
+    @staticmethod
+    def _page(req: Request, items: list, key: str) -> dict:
+        size = min(int(req.param("pageSize") or 100), 1000)
+        start = int(req.param("pageToken") or 0)
+        out: dict[str, Any] = {key: items[start : start + size]}
+        if start + size < len(items):
+            out["nextPageToken"] = str(start + size)
+        return out
+
+    # --- stores ------------------------------------------------------------------------------
+    def create_store(self, req: Request) -> dict:
+        dataset = self._dataset(req)
+        store_id = req.param("dicomStoreId") or ""
+        if not store_id or len(store_id) > 256 or "/" in store_id:
+            raise bad_request(f"dicomStoreId {store_id!r} must be 1-256 characters without '/'", "dicomStoreId")
+        body = req.json()
+        check_fields(body, _STORE_FIELDS)
+        name = f"{dataset}/dicomStores/{store_id}"
+        store = {k: v for k, v in body.items() if k != "name"}
+        store["name"] = name
+        with self.storage.lock:
+            if self.storage.get_json("stores", name) is not None:
+                raise ApiError(409, f"DICOM store {name} already exists.", "ALREADY_EXISTS")
+            self.storage.execute("INSERT INTO stores(name, dataset, body) VALUES (?,?,?)",
+                                 (name, dataset, json.dumps(store)))
+        return store
+
+    def list_stores(self, req: Request) -> dict:
+        items = self.storage.list_json("stores", "dataset", self._dataset(req))
+        flt = req.param("filter") or ""
+        m = re.match(r"^labels\.([\w-]+)\s*=\s*\"?([\w-]*)\"?$", flt.strip())
+        if flt and m:
+            items = [s for s in items if s.get("labels", {}).get(m[1]) == m[2]]
+        return self._page(req, items, "dicomStores")
+
+    def patch_store(self, req: Request) -> dict:
+        name = self._store(req)
+        body = req.json()
+        check_fields(body, _STORE_FIELDS)
+        mask = [m.strip() for m in (req.param("updateMask") or "").split(",") if m.strip()]
+        store = self.storage.get_json("stores", name)
+        for path in mask:
+            if path not in _STORE_FIELDS - {"name"}:
+                raise bad_request(f"updateMask path {path!r} is not a DicomStore field that can be updated", "updateMask")
+            if path in body:
+                store[path] = body[path]
+            else:
+                store.pop(path, None)
+        self.storage.execute("UPDATE stores SET body = ? WHERE name = ?", (json.dumps(store), name))
+        return store
+
+    def delete_store(self, req: Request) -> dict:
+        name = self._store(req)
+        with self.storage.lock:
+            self.storage.execute("DELETE FROM instances WHERE store = ?", (name,))
+            self.storage.execute("DELETE FROM stores WHERE name = ?", (name,))
+        return {}
+
+    def metrics(self, req: Request) -> dict:
+        name = self._store(req)
+        studies, series, instances, size, meta = self.storage.query(
+            "SELECT COUNT(DISTINCT study), COUNT(DISTINCT study || '/' || series), COUNT(*), "
+            "COALESCE(SUM(size), 0), COALESCE(SUM(LENGTH(metadata)), 0) FROM instances WHERE store = ?", (name,))[0]
+        out = {"name": name}
+        for key, value in (("studyCount", studies), ("seriesCount", series), ("instanceCount", instances),
+                           ("structuredStorageSizeBytes", meta), ("blobStorageSizeBytes", size)):
+            if value:
+                out[key] = str(value)
+        return out
+
+    # --- import / export ---------------------------------------------------------------------
+    def import_(self, req: Request) -> dict:
+        store = self._store(req)
+        body = req.json()
+        check_fields(body, {"gcsSource", "blobStorageSettings"})
+        if "gcsSource" not in body:
+            raise bad_request("gcsSource is required", "gcsSource")
+        check_fields(body["gcsSource"], {"uri"}, "gcsSource")
+        check_fields(body.get("blobStorageSettings", {}), {"blobStorageClass"}, "blobStorageSettings")
+        try:
+            uri = parse_import_uri(body["gcsSource"].get("uri"), "gcsSource.uri")
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], "ImportDicomData", body)
+        self.engine.start(run, lambda r: self.engine.run_import(r, store, str(uri)))
+        return self._op_response(run)
+
+    def export(self, req: Request) -> dict:
+        store = self._store(req)
+        body = req.json()
+        check_fields(body, {"gcsDestination", "bigqueryDestination", "filterConfig"})
+        gcs, bq = body.get("gcsDestination"), body.get("bigqueryDestination")
+        if (gcs is None) == (bq is None):
+            raise bad_request("exactly one of gcsDestination or bigqueryDestination must be set", "destination")
+        filter_uri = None
+        if "filterConfig" in body:
+            check_fields(body["filterConfig"], {"resourcePathsGcsUri"}, "filterConfig")
+            filter_uri = body["filterConfig"].get("resourcePathsGcsUri")
+        try:
+            if filter_uri is not None:
+                parse_gcs_uri(filter_uri, "filterConfig.resourcePathsGcsUri")
+            if gcs is not None:
+                check_fields(gcs, {"uriPrefix", "mimeType"}, "gcsDestination")
+                parse_gcs_uri(gcs.get("uriPrefix"), "gcsDestination.uriPrefix", allow_empty_object=True)
+                parse_mime_type(gcs.get("mimeType"), "gcsDestination.mimeType")
+            else:
+                allowed = _BQ_DEST_FIELDS | ({"changeDataCaptureConfig"} if req.match["v"] == "v1beta1" else set())
+                check_fields(bq, allowed, "bigqueryDestination")
+                table = parse_bigquery_table_uri(bq.get("tableUri"), "bigqueryDestination.tableUri")
+                wd = bq.get("writeDisposition", "WRITE_DISPOSITION_UNSPECIFIED")
+                if wd not in _WRITE_DISPOSITIONS:
+                    raise bad_request(f"bigqueryDestination.writeDisposition {wd!r} must be one of "
+                                      f"{sorted(_WRITE_DISPOSITIONS)}", "bigqueryDestination.writeDisposition")
+                if table.project != req.match["p"] and not self.settings.allow_cross_project_bigquery:
+                    raise bad_request("You can only export to a BigQuery dataset that's in the same project as the "
+                                      "DICOM store", "bigqueryDestination.tableUri")
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], "ExportDicomData", body)
+        if gcs is not None:
+            work = lambda r: self.engine.run_export_gcs(r, store, gcs["uriPrefix"], gcs.get("mimeType"), filter_uri)
+        else:
+            work = lambda r: self.engine.run_export_bigquery(r, store, bq, filter_uri)
+        self.engine.start(run, work)
+        return self._op_response(run)
+
+    # --- operations ---------------------------------------------------------------------------
+    def _op_name(self, req: Request) -> str:
+        return f"{self._dataset(req)}/operations/{req.match['o']}"
+
+    def get_operation(self, req: Request) -> dict:
+        name = self._op_name(req)
+        op = self.engine.get(name)
+        if op is None:
+            raise ApiError(404, f"Operation {name} not found.", "NOT_FOUND")
+        return op
+
+    def cancel_operation(self, req: Request) -> dict:
+        name = self._op_name(req)
+        if self.engine.get(name) is None:
+            raise ApiError(404, f"Operation {name} not found.", "NOT_FOUND")
+        self.engine.cancel(name)
+        return {}
+
+    def list_operations(self, req: Request) -> dict:
+        dataset = self._dataset(req)
+        ops = [self.engine.get(n) for (n,) in self.storage.query(
+            "SELECT name FROM operations WHERE dataset = ? ORDER BY seq", (dataset,))]
+        flt = (req.param("filter") or "").strip()
+        m = re.match(r'^done\s*=\s*(true|false)$', flt)
+        if m:
+            want = m[1] == "true"
+            ops = [o for o in ops if bool(o.get("done")) == want]
+        m = re.match(r'^metadata\.apiMethodName\s*=\s*"?([^"]+)"?$', flt)
+        if m:
+            ops = [o for o in ops if m[1] in o["metadata"].get("apiMethodName", "")]
+        return self._page(req, ops, "operations")
+
+    def logs(self, req: Request) -> dict:
+        name = req.match["op"]
+        if self.engine.get(name) is None:
+            raise ApiError(404, f"Operation {name} not found.", "NOT_FOUND")
+        return {"operation": name, "entries": self.storage.logs(name)}
+
+    def _settings_dict(self) -> dict:
+        return {f.name: getattr(self.settings, f.name) for f in dc_fields(self.settings)}
+
+    def set_settings(self, req: Request) -> dict:
+        body = req.json()
+        check_fields(body, {f.name for f in dc_fields(self.settings)})
+        for key, value in body.items():
+            setattr(self.settings, key, type(getattr(self.settings, key))(value))
+        return self._settings_dict()
+
+    # --- DICOMweb ------------------------------------------------------------------------------
+    def _store_instance(self, store: str, data: bytes) -> tuple[dict, bool, str]:
+        """Store one instance as STOW does: identical → success, same UIDs different bytes → failure."""
+        try:
+            inst = dicom.parse_instance(data)
+        except dicom.InstanceError as exc:
+            return {}, False, exc.message
+        with self.storage.lock:
+            rows = self.storage.query("SELECT sha256 FROM instances WHERE store=? AND study=? AND series=? AND sop=?",
+                                      (store, inst.study, inst.series, inst.sop))
+            sha = self.storage.put_blob(data)
+            ref = {"study": inst.study, "series": inst.series, "sop": inst.sop,
+                   "class": _value(inst.metadata, "SOPClassUID") or ""}
+            if rows and rows[0][0] != sha:
+                return ref, False, "checksum mismatch: an instance with the same UIDs but different content exists"
+            if not rows:
+                self.storage.execute(
+                    "INSERT INTO instances(store, study, series, sop, sha256, size, metadata, created) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    (store, inst.study, inst.series, inst.sop, sha, len(data), json.dumps(inst.metadata), time.time()))
+        return ref, True, ""
+
+    def stow(self, req: Request) -> Response:
+        store = self._store(req)
+        ctype = req.headers.get("Content-Type", "")
+        if ctype.lower().startswith("multipart/related"):
+            msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + req.body)
+            parts = [p.get_payload(decode=True) or b"" for p in msg.iter_parts()]
+        elif ctype.lower().startswith("application/dicom"):
+            parts = [req.body]
+        else:
+            raise ApiError(415, f"unsupported Content-Type {ctype!r}: use application/dicom or multipart/related",
+                           "INVALID_ARGUMENT")
+        ok, failed = [], []
+        for data in parts:
+            ref, stored, reason = self._store_instance(store, data)
+            item = {"00081150": {"vr": "UI", "Value": [ref.get("class", "")]} if ref.get("class") else {"vr": "UI"},
+                    "00081155": {"vr": "UI", "Value": [ref["sop"]]} if ref else {"vr": "UI"}}
+            if stored:
+                item["00081190"] = {"vr": "UR", "Value": [
+                    f"{req.path.split('/dicomWeb')[0]}/dicomWeb/studies/{ref['study']}/series/{ref['series']}/instances/{ref['sop']}"]}
+                ok.append(item)
+            else:
+                item["00081197"] = {"vr": "US", "Value": [272]}
+                item["00091097"] = {"vr": "LO", "Value": [reason]}
+                failed.append(item)
+        result: dict[str, Any] = {}
+        if ok:
+            result["00081199"] = {"vr": "SQ", "Value": ok}
+        if failed:
+            result["00081198"] = {"vr": "SQ", "Value": failed}
+        return Response(409 if failed else 200, json.dumps(result).encode(), {"Content-Type": "application/dicom+json"})
+
+    def _instances(self, store: str, study: str | None = None, series: str | None = None, sop: str | None = None):
+        sql, args = "SELECT study, series, sop, sha256, metadata FROM instances WHERE store=?", [store]
+        for col, val in (("study", study), ("series", series), ("sop", sop)):
+            if val:
+                sql += f" AND {col}=?"
+                args.append(val)
+        return [(s, se, so, sha, json.loads(m)) for s, se, so, sha, m in self.storage.query(sql + " ORDER BY rowid", args)]
+
+    @staticmethod
+    def _matches(meta: dict, key: str, wanted: str) -> bool:
+        if key == "StudyDate" and "-" in wanted:
+            lo, _, hi = wanted.partition("-")
+            v = _value(meta, "StudyDate") or ""
+            return bool(v) and (not lo or v >= lo) and (not hi or v <= hi)
+        v = _value(meta, key)
+        if v is None:
+            return False
+        if "*" in wanted or "?" in wanted:
+            rx = "^" + re.escape(wanted).replace(r"\*", ".*").replace(r"\?", ".") + "$"
+            return re.match(rx, str(v)) is not None
+        return str(v) == wanted
+
+    def qido(self, req: Request, level: str) -> Response:
+        store = self._store(req)
+        g = req.match.groupdict()
+        rows = self._instances(store, g.get("study"), g.get("series"))
+        include = set()
+        filters = []
+        for key, values in req.query.items():
+            if key in ("limit", "offset", "fuzzymatching", "alt"):
+                continue
+            if key == "includefield":
+                for v in values:
+                    include.update(x for x in v.split(",") if x)
+                continue
+            kw = key
+            if re.fullmatch(r"[0-9A-Fa-f]{8}", key):
+                kw = keyword_for_tag(int(key, 16)) or key
+            filters.append((kw, values[0]))
+        groups: dict[tuple, list[dict]] = {}
+        for study, series, sop, _, meta in rows:
+            if not all(self._matches(meta, k, v) for k, v in filters):
+                continue
+            key = {"studies": (study,), "series": (study, series), "instances": (study, series, sop)}[level]
+            groups.setdefault(key, []).append(meta)
+        attrs = {"studies": _STUDY_ATTRS, "series": _STUDY_ATTRS[:1] + _SERIES_ATTRS,
+                 "instances": _STUDY_ATTRS[:1] + _SERIES_ATTRS[:2] + _INSTANCE_ATTRS}[level]
+        out = []
+        for metas in groups.values():
+            first = metas[0]
+            if "all" in include:
+                item = {k: v for k, v in first.items() if level == "instances" or k in {_tag_of(a) for a in attrs}}
+            else:
+                wanted = attrs + [k for k in include]
+                item = {}
+                for kw in wanted:
+                    tag = kw if re.fullmatch(r"[0-9A-Fa-f]{8}", kw) else _tag_of(kw)
+                    if tag in first:
+                        item[tag] = first[tag]
+            if level == "studies":
+                mods = sorted({_value(m, "Modality") for m in metas if _value(m, "Modality")})
+                item["00080061"] = {"vr": "CS", "Value": mods}
+                item["00201206"] = {"vr": "IS", "Value": [len({_value(m, "SeriesInstanceUID") for m in metas})]}
+                item["00201208"] = {"vr": "IS", "Value": [len(metas)]}
+            elif level == "series":
+                item["00201209"] = {"vr": "IS", "Value": [len(metas)]}
+            out.append(item)
+        offset = int(req.param("offset") or 0)
+        limit = req.param("limit")
+        out = out[offset : offset + int(limit)] if limit else out[offset:]
+        return Response(200, json.dumps(out).encode(), {"Content-Type": "application/dicom+json"})
+
+    def wado_instance(self, req: Request) -> Response:
+        store = self._store(req)
+        rows = self._instances(store, req.match["study"], req.match["series"], req.match["sop"])
+        if not rows:
+            raise ApiError(404, "instance not found", "NOT_FOUND")
+        data = self.storage.get_blob(rows[0][3])
+        accept = (req.headers.get("Accept") or "").lower()
+        m = re.search(r"transfer-syntax=\"?([0-9.*]+)", accept)
+        wanted = m[1] if m else "*"
+        if wanted != "*":
+            stored = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID
+            if wanted != stored:
+                try:
+                    data = dicom.render_export(data, parse_mime_type(f"application/dicom; transfer-syntax={wanted}"))[0][1]
+                except (dicom.InstanceError, ValidationError) as exc:
+                    raise ApiError(406, f"cannot return transfer syntax {wanted}: {exc}", "FAILED_PRECONDITION") from None
+        if accept.startswith("application/dicom"):
+            return Response(200, data, {"Content-Type": f"application/dicom; transfer-syntax={wanted}"})
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={wanted}\r\n\r\n".encode()
+                + data + f"\r\n--{boundary}--\r\n".encode())
+        return Response(200, body, {"Content-Type":
+                                    f'multipart/related; type="application/dicom"; boundary={boundary}'})
+
+    def wado_metadata(self, req: Request) -> Response:
+        store = self._store(req)
+        g = req.match.groupdict()
+        rows = self._instances(store, g.get("study"), g.get("series"), g.get("sop"))
+        if not rows:
+            raise ApiError(404, "resource not found", "NOT_FOUND")
+        return Response(200, json.dumps([r[4] for r in rows]).encode(), {"Content-Type": "application/dicom+json"})
+
+    def delete_instance(self, req: Request) -> dict:
+        store = self._store(req)
+        n = self.storage.execute("DELETE FROM instances WHERE store=? AND study=? AND series=? AND sop=?",
+                                 (store, req.match["study"], req.match["series"], req.match["sop"]))
+        if not n:
+            raise ApiError(404, "instance not found", "NOT_FOUND")
+        return {}
+
+    def delete_study_or_series(self, req: Request) -> dict:
+        store = self._store(req)
+        g = req.match.groupdict()
+        rows = self._instances(store, g["study"], g.get("series"))
+        if not rows:
+            raise ApiError(404, "resource not found", "NOT_FOUND")
+        method = "DeleteSeries" if g.get("series") else "DeleteStudy"
+        run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], method, {})
+
+        def work(r: RunningOp) -> None:
+            sql = "DELETE FROM instances WHERE store=? AND study=?" + (" AND series=?" if g.get("series") else "")
+            args = (store, g["study"]) + ((g["series"],) if g.get("series") else ())
+            r.counter["success"] = self.storage.execute(sql, args)
+
+        self.engine.start(run, work)
+        return self._op_response(run)

