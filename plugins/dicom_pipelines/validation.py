@@ -264,6 +264,10 @@ class FilterPath:
             out += f"/instances/{self.instance}"
         return out
 
+    @property
+    def level(self) -> str:
+        return "instance" if self.instance else "series" if self.series else "study"
+
     def matches(self, study: str, series: str, instance: str) -> bool:
         return (
             self.study == study

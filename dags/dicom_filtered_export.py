@@ -1,0 +1,174 @@
+"""Export only the DICOM instances that match criteria, via BigQuery (the guide's filtered export).
+
+1. export the store's metadata to a run-scoped BigQuery table (WRITE_TRUNCATE);
+2. run ``include/sql/filter_paths.sql`` (CONCAT of the UIDs, DISTINCT at the chosen granularity)
+   into a table; the criteria reach the SQL only as query parameters;
+3. extract that table to GCS as a header-less CSV and compose the shards into one filter file;
+4. validate the filter file (nothing matched: the export is skipped; a bad line: the run fails);
+5. export with ``filterConfig.resourcePathsGcsUri``; 6. verify the exported objects.
+
+With ``filter_uri`` set, steps 1-3 are skipped and that hand-written file is used instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
+from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToGCSOperator
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, Param, task
+
+from dicom_pipelines.dag_params import (
+    BQ_DATASET_PATTERN,
+    BUCKET_PATTERN,
+    DATE_PATTERN,
+    GCS_URI_PATTERN,
+    UID_PATTERN,
+    env,
+    export_prefix_param,
+    mime_param,
+    store_params,
+    tolerance_params,
+)
+from dicom_pipelines.operators import HealthcareDicomExportOperator, HealthcareDicomExportToBigQueryOperator
+from dicom_pipelines.pipeline_tasks import default_export_prefix, safe_table_suffix
+
+GCP_CONN_ID = "google_cloud_default"
+INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
+RUN = "{{ run_id | bq_safe }}"
+META_TABLE = "meta_" + RUN
+FILTER_TABLE = "filter_" + RUN
+PREFIX = ("{{ params.destination_prefix or ('gs://' ~ params.export_bucket ~ '/exports/' ~ (run_id | bq_safe)) }}")
+FILTER_OBJECT = "filters/{{ run_id | bq_safe }}.txt"
+
+
+def _string_param(name: str) -> dict:
+    return {"name": name, "parameterType": {"type": "STRING"},
+            "parameterValue": {"value": "{{ params.%s | join(',') if params.%s is not string else params.%s }}"
+                               % (name, name, name)}}
+
+
+with DAG(
+    dag_id="dicom_filtered_export",
+    description="Export the DICOM instances matching criteria, using BigQuery to build the filter file",
+    schedule=None,
+    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=4,
+    tags=["dicom", "healthcare", "export", "bigquery"],
+    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
+    template_searchpath=[INCLUDE_DIR],
+    user_defined_filters={"bq_safe": safe_table_suffix},
+    user_defined_macros={"metadata_table": lambda run_id: "meta_" + safe_table_suffix(run_id)},
+    params={
+        **store_params(),
+        "modalities": Param([], type="array", items={"type": "string", "pattern": r"^[A-Z0-9]{1,16}$"},
+                            description="Modalities to export, e.g. [\"CT\", \"MR\"]. Empty: any."),
+        "study_date_from": Param("", type="string", pattern=DATE_PATTERN,
+                                 description="First StudyDate to export (YYYY-MM-DD). Empty: no lower bound."),
+        "study_date_to": Param("", type="string", pattern=DATE_PATTERN,
+                               description="Last StudyDate to export (YYYY-MM-DD). Empty: no upper bound."),
+        "patient_ids": Param([], type="array", items={"type": "string", "pattern": r"^[^,\\]{1,64}$"},
+                             description="Only these PatientIDs. Empty: any."),
+        "study_uids": Param([], type="array", items={"type": "string", "pattern": UID_PATTERN},
+                            description="Only these StudyInstanceUIDs. Empty: any."),
+        "granularity": Param("series", type="string", enum=["study", "series", "instance"],
+                             description="Filter-file lines per study, per series or per instance."),
+        "bigquery_dataset": Param(env("BIGQUERY_DATASET", "dicom_metadata"), type="string",
+                                  pattern=BQ_DATASET_PATTERN, description="BigQuery dataset for the work tables."),
+        "export_bucket": Param(env("EXPORT_BUCKET", "dicom-exports"), type="string", pattern=BUCKET_PATTERN,
+                               description="Bucket for the filter file and, by default, the exported objects."),
+        "destination_prefix": export_prefix_param(),
+        "mime_type": mime_param(),
+        "filter_uri": Param(None, type=["null", "string"], pattern=GCS_URI_PATTERN,
+                            description="A filter file you uploaded yourself; skips the BigQuery steps."),
+        **tolerance_params(),
+    },
+    doc_md=__doc__,
+) as dag:
+    store_kwargs = {"project_id": "{{ params.project_id }}", "location": "{{ params.location }}",
+                    "dataset_id": "{{ params.dataset_id }}", "dicom_store_id": "{{ params.dicom_store_id }}",
+                    "gcp_conn_id": GCP_CONN_ID}
+
+    @task.branch
+    def choose_filter_source(**context) -> str:
+        return "use_given_filter" if context["params"].get("filter_uri") else "export_metadata"
+
+    use_given_filter = EmptyOperator(task_id="use_given_filter")
+
+    export_metadata = HealthcareDicomExportToBigQueryOperator(
+        task_id="export_metadata", **store_kwargs, write_disposition="WRITE_TRUNCATE",
+        table_uri="bq://{{ params.project_id }}.{{ params.bigquery_dataset }}." + META_TABLE,
+    )
+
+    build_filter_table = BigQueryInsertJobOperator(
+        task_id="build_filter_table",
+        gcp_conn_id=GCP_CONN_ID,
+        project_id="{{ params.project_id }}",
+        deferrable=False,
+        configuration={
+            "query": {
+                "query": "{% include 'sql/filter_paths.sql' %}",
+                "useLegacySql": False,
+                "parameterMode": "NAMED",
+                "queryParameters": [_string_param(n) for n in
+                                    ("modalities", "study_date_from", "study_date_to", "patient_ids", "study_uids")],
+                "destinationTable": {"projectId": "{{ params.project_id }}",
+                                     "datasetId": "{{ params.bigquery_dataset }}", "tableId": FILTER_TABLE},
+                "writeDisposition": "WRITE_TRUNCATE",
+                "createDisposition": "CREATE_IF_NEEDED",
+            }
+        },
+    )
+
+    extract_filter = BigQueryToGCSOperator(
+        task_id="extract_filter",
+        gcp_conn_id=GCP_CONN_ID,
+        project_id="{{ params.project_id }}",
+        source_project_dataset_table="{{ params.project_id }}.{{ params.bigquery_dataset }}." + FILTER_TABLE,
+        destination_cloud_storage_uris=["gs://{{ params.export_bucket }}/filters/" + RUN + "/part-*.csv"],
+        export_format="CSV",
+        print_header=False,
+        deferrable=False,
+    )
+
+    @task
+    def compose_filter(**context) -> str:
+        from dicom_pipelines.pipeline_tasks import compose_filter_shards
+
+        run = safe_table_suffix(context["run_id"])
+        bucket = context["params"]["export_bucket"]
+        return compose_filter_shards(GCP_CONN_ID, bucket, f"filters/{run}/part-", f"filters/{run}.txt")
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def check_filter(**context) -> dict:
+        from dicom_pipelines.pipeline_tasks import check_filter_file
+
+        params = context["params"]
+        uri = params.get("filter_uri") or context["ti"].xcom_pull(task_ids="compose_filter")
+        return check_filter_file(GCP_CONN_ID, uri)
+
+    export = HealthcareDicomExportOperator(
+        task_id="export_dicom", **store_kwargs,
+        uri_prefix=PREFIX,
+        mime_type="{{ params.mime_type }}",
+        filter_uri="{{ ti.xcom_pull(task_ids='check_filter')['filter_uri'] }}",
+        max_failures="{{ params.max_failures }}",
+        max_failure_ratio="{{ params.max_failure_ratio }}",
+    )
+
+    @task
+    def verify_export(result: dict, **context) -> dict:
+        from dicom_pipelines.pipeline_tasks import count_exported
+
+        prefix = default_export_prefix(context["params"], context["run_id"])
+        return count_exported(GCP_CONN_ID, prefix, context["params"]["mime_type"], result)
+
+    checked = check_filter()
+    choose_filter_source() >> [export_metadata, use_given_filter]
+    use_given_filter >> checked
+    export_metadata >> build_filter_table >> extract_filter >> compose_filter() >> checked
+    checked >> export
+    verify_export(export.output)

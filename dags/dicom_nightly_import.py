@@ -1,0 +1,92 @@
+"""Nightly import of the previous day's DICOM files from Cloud Storage into a DICOM store.
+
+Each run imports ``gs://{source_bucket}/{source_prefix}/{day}/{source_pattern}`` (default
+``**.dcm``), where ``day`` is the start of the run's data interval (YYYY-MM-DD): the run at 00:00 on 11-25
+imports the files of 11-24. Backfills from the UI or the REST API replay any range of days.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG, Asset, Param, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from dicom_pipelines.dag_params import BUCKET_PATTERN, GCS_URI_PATTERN, env, store_params, tolerance_params
+from dicom_pipelines.operators import HealthcareDicomImportOperator, HealthcareEnsureDicomStoreOperator
+
+GCP_CONN_ID = "google_cloud_default"
+STORE_ASSET = Asset(
+    name="dicom_store",
+    uri="healthcare://{}/{}/{}/{}".format(env("GCP_PROJECT", "demo-project"), env("HEALTHCARE_LOCATION", "us-central1"),
+                                          env("HEALTHCARE_DATASET", "demo-dataset"), env("DICOM_STORE", "demo-store")),
+)
+STORE = "{{ params.project_id }}/{{ params.location }}/{{ params.dataset_id }}/{{ params.dicom_store_id }}"
+STORE_NAME = ("projects/{{ params.project_id }}/locations/{{ params.location }}/datasets/{{ params.dataset_id }}"
+              "/dicomStores/{{ params.dicom_store_id }}")
+
+with DAG(
+    dag_id="dicom_nightly_import",
+    description="Import the previous day's DICOM files from GCS into the DICOM store",
+    schedule=CronDataIntervalTimetable(env("DICOM_IMPORT_CRON", "0 0 * * *"), timezone="UTC"),
+    start_date=dt.datetime.fromisoformat(env("DICOM_IMPORT_START_DATE", "2026-11-01")).replace(tzinfo=dt.timezone.utc),
+    catchup=True,
+    max_active_runs=3,
+    render_template_as_native_obj=True,
+    tags=["dicom", "healthcare", "import"],
+    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
+    params={
+        **store_params(),
+        "source_bucket": Param(env("SOURCE_BUCKET", "dicom-incoming"), type="string", pattern=BUCKET_PATTERN,
+                               description="Bucket that receives the DICOM files."),
+        "source_prefix": Param("incoming", type="string", pattern=r"^[^*?]*[^/*?]$|^$",
+                               description="Folder in the bucket; each day's files are under <prefix>/<YYYY-MM-DD>/."),
+        "source_pattern": Param("**.dcm", type="string", pattern=r"^(\*\*[^*?/]*|[^*]*)$",
+                                description="Pattern under the day's folder: '**.dcm' (recursive), '*.dcm', '**'."),
+        "gcs_uri": Param(None, type=["null", "string"], pattern=GCS_URI_PATTERN,
+                         description="Override: import exactly this gs:// URI or pattern instead of the day's folder."),
+        "allow_empty": Param(True, type="boolean",
+                             description="Skip (rather than fail) a night with no files to import."),
+        **tolerance_params(),
+    },
+    doc_md=__doc__,
+) as dag:
+    ensure_store = HealthcareEnsureDicomStoreOperator(
+        task_id="ensure_store", project_id="{{ params.project_id }}", location="{{ params.location }}",
+        dataset_id="{{ params.dataset_id }}", dicom_store_id="{{ params.dicom_store_id }}", gcp_conn_id=GCP_CONN_ID,
+    )
+
+    @task
+    def count_before(store_name: str) -> int:
+        from dicom_pipelines.pipeline_tasks import store_instance_count
+
+        return store_instance_count(GCP_CONN_ID, store_name)
+
+    import_dicom = HealthcareDicomImportOperator(
+        task_id="import_dicom",
+        project_id="{{ params.project_id }}", location="{{ params.location }}", dataset_id="{{ params.dataset_id }}",
+        dicom_store_id="{{ params.dicom_store_id }}", gcp_conn_id=GCP_CONN_ID,
+        gcs_uri="{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' "
+                "if params.source_prefix else '') ~ data_interval_start.strftime('%Y-%m-%d') ~ '/' ~ params.source_pattern) }}",
+        allow_empty_source="{{ params.allow_empty }}",
+        max_failures="{{ params.max_failures }}",
+        max_failure_ratio="{{ params.max_failure_ratio }}",
+    )
+
+    @task(outlets=[STORE_ASSET])
+    def verify(store_name: str, before: int, result: dict, **context) -> dict:
+        """Instance-count delta from the store metrics, next to the operation's counters."""
+        from dicom_pipelines.pipeline_tasks import store_instance_count
+
+        after = store_instance_count(GCP_CONN_ID, store_name)
+        summary = {"instances_before": before, "instances_after": after, "new_instances": after - before,
+                   "imported": result["success"], "failed": result["failure"],
+                   "operation_name": result["operation_name"], "logs_url": result["logs_url"]}
+        if after - before > result["success"]:
+            raise ValueError(f"store grew by {after - before} instances but the import reported {result['success']}")
+        context["outlet_events"][STORE_ASSET].extra = {"run_id": context["run_id"], **summary}
+        return summary
+
+    before = count_before(ensure_store.output)
+    before >> import_dicom
+    verify(ensure_store.output, before, import_dicom.output)

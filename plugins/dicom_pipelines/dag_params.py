@@ -1,0 +1,56 @@
+"""DAG ``params`` (JSON schema) shared by the DICOM DAGs, so the UI shows a form and a bad ``conf`` gets a 400.
+
+Defaults come from environment variables read when the DAG file is parsed (no I/O); the runtime
+checks in :mod:`dicom_pipelines.validation` run again in the operators before any API call.
+"""
+
+from __future__ import annotations
+
+import os
+
+from airflow.sdk import Param
+
+from dicom_pipelines.validation import MIME_TYPES
+
+ID_PATTERN = r"^[\w\-.]{1,256}$"
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$"
+GCS_URI_PATTERN = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$"
+BQ_DATASET_PATTERN = r"^[A-Za-z0-9_]{1,1024}$"
+UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+DATE_PATTERN = r"^$|^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def store_params() -> dict[str, Param]:
+    return {
+        "project_id": Param(env("GCP_PROJECT", "demo-project"), type="string", pattern=ID_PATTERN,
+                            description="Google Cloud project of the Healthcare dataset."),
+        "location": Param(env("HEALTHCARE_LOCATION", "us-central1"), type="string", pattern=ID_PATTERN,
+                          description="Region of the Healthcare dataset, e.g. us-central1."),
+        "dataset_id": Param(env("HEALTHCARE_DATASET", "demo-dataset"), type="string", pattern=ID_PATTERN,
+                            description="Healthcare dataset id."),
+        "dicom_store_id": Param(env("DICOM_STORE", "demo-store"), type="string", pattern=ID_PATTERN,
+                                description="DICOM store id."),
+    }
+
+
+def tolerance_params() -> dict[str, Param]:
+    return {
+        "max_failures": Param(None, type=["null", "integer"], minimum=0,
+                              description="Failed instances tolerated (count). Empty: none unless a ratio is set."),
+        "max_failure_ratio": Param(None, type=["null", "number"], minimum=0, maximum=1,
+                                   description="Failed instances tolerated, as a fraction of those processed (0-1)."),
+    }
+
+
+def mime_param(default: str = "") -> Param:
+    return Param(default, type="string", enum=["", *MIME_TYPES],
+                 description="Export format: empty keeps the stored DICOM; or one of the 24 documented MIME types.")
+
+
+def export_prefix_param() -> Param:
+    return Param(None, type=["null", "string"], pattern=GCS_URI_PATTERN,
+                 description="gs:// prefix for the exported objects. Empty: gs://<export bucket>/exports/<run id>.")

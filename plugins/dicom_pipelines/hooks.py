@@ -1,0 +1,351 @@
+"""Cloud Healthcare API (DICOM) hooks: every call to the API lives here.
+
+:class:`CloudHealthcareDicomHook` (sync) builds the discovery client from the document bundled with
+``google-api-python-client`` (``static_discovery=True``), so it works offline and against any
+endpoint. :class:`CloudHealthcareDicomAsyncHook` is what the trigger uses: plain ``aiohttp`` calls,
+no blocking I/O in the event loop. Both parse operations with :func:`parse_operation`.
+
+The endpoint comes from the connection extra ``healthcare_endpoint`` or the environment variable
+``HEALTHCARE_API_ENDPOINT``; unset means Google (``https://healthcare.googleapis.com/``). That is
+how the local stack is reached, with the same code path as production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import aiohttp
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+
+from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+
+from airflow.sdk.exceptions import AirflowException
+
+from dicom_pipelines.polling import PollPlanner
+
+DEFAULT_ENDPOINT = "https://healthcare.googleapis.com/"
+ENDPOINT_ENV = "HEALTHCARE_API_ENDPOINT"
+RETRYABLE_HTTP = frozenset({408, 429, 500, 502, 503, 504})
+_CODE_NAMES = {0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
+               6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
+               10: "ABORTED", 13: "INTERNAL", 14: "UNAVAILABLE", 16: "UNAUTHENTICATED"}
+
+
+class HealthcareApiError(AirflowException):
+    """A failed API call: carries the HTTP status, Google's status name and the message."""
+
+    def __init__(self, http_status: int, google_status: str, message: str, method: str = ""):
+        self.http_status = http_status
+        self.google_status = google_status
+        self.api_message = message
+        self.method = method
+        super().__init__(f"Healthcare API {method} failed: HTTP {http_status} {google_status}: {message}")
+
+    @property
+    def retryable(self) -> bool:
+        return self.http_status in RETRYABLE_HTTP
+
+    @classmethod
+    def from_body(cls, http_status: int, body: bytes | str, method: str) -> "HealthcareApiError":
+        try:
+            err = json.loads(body)["error"]
+            return cls(http_status, err.get("status", ""), err.get("message", ""), method)
+        except (ValueError, KeyError, TypeError):
+            text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
+            return cls(http_status, "", text[:500], method)
+
+
+@dataclass(frozen=True)
+class OperationStatus:
+    """The parts of a long-running operation the pipelines act on. Zero counters may be absent (proto3)."""
+
+    name: str
+    done: bool
+    success: int
+    failure: int
+    pending: int
+    logs_url: str
+    error_code: int
+    error_message: str
+    cancel_requested: bool
+    create_time: str
+    end_time: str
+
+    @property
+    def processed(self) -> int:
+        return self.success + self.failure
+
+    @property
+    def succeeded(self) -> bool:
+        return self.done and self.error_code == 0
+
+    @property
+    def error_name(self) -> str:
+        return _CODE_NAMES.get(self.error_code, str(self.error_code))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_operation(op: dict) -> OperationStatus:
+    meta = op.get("metadata") or {}
+    counter = meta.get("counter") or {}
+    error = op.get("error") or {}
+    return OperationStatus(
+        name=op.get("name", ""),
+        done=bool(op.get("done", False)),
+        success=int(counter.get("success", 0) or 0),
+        failure=int(counter.get("failure", 0) or 0),
+        pending=int(counter.get("pending", 0) or 0),
+        logs_url=meta.get("logsUrl", "") or "",
+        error_code=int(error.get("code", 0) or 0),
+        error_message=error.get("message", "") or "",
+        cancel_requested=bool(meta.get("cancelRequested", False)),
+        create_time=meta.get("createTime", "") or "",
+        end_time=meta.get("endTime", "") or "",
+    )
+
+
+def resolve_endpoint(extras: dict) -> str | None:
+    """The API root to use, or None for Google's default."""
+    value = extras.get("healthcare_endpoint") or extras.get("extra__google_cloud_platform__healthcare_endpoint")
+    value = value or os.environ.get(ENDPOINT_ENV)
+    return value.rstrip("/") + "/" if value else None
+
+
+class CloudHealthcareDicomHook(GoogleBaseHook):
+    """Sync hook for DICOM stores, their import/export operations and DICOMweb metrics.
+
+    :param gcp_conn_id: Airflow connection for Google Cloud (``is_anonymous`` works for the local stack).
+    :param impersonation_chain: service account(s) to impersonate, as in every Google provider hook.
+    :param api_version: ``v1`` (default) or ``v1beta1``.
+    """
+
+    conn_name_attr = "gcp_conn_id"
+    default_conn_name = "google_cloud_default"
+    conn_type = "google_cloud_platform"
+    hook_name = "Google Cloud Healthcare (DICOM)"
+
+    def __init__(self, gcp_conn_id: str = default_conn_name, impersonation_chain: str | Sequence[str] | None = None,
+                 api_version: str = "v1", **kwargs: Any):
+        if api_version not in ("v1", "v1beta1"):
+            raise ValueError(f"api_version={api_version!r} is invalid: must be 'v1' or 'v1beta1'")
+        super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain, **kwargs)
+        self.api_version = api_version
+        self._conn = None
+
+    @property
+    def endpoint(self) -> str | None:
+        return resolve_endpoint(self.extras)
+
+    @property
+    def api_root(self) -> str:
+        return self.endpoint or DEFAULT_ENDPOINT
+
+    def get_conn(self) -> Any:
+        if self._conn is None:
+            endpoint = self.endpoint
+            self._conn = build(
+                "healthcare", self.api_version, http=self._authorize(), cache_discovery=False, static_discovery=True,
+                client_options={"api_endpoint": endpoint} if endpoint else None,
+            )
+        return self._conn
+
+    def _datasets(self) -> Any:
+        return self.get_conn().projects().locations().datasets()
+
+    def _execute(self, request: Any, method: str) -> dict:
+        try:
+            return request.execute(num_retries=self.num_retries)
+        except HttpError as exc:
+            raise HealthcareApiError.from_body(exc.resp.status, exc.content, method) from None
+
+    # --- datasets and stores -----------------------------------------------------------------
+    def ensure_dicom_store(self, project_id: str, location: str, dataset_id: str, dicom_store_id: str) -> str:
+        """Create the dataset and the store if they do not exist (409 counts as success); return the store name."""
+        parent = f"projects/{project_id}/locations/{location}"
+        dataset = f"{parent}/datasets/{dataset_id}"
+        try:
+            self._execute(self._datasets().create(parent=parent, datasetId=dataset_id, body={}), "datasets.create")
+            self.log.info("Created dataset %s", dataset)
+        except HealthcareApiError as exc:
+            if exc.http_status != 409:
+                raise
+        try:
+            self._execute(self._datasets().dicomStores().create(parent=dataset, dicomStoreId=dicom_store_id, body={}),
+                          "dicomStores.create")
+            self.log.info("Created DICOM store %s/dicomStores/%s", dataset, dicom_store_id)
+        except HealthcareApiError as exc:
+            if exc.http_status != 409:
+                raise
+        return f"{dataset}/dicomStores/{dicom_store_id}"
+
+    def get_dicom_store(self, store_name: str) -> dict:
+        return self._execute(self._datasets().dicomStores().get(name=store_name), "dicomStores.get")
+
+    def get_store_metrics(self, store_name: str) -> dict[str, int]:
+        raw = self._execute(self._datasets().dicomStores().getDICOMStoreMetrics(name=store_name),
+                            "dicomStores.getDICOMStoreMetrics")
+        return {k: int(raw.get(k, 0) or 0) for k in ("studyCount", "seriesCount", "instanceCount",
+                                                     "structuredStorageSizeBytes", "blobStorageSizeBytes")}
+
+    # --- operations that start LROs -------------------------------------------------------------
+    def import_dicom(self, store_name: str, gcs_uri: str, blob_storage_class: str | None = None) -> dict:
+        body: dict[str, Any] = {"gcsSource": {"uri": gcs_uri}}
+        if blob_storage_class:
+            body["blobStorageSettings"] = {"blobStorageClass": blob_storage_class}
+        return self._execute(self._datasets().dicomStores().import_(name=store_name, body=body), "dicomStores.import")
+
+    def export_dicom_to_gcs(self, store_name: str, uri_prefix: str, mime_type: str | None = None,
+                            filter_uri: str | None = None) -> dict:
+        dest: dict[str, Any] = {"uriPrefix": uri_prefix}
+        if mime_type:
+            dest["mimeType"] = mime_type
+        body: dict[str, Any] = {"gcsDestination": dest}
+        if filter_uri:
+            body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
+        return self._execute(self._datasets().dicomStores().export(name=store_name, body=body), "dicomStores.export")
+
+    def export_dicom_to_bigquery(self, store_name: str, table_uri: str, write_disposition: str = "WRITE_EMPTY",
+                                 filter_uri: str | None = None, include_source_store: bool = False) -> dict:
+        dest = {"tableUri": table_uri, "writeDisposition": write_disposition}
+        if include_source_store:
+            dest["includeSourceStore"] = True
+        body: dict[str, Any] = {"bigqueryDestination": dest}
+        if filter_uri:
+            body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
+        return self._execute(self._datasets().dicomStores().export(name=store_name, body=body), "dicomStores.export")
+
+    # --- operations -------------------------------------------------------------------------
+    def get_operation(self, name: str) -> dict:
+        return self._execute(self._datasets().operations().get(name=name), "operations.get")
+
+    def list_operations(self, dataset_name: str, filter: str | None = None) -> list[dict]:
+        ops, token = [], None
+        while True:
+            kwargs: dict[str, Any] = {"name": dataset_name, "pageSize": 1000}
+            if filter:
+                kwargs["filter"] = filter
+            if token:
+                kwargs["pageToken"] = token
+            page = self._execute(self._datasets().operations().list(**kwargs), "operations.list")
+            ops += page.get("operations", [])
+            token = page.get("nextPageToken")
+            if not token:
+                return ops
+
+    def cancel_operation(self, name: str) -> None:
+        self._execute(self._datasets().operations().cancel(name=name, body={}), "operations.cancel")
+
+    def wait_for_operation(self, name: str, planner: PollPlanner, deadline: float | None = None,
+                           on_progress: Callable[[OperationStatus], None] | None = None,
+                           sleep: Callable[[float], None] = time.sleep) -> OperationStatus:
+        """Poll until done; transient errors are retried, 4xx raise. ``deadline`` is epoch seconds."""
+        while True:
+            try:
+                status = parse_operation(self.get_operation(name))
+            except HealthcareApiError as exc:
+                if not exc.retryable:
+                    raise
+                self.log.warning("Transient error polling %s (%s); retrying", name, exc)
+                sleep(planner.next_delay(time.time(), -1, 0))
+                continue
+            if status.done:
+                return status
+            if on_progress:
+                on_progress(status)
+            delay = planner.next_delay(time.time(), status.processed, status.pending)
+            if deadline is not None:
+                if time.time() >= deadline:
+                    raise TimeoutError(name)
+                delay = min(delay, max(0.0, deadline - time.time()))
+            sleep(delay)
+
+    def get_operation_logs(self, logs_url: str, limit: int = 10) -> list[dict]:
+        """Per-instance error entries, where the endpoint serves them as JSON (the local stack does).
+
+        On Google, ``logsUrl`` is a Cloud Logging console link; the entries are read there instead and this
+        returns an empty list.
+        """
+        endpoint = self.endpoint
+        if not logs_url or not endpoint or not logs_url.startswith(endpoint.rstrip("/")):
+            return []
+        import requests
+
+        try:
+            resp = requests.get(logs_url, timeout=30)
+            resp.raise_for_status()
+            return list(resp.json().get("entries", []))[:limit]
+        except (requests.RequestException, ValueError) as exc:
+            self.log.warning("Could not read operation logs from %s: %s", logs_url, exc)
+            return []
+
+
+class CloudHealthcareDicomAsyncHook:
+    """Async access to operations for the trigger: aiohttp, no blocking call in the event loop.
+
+    Credentials are resolved once in a worker thread (the sync hook's constructor and token refresh block).
+    """
+
+    def __init__(self, gcp_conn_id: str = "google_cloud_default", impersonation_chain: str | Sequence[str] | None = None,
+                 api_version: str = "v1", request_timeout: float = 60.0):
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
+        self.api_version = api_version
+        self.request_timeout = request_timeout
+        self._sync: CloudHealthcareDicomHook | None = None
+        self._credentials: Any = None
+        self._anonymous = False
+        self._root: str | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _setup(self) -> None:
+        if self._root is not None:
+            return
+
+        def build_sync() -> tuple:
+            hook = CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
+            anonymous = bool(hook.extras.get("is_anonymous"))
+            creds = None if anonymous else hook.get_credentials()
+            return hook, hook.api_root, creds, anonymous
+
+        self._sync, self._root, self._credentials, self._anonymous = await asyncio.to_thread(build_sync)
+
+    async def _headers(self) -> dict[str, str]:
+        if self._anonymous or self._credentials is None:
+            return {}
+        if not self._credentials.valid:
+            import google.auth.transport.requests
+
+            await asyncio.to_thread(self._credentials.refresh, google.auth.transport.requests.Request())
+        return {"Authorization": f"Bearer {self._credentials.token}"}
+
+    async def _request(self, method: str, path: str, api_method: str, body: dict | None = None) -> dict:
+        await self._setup()
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout))
+        url = f"{self._root}{self.api_version}/{path}"
+        try:
+            async with self._session.request(method, url, json=body, headers=await self._headers()) as resp:
+                data = await resp.read()
+                if resp.status >= 400:
+                    raise HealthcareApiError.from_body(resp.status, data, api_method)
+                return json.loads(data) if data else {}
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise HealthcareApiError(503, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", api_method) from None
+
+    async def get_operation(self, name: str) -> dict:
+        return await self._request("GET", name, "operations.get")
+
+    async def cancel_operation(self, name: str) -> None:
+        await self._request("POST", f"{name}:cancel", "operations.cancel", {})
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()

@@ -1,0 +1,157 @@
+"""Trigger that polls one Cloud Healthcare long-running operation until it is done.
+
+It only polls: no submission, no result interpretation (the operator does that). Every event has
+the same flat schema of primitives, see :data:`EVENT_KEYS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Sequence
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook, HealthcareApiError, OperationStatus, parse_operation
+from dicom_pipelines.polling import PollPlanner
+
+EVENT_KEYS = ("status", "message", "operation_name", "done", "success", "failure", "pending", "logs_url",
+              "error_code", "error_message", "http_status", "polls")
+"""``status`` is one of: ``done`` (the operation finished, successfully or not: read ``error_code``),
+``timeout`` (the deadline passed; the operation was cancelled), ``error`` (a non-retryable API error)."""
+
+
+def make_event(status: str, message: str, operation_name: str, op: OperationStatus | None = None,
+               http_status: int = 0, polls: int = 0) -> dict[str, Any]:
+    return {
+        "status": status,
+        "message": message,
+        "operation_name": operation_name,
+        "done": bool(op.done) if op else False,
+        "success": op.success if op else 0,
+        "failure": op.failure if op else 0,
+        "pending": op.pending if op else 0,
+        "logs_url": op.logs_url if op else "",
+        "error_code": op.error_code if op else 0,
+        "error_message": op.error_message if op else "",
+        "http_status": http_status,
+        "polls": polls,
+    }
+
+
+class HealthcareOperationTrigger(BaseTrigger):
+    """Poll ``operations.get`` with backoff and progress prediction until the operation is done.
+
+    :param operation_name: full operation resource name.
+    :param gcp_conn_id: Airflow connection for Google Cloud.
+    :param impersonation_chain: service account(s) to impersonate.
+    :param api_version: ``v1`` or ``v1beta1``; use the version that started the operation.
+    :param poll_interval: first and smallest wait between polls, in seconds.
+    :param max_poll_interval: cap of the backoff when no progress prediction is possible.
+    :param deadline: absolute epoch seconds; when it passes, the operation is cancelled and a
+        ``timeout`` event is sent. None means no deadline.
+    :param cancel_on_kill: cancel the operation when a user kills the deferred task (never on a
+        triggerer restart).
+    """
+
+    def __init__(self, operation_name: str, gcp_conn_id: str = "google_cloud_default",
+                 impersonation_chain: str | Sequence[str] | None = None, api_version: str = "v1",
+                 poll_interval: float = 2.0, max_poll_interval: float = 60.0, deadline: float | None = None,
+                 cancel_on_kill: bool = True):
+        super().__init__()
+        self.operation_name = operation_name
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = list(impersonation_chain) if isinstance(impersonation_chain, (list, tuple)) \
+            else impersonation_chain
+        self.api_version = api_version
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
+        self.deadline = float(deadline) if deadline is not None else None
+        self.cancel_on_kill = bool(cancel_on_kill)
+        self._hook: CloudHealthcareDicomAsyncHook | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "operation_name": self.operation_name,
+                "gcp_conn_id": self.gcp_conn_id,
+                "impersonation_chain": self.impersonation_chain,
+                "api_version": self.api_version,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "deadline": self.deadline,
+                "cancel_on_kill": self.cancel_on_kill,
+            },
+        )
+
+    def get_hook(self) -> CloudHealthcareDicomAsyncHook:
+        if self._hook is None:
+            self._hook = CloudHealthcareDicomAsyncHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
+        return self._hook
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self.get_hook()
+        planner = PollPlanner(self.poll_interval, self.max_poll_interval)
+        polls = 0
+        last_pending: int | None = None
+        name = self.operation_name
+        try:
+            while True:
+                if self.deadline is not None and time.time() >= self.deadline:
+                    yield TriggerEvent(await self._cancel_for_deadline(hook, polls))
+                    return
+                polls += 1
+                try:
+                    status = parse_operation(await hook.get_operation(name))
+                except HealthcareApiError as exc:
+                    if exc.retryable:
+                        delay = planner.next_delay(time.time(), -1, 0)
+                        self.log.warning("Transient error polling %s: %s; retrying in %.1fs", name, exc, delay)
+                        await asyncio.sleep(self._clip(delay))
+                        continue
+                    yield TriggerEvent(make_event("error", str(exc), name, None, exc.http_status, polls))
+                    return
+                if status.done:
+                    yield TriggerEvent(make_event("done", f"operation {name} is done", name, status, 200, polls))
+                    return
+                if status.pending != last_pending:
+                    self.log.info("Operation %s: %d succeeded, %d failed, %d pending", name, status.success,
+                                  status.failure, status.pending)
+                    last_pending = status.pending
+                await asyncio.sleep(self._clip(planner.next_delay(time.time(), status.processed, status.pending)))
+        finally:
+            await hook.close()
+
+    def _clip(self, delay: float) -> float:
+        if self.deadline is None:
+            return delay
+        return max(0.0, min(delay, self.deadline - time.time()))
+
+    async def _cancel_for_deadline(self, hook: CloudHealthcareDicomAsyncHook, polls: int) -> dict[str, Any]:
+        name = self.operation_name
+        try:
+            await hook.cancel_operation(name)
+            note = "the operation was cancelled"
+        except HealthcareApiError as exc:
+            note = f"cancelling the operation failed too ({exc})"
+        try:
+            status: OperationStatus | None = parse_operation(await hook.get_operation(name))
+        except HealthcareApiError:
+            status = None
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.deadline or 0))
+        return make_event("timeout", f"operation {name} was not done by its deadline {when}; {note}", name, status,
+                          0, polls)
+
+    async def on_kill(self) -> None:
+        """A user killed the deferred task: cancel the operation if asked to. Not called on triggerer restarts."""
+        if not self.cancel_on_kill:
+            return
+        hook = CloudHealthcareDicomAsyncHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
+        try:
+            await hook.cancel_operation(self.operation_name)
+            self.log.info("Cancelled operation %s because the task was killed", self.operation_name)
+        except HealthcareApiError as exc:
+            self.log.error("Could not cancel operation %s: %s", self.operation_name, exc)
+        finally:
+            await hook.close()
