@@ -15,7 +15,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
+from airflow.providers.google.cloud.operators.bigquery import (
+    BigQueryCreateEmptyDatasetOperator,
+    BigQueryInsertJobOperator,
+)
 from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToGCSOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, task
@@ -94,9 +97,14 @@ with DAG(
 
     @task.branch
     def choose_filter_source(**context) -> str:
-        return "use_given_filter" if context["params"].get("filter_uri") else "export_metadata"
+        return "use_given_filter" if context["params"].get("filter_uri") else "ensure_work_dataset"
 
     use_given_filter = EmptyOperator(task_id="use_given_filter")
+
+    ensure_work_dataset = BigQueryCreateEmptyDatasetOperator(
+        task_id="ensure_work_dataset", gcp_conn_id=GCP_CONN_ID, project_id="{{ params.project_id }}",
+        dataset_id="{{ params.bigquery_dataset }}", if_exists="ignore",
+    )
 
     export_metadata = HealthcareDicomExportToBigQueryOperator(
         task_id="export_metadata", **store_kwargs, write_disposition="WRITE_TRUNCATE",
@@ -167,7 +175,8 @@ with DAG(
         return count_exported(GCP_CONN_ID, prefix, context["params"]["mime_type"], result)
 
     checked = check_filter()
-    choose_filter_source() >> [export_metadata, use_given_filter]
+    choose_filter_source() >> [ensure_work_dataset, use_given_filter]
+    ensure_work_dataset >> export_metadata
     use_given_filter >> checked
     export_metadata >> build_filter_table >> extract_filter >> compose_filter() >> checked
     checked >> export

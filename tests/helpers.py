@@ -1,0 +1,79 @@
+"""Clients for the local stack used by the tests: all over HTTP, as a user's code would be."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import requests
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+from googleapiclient.discovery import build
+
+PROJECT = "test-project"
+LOCATION = "us-central1"
+
+
+def healthcare(version: str = "v1"):
+    return build("healthcare", version, static_discovery=True, credentials=AnonymousCredentials(),
+                 client_options={"api_endpoint": os.environ["HEALTHCARE_API_ENDPOINT"]}, cache_discovery=False)
+
+
+def gcs() -> storage.Client:
+    return storage.Client(project=PROJECT, credentials=AnonymousCredentials())
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def new_bucket(prefix: str = "b") -> storage.Bucket:
+    return gcs().create_bucket(unique(prefix))
+
+
+def new_store(svc=None, version: str = "v1") -> str:
+    svc = svc or healthcare(version)
+    parent = f"projects/{PROJECT}/locations/{LOCATION}"
+    ds_id = unique("ds")
+    svc.projects().locations().datasets().create(parent=parent, datasetId=ds_id, body={}).execute()
+    store = svc.projects().locations().datasets().dicomStores().create(
+        parent=f"{parent}/datasets/{ds_id}", dicomStoreId="store", body={}).execute()
+    return store["name"]
+
+
+def wait(op: dict, svc=None, timeout: float = 120) -> dict:
+    svc = svc or healthcare()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        cur = svc.projects().locations().datasets().operations().get(name=op["name"]).execute()
+        if cur.get("done"):
+            return cur
+        time.sleep(0.1)
+    raise TimeoutError(op["name"])
+
+
+def upload(bucket: storage.Bucket, name: str, data: bytes) -> None:
+    bucket.blob(name).upload_from_string(data, content_type="application/dicom")
+
+
+def import_(store: str, uri: str, svc=None) -> dict:
+    svc = svc or healthcare()
+    op = svc.projects().locations().datasets().dicomStores().import_(name=store, body={"gcsSource": {"uri": uri}}).execute()
+    return wait(op, svc)
+
+
+def export(store: str, body: dict, svc=None) -> dict:
+    svc = svc or healthcare()
+    return wait(svc.projects().locations().datasets().dicomStores().export(name=store, body=body).execute(), svc)
+
+
+def logs(op: dict) -> list[dict]:
+    return requests.get(op["metadata"]["logsUrl"], timeout=30).json()["entries"]
+
+
+def admin(path: str, body: dict | None = None) -> dict:
+    url = os.environ["HEALTHCARE_API_ENDPOINT"] + path
+    resp = requests.post(url, json=body, timeout=30) if body is not None else requests.get(url, timeout=30)
+    resp.raise_for_status()
+    return resp.json()
