@@ -225,6 +225,14 @@ class Engine:
     def _insert_json(self, fq: str, schema: list[dict], rows: list[dict]) -> None:
         if not rows:
             return
+        json_cols = [f["name"] for f in schema if f["type"] == "JSON" and f["mode"] != "REPEATED"]
+        for r in rows:  # the REST API carries JSON values as JSON-encoded strings
+            for c in json_cols:
+                if isinstance(r.get(c), str):
+                    try:
+                        r[c] = json.loads(r[c])
+                    except ValueError:
+                        pass
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             for r in rows:
                 fh.write(json.dumps(r) + "\n")
@@ -258,8 +266,10 @@ class Engine:
             c, t = q(f["name"]), f["type"]
             if f["mode"] == "REPEATED" or t in ("RECORD", "JSON"):
                 parts.append(f"COALESCE(SUM(strlen(CAST({c} AS VARCHAR))), 0)")
-            elif t in ("STRING", "BYTES"):
-                parts.append(f"COALESCE(SUM(2 + octet_length(CAST({c} AS BLOB))), 0)")
+            elif t == "STRING":
+                parts.append(f"COALESCE(SUM(2 + strlen({c})), 0)")
+            elif t == "BYTES":
+                parts.append(f"COALESCE(SUM(2 + octet_length({c})), 0)")
             elif t == "BOOLEAN":
                 parts.append(f"COUNT({c})")
             elif t in ("NUMERIC", "BIGNUMERIC"):
@@ -303,8 +313,8 @@ class Engine:
                 total += self.column_bytes(p, d, t.name, None if star else cols)
         return total
 
-    def run_query(self, project: str, sql: str, params: Any, default_dataset: dict | None) -> Any:
-        """Execute translated SQL; return a DuckDB relation (for SELECT) or None."""
+    def run_query(self, project: str, sql: str, params: Any, default_dataset: dict | None, into: str | None) -> None:
+        """Execute translated SQL; a SELECT is materialized into ``into`` (a fully quoted table name)."""
         self.attach(project)
         for t in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Table):
             if t.catalog:
@@ -314,7 +324,8 @@ class Engine:
             target += "." + q(default_dataset["datasetId"])
         self.con.execute(f"USE {target}")
         try:
-            return self.con.sql(sql, params=params)
+            statement = f"CREATE OR REPLACE TABLE {into} AS {sql}" if into else sql
+            self.con.execute(statement, params) if params else self.con.execute(statement)
         except duckdb.CatalogException as exc:
             msg = str(exc).split("\n")[0]
             m = re.search(r"Table with name (\S+) does not exist", msg)
@@ -324,20 +335,20 @@ class Engine:
         finally:
             self.con.execute("USE meta")
 
-    def materialize(self, rel: Any, fq: str, schema_target: tuple[str, str, str] | None, mode: str) -> list[dict]:
-        """Write a relation into a table (create/replace/append). Returns the BigQuery schema."""
-        schema = [bqt.bq_field_from_duck(n, t) for n, t in zip(rel.columns, rel.types)]
+    def schema_of(self, fq: str) -> list[dict]:
+        rel = self.con.table(fq)
+        return [bqt.bq_field_from_duck(n, t) for n, t in zip(rel.columns, rel.types)]
+
+    def copy_into(self, source: str, dest: str, dest_parts: tuple[str, str, str], mode: str) -> None:
+        """Write a materialized result into a destination table (replace or append)."""
         try:
             if mode == "append":
-                rel.insert_into(fq)
+                self.con.execute(f"INSERT INTO {dest} BY NAME SELECT * FROM {source}")
             else:
-                self.con.execute(f"DROP TABLE IF EXISTS {fq}")
-                rel.create(fq)
+                self.con.execute(f"CREATE OR REPLACE TABLE {dest} AS SELECT * FROM {source}")
+                self._save_table(*dest_parts, self.schema_of(dest))
         except duckdb.Error as exc:
             raise JobError("invalid", str(exc).split("\n")[0]) from None
-        if schema_target and mode != "append":
-            self._save_table(*schema_target, schema)
-        return schema
 
     # --- extract / load --------------------------------------------------------------------
     def extract(self, project: str, dataset: str, table: str, uris: list[str], fmt: str, header: bool,

@@ -103,7 +103,7 @@ class BigQueryApi:
             schema = [f for f in schema if f["name"] in names]
         with self.engine.lock:
             rows = self.engine.read_rows(fq, start, limit, [f["name"] for f in schema] if selected else None)
-        int64_ts = req.param("formatOptions.useInt64Timestamp") == "true"
+        int64_ts = (req.param("formatOptions.useInt64Timestamp") or "").lower() == "true"
         out: dict[str, Any] = {"totalRows": str(total), "rows": bqt.to_rest_rows(rows, schema, int64_ts)}
         if start + len(rows) < total:
             out["pageToken"] = str(start + len(rows))
@@ -185,37 +185,31 @@ class BigQueryApi:
         job["statistics"]["totalBytesProcessed"] = str(billed)
         job["statistics"]["query"] = stats
         if config.get("dryRun"):
-            # Validate names without running: the relation is lazily evaluated.
-            self.engine.run_query(project, f"SELECT * FROM ({sql}) LIMIT 0" if stats["statementType"] == "SELECT" else sql,
-                                  params, default_ds) if stats["statementType"] == "SELECT" else None
-            job["status"] = {"state": "DONE"}
+            if stats["statementType"] == "SELECT":  # resolve names without reading data
+                self.engine.run_query(project, f"SELECT * FROM ({sql}) AS dry_run LIMIT 0", params, default_ds, None)
             return
-        rel = self.engine.run_query(project, sql, params, default_ds)
-        if rel is None:
+        if stats["statementType"] != "SELECT":
+            self.engine.run_query(project, sql, params, default_ds, None)
             return
+        anon = f"{q('meta')}.{_ANON}.{q(job_id)}"
+        self.engine.run_query(project, sql, params, default_ds, anon)
         dest = qc.get("destinationTable")
-        if dest:
-            dp, dd, dt = dest.get("projectId") or project, dest["datasetId"], dest["tableId"]
-            self.engine.require_dataset(dp, dd)
-            existing = self.engine.get_table(dp, dd, dt)
-            write = qc.get("writeDisposition") or "WRITE_EMPTY"
-            create = qc.get("createDisposition") or "CREATE_IF_NEEDED"
-            if not existing and create == "CREATE_NEVER":
-                raise JobError("notFound", f"Not found: Table {dp}:{dd}.{dt}")
-            if existing and write == "WRITE_EMPTY" and int(existing["numRows"]):
-                raise JobError("duplicate", f"Already Exists: Table {dp}:{dd}.{dt}")
-            mode = "append" if existing and write == "WRITE_APPEND" else "replace"
-            self.engine.materialize(rel, f"{q(dp)}.{q(dd)}.{q(dt)}", (dp, dd, dt), mode)
-            total = self.engine.get_table(dp, dd, dt)
-            stats["numDmlAffectedRows"] = None
-            stats.pop("numDmlAffectedRows")
-            qc.setdefault("destinationTable", {"projectId": dp, "datasetId": dd, "tableId": dt})
-            job["statistics"]["query"]["totalRows"] = total["numRows"] if total else "0"
-        else:
-            anon = f"{q('meta')}.{_ANON}.{q(job_id)}"
-            schema = self.engine.materialize(rel, anon, None, "replace")
-            job["_anon_schema"] = schema
+        if not dest:
+            job["_anon_schema"] = self.engine.schema_of(anon)
             qc["destinationTable"] = {"projectId": project, "datasetId": _ANON, "tableId": job_id}
+            return
+        dp, dd, dt = dest.get("projectId") or project, dest["datasetId"], dest["tableId"]
+        self.engine.require_dataset(dp, dd)
+        existing = self.engine.get_table(dp, dd, dt)
+        write = qc.get("writeDisposition") or "WRITE_EMPTY"
+        if not existing and (qc.get("createDisposition") or "CREATE_IF_NEEDED") == "CREATE_NEVER":
+            raise JobError("notFound", f"Not found: Table {dp}:{dd}.{dt}")
+        if existing and write == "WRITE_EMPTY" and int(existing["numRows"]):
+            raise JobError("duplicate", f"Already Exists: Table {dp}:{dd}.{dt}")
+        mode = "append" if existing and write == "WRITE_APPEND" else "replace"
+        self.engine.copy_into(anon, f"{q(dp)}.{q(dd)}.{q(dt)}", (dp, dd, dt), mode)
+        self.engine.con.execute(f"DROP TABLE IF EXISTS {anon}")
+        stats["totalRows"] = self.engine.get_table(dp, dd, dt)["numRows"]
 
     def _extract_job(self, project: str, cfg: dict, job: dict) -> None:
         src = cfg.get("sourceTable") or {}

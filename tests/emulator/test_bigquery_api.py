@@ -1,0 +1,169 @@
+"""The local BigQuery through the official google-cloud-bigquery client (and raw REST for a few shapes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import gzip
+import json
+import os
+
+import pytest
+import requests
+from google.api_core.exceptions import BadRequest, Conflict, NotFound
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+
+from tests.helpers import PROJECT, gcs, new_bucket, unique
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+@pytest.fixture()
+def bq():
+    return bigquery.Client(project=PROJECT, credentials=AnonymousCredentials())
+
+
+@pytest.fixture()
+def dataset(bq):
+    name = unique("bq").replace("-", "_")
+    bq.create_dataset(name)
+    yield name
+    bq.delete_dataset(name, delete_contents=True, not_found_ok=True)
+
+
+ALL_TYPES = [
+    bigquery.SchemaField("s", "STRING"), bigquery.SchemaField("i", "INTEGER"), bigquery.SchemaField("f", "FLOAT"),
+    bigquery.SchemaField("n", "NUMERIC"), bigquery.SchemaField("b", "BOOLEAN"), bigquery.SchemaField("d", "DATE"),
+    bigquery.SchemaField("t", "TIME"), bigquery.SchemaField("dt", "DATETIME"), bigquery.SchemaField("ts", "TIMESTAMP"),
+    bigquery.SchemaField("j", "JSON"),
+    bigquery.SchemaField("r", "RECORD", fields=[bigquery.SchemaField("a", "STRING"), bigquery.SchemaField("b", "INTEGER")]),
+    bigquery.SchemaField("rep", "STRING", mode="REPEATED"),
+]
+
+
+def test_datasets_and_tables(bq, dataset):
+    assert bq.get_dataset(dataset).dataset_id == dataset
+    assert dataset in [d.dataset_id for d in bq.list_datasets()]
+    with pytest.raises(Conflict):
+        bq.create_dataset(dataset)
+    t = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.t", schema=ALL_TYPES[:2]))
+    assert [f.name for f in bq.get_table(t).schema] == ["s", "i"]
+    assert [x.table_id for x in bq.list_tables(dataset)] == ["t"]
+    t.schema = ALL_TYPES[:3]
+    assert [f.name for f in bq.update_table(t, ["schema"]).schema] == ["s", "i", "f"]
+    bq.delete_table(t)
+    with pytest.raises(NotFound):
+        bq.get_table(f"{PROJECT}.{dataset}.t")
+    with pytest.raises(NotFound):
+        bq.get_dataset("does_not_exist")
+
+
+def test_types_round_trip_through_insert_all_and_list_rows(bq, dataset):
+    table = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.types", schema=ALL_TYPES))
+    row = {"s": "héllo", "i": 42, "f": 1.5, "n": decimal.Decimal("12.345"), "b": True, "d": dt.date(2026, 11, 20),
+           "t": dt.time(10, 15, 30), "dt": dt.datetime(2026, 11, 20, 10, 15), "ts": dt.datetime(2026, 11, 20, 10, 15,
+                                                                                              tzinfo=dt.timezone.utc),
+           "j": {"k": [1, 2]}, "r": {"a": "x", "b": 7}, "rep": ["p", "q"]}
+    assert bq.insert_rows(table, [row]) == []
+    assert bq.insert_rows(table, [{"nope": 1}])[0]["errors"][0]["reason"] == "invalid"
+    got = list(bq.list_rows(table))[0]
+    for key in ("s", "i", "f", "n", "b", "d", "t", "dt", "ts", "rep"):
+        assert got[key] == row[key], key
+    assert got["r"] == {"a": "x", "b": 7} and got["j"] == {"k": [1, 2]}
+
+
+def test_query_parameters_destination_and_dispositions(bq, dataset):
+    table = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.src", schema=ALL_TYPES[:2]))
+    bq.insert_rows(table, [{"s": "a", "i": 1}, {"s": "b", "i": 2}, {"s": "c", "i": 3}])
+    cfg = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("min", "INT64", 2),
+                                                    bigquery.ArrayQueryParameter("names", "STRING", ["b", "c", "z"])])
+    rows = bq.query(f"SELECT s FROM `{PROJECT}.{dataset}.src` WHERE i >= @min AND s IN UNNEST(@names) ORDER BY s",
+                    job_config=cfg).result()
+    assert [r.s for r in rows] == ["b", "c"]
+    pos = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter(None, "INT64", 3)])
+    assert [r.i for r in bq.query(f"SELECT i FROM `{PROJECT}.{dataset}.src` WHERE i = ?", job_config=pos).result()] == [3]
+    dest = f"{PROJECT}.{dataset}.dest"
+    for disposition, expected in (("WRITE_TRUNCATE", 3), ("WRITE_APPEND", 6), ("WRITE_TRUNCATE", 3)):
+        job = bq.query(f"SELECT * FROM `{PROJECT}.{dataset}.src`",
+                       job_config=bigquery.QueryJobConfig(destination=dest, write_disposition=disposition))
+        job.result()
+        assert bq.get_table(dest).num_rows == expected
+    with pytest.raises(Conflict):
+        bq.query(f"SELECT 1 AS x", job_config=bigquery.QueryJobConfig(destination=dest, write_disposition="WRITE_EMPTY")).result()
+    with pytest.raises(NotFound):
+        bq.query("SELECT 1 AS x", job_config=bigquery.QueryJobConfig(destination=f"{PROJECT}.{dataset}.never",
+                                                                     create_disposition="CREATE_NEVER")).result()
+
+
+def test_dry_run_counts_bytes_of_the_columns_read(bq, dataset):
+    table = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.dry", schema=ALL_TYPES[:2]))
+    bq.insert_rows(table, [{"s": "abcd", "i": 1}, {"s": "ef", "i": 2}])
+    cfg = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False)
+    only_i = bq.query(f"SELECT i FROM `{PROJECT}.{dataset}.dry`", job_config=cfg).total_bytes_processed
+    both = bq.query(f"SELECT * FROM `{PROJECT}.{dataset}.dry`", job_config=cfg).total_bytes_processed
+    assert only_i == 16 and both == 16 + (2 + 4) + (2 + 2)
+
+
+def test_paging_with_query_and_get_query_results(bq, dataset):
+    table = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.many", schema=ALL_TYPES[1:2]))
+    bq.insert_rows(table, [{"i": n} for n in range(250)])
+    job = bq.query(f"SELECT i FROM `{PROJECT}.{dataset}.many` ORDER BY i")
+    assert [r.i for r in job.result(page_size=40)] == list(range(250))
+    assert [r.i for r in bq.query_and_wait(f"SELECT i FROM `{PROJECT}.{dataset}.many` ORDER BY i", page_size=60)] \
+        == list(range(250))
+
+
+def test_failed_queries_fail(bq, dataset):
+    with pytest.raises(NotFound):
+        bq.query(f"SELECT * FROM `{PROJECT}.{dataset}.missing`").result()
+    with pytest.raises(BadRequest) as err:
+        bq.query("SELEC nonsense FROM").result()
+    assert "invalidQuery" in str(err.value.errors) or "Syntax" in str(err.value)
+    with pytest.raises(BadRequest) as err:
+        bq.query(f"SELECT * FROM [{PROJECT}:{dataset}.x]", job_config=bigquery.QueryJobConfig(use_legacy_sql=True)).result()
+    assert "standard SQL" in str(err.value)
+
+
+def test_job_ids_are_honoured_and_duplicates_conflict(bq, dataset):
+    job = bq.query("SELECT 1 AS x", job_id="fixed_job_1")
+    job.result()
+    assert bq.get_job("fixed_job_1").state == "DONE"
+    with pytest.raises(Conflict):
+        bq.query("SELECT 1 AS x", job_id="fixed_job_1").result()
+    bq.cancel_job("fixed_job_1")
+
+
+def test_extract_csv_json_gzip_and_shards(bq, dataset):
+    table = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.ex", schema=ALL_TYPES[:2]))
+    bq.insert_rows(table, [{"s": "a,b", "i": 1}, {"s": "c", "i": 2}])
+    bucket = new_bucket("ex")
+    bq.extract_table(table, f"gs://{bucket.name}/plain.csv",
+                     job_config=bigquery.ExtractJobConfig(print_header=False)).result()
+    assert bucket.blob("plain.csv").download_as_bytes() == b'"a,b",1\nc,2\n'
+    bq.extract_table(table, f"gs://{bucket.name}/head.tsv",
+                     job_config=bigquery.ExtractJobConfig(field_delimiter="\t")).result()
+    assert bucket.blob("head.tsv").download_as_bytes() == b"s\ti\na,b\t1\nc\t2\n"
+    bq.extract_table(table, f"gs://{bucket.name}/rows-*.json.gz", job_config=bigquery.ExtractJobConfig(
+        destination_format="NEWLINE_DELIMITED_JSON", compression="GZIP")).result()
+    data = gzip.decompress(bucket.blob("rows-000000000000.json.gz").download_as_bytes())
+    assert [json.loads(line) for line in data.splitlines()] == [{"s": "a,b", "i": 1}, {"s": "c", "i": 2}]
+
+
+def test_load_ndjson_and_csv_from_gcs(bq, dataset):
+    bucket = new_bucket("ld")
+    bucket.blob("in/a.json").upload_from_string('{"s": "x", "i": 1}\n{"s": "y", "i": 2}\n')
+    bucket.blob("in/b.csv").upload_from_string("s,i\nz,3\n")
+    dest = f"{PROJECT}.{dataset}.loaded"
+    bq.load_table_from_uri(f"gs://{bucket.name}/in/a.json", dest, job_config=bigquery.LoadJobConfig(
+        source_format="NEWLINE_DELIMITED_JSON", schema=ALL_TYPES[:2])).result()
+    bq.load_table_from_uri(f"gs://{bucket.name}/in/b.csv", dest, job_config=bigquery.LoadJobConfig(
+        source_format="CSV", skip_leading_rows=1, write_disposition="WRITE_APPEND")).result()
+    assert sorted((r.s, r.i) for r in bq.list_rows(dest)) == [("x", 1), ("y", 2), ("z", 3)]
+
+
+def test_error_shape_is_google_json(dataset):
+    base = os.environ["BIGQUERY_EMULATOR_HOST"]
+    resp = requests.get(f"{base}/bigquery/v2/projects/{PROJECT}/datasets/{dataset}/tables/missing", timeout=30)
+    err = resp.json()["error"]
+    assert resp.status_code == 404 and err["errors"][0]["reason"] == "notFound" and err["status"] == "NOT_FOUND"
