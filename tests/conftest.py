@@ -27,6 +27,13 @@ os.environ.update({
     "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
     "GCP_PROJECT": "test-project",
+    # dag.test() looks DAGs up in the configured bundles: the project's DAGs and the test fixtures.
+    "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
+        {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+         "kwargs": {"path": str(REPO / "dags")}},
+        {"name": "test-fixtures", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+         "kwargs": {"path": str(REPO / "tests" / "dag_fixtures")}},
+    ]),
     "NO_PROXY": "127.0.0.1,localhost",
 })
 
