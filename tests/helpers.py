@@ -77,3 +77,52 @@ def admin(path: str, body: dict | None = None) -> dict:
     resp = requests.post(url, json=body, timeout=30) if body is not None else requests.get(url, timeout=30)
     resp.raise_for_status()
     return resp.json()
+
+
+class FakeStateStore:
+    """Stands in for ``context["task_state_store"]`` (kept across tries of the same task)."""
+
+    def __init__(self, data: dict | None = None):
+        self.data = data if data is not None else {}
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    def set(self, key, value):
+        self.data[key] = value
+
+
+class FakeTI:
+    def __init__(self):
+        self.xcom = {}
+
+    def xcom_push(self, key, value):
+        self.xcom[key] = value
+
+
+def make_context(state: FakeStateStore | None = None) -> dict:
+    return {"ti": FakeTI(), "task_state_store": state if state is not None else FakeStateStore()}
+
+
+def seed_import(n: int = 3, modality: str = "CT", extra: dict[str, bytes] | None = None) -> tuple[str, str]:
+    """A bucket holding ``n`` generated instances (plus ``extra`` objects); returns (bucket, uri)."""
+    from scripts.dicom_samples import make_study
+
+    bucket = new_bucket("seed")
+    for inst in make_study(modality, "20261120", series=1, per_series=n):
+        upload(bucket, f"in/{inst.sop}.dcm", inst.data)
+    for name, data in (extra or {}).items():
+        upload(bucket, f"in/{name}", data)
+    return bucket.name, f"gs://{bucket.name}/in/**"
+
+
+def store_parts(store: str) -> dict:
+    parts = store.split("/")
+    return {"project_id": parts[1], "location": parts[3], "dataset_id": parts[5], "dicom_store_id": parts[7]}
+
+
+def import_ops(store: str) -> list[dict]:
+    svc = healthcare()
+    ops = svc.projects().locations().datasets().operations().list(
+        name=store.split("/dicomStores/")[0], filter='metadata.apiMethodName="ImportDicomData"').execute()
+    return ops.get("operations", [])

@@ -42,7 +42,7 @@ class ValidationError(ValueError):
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _BQ_TABLE_RE = re.compile(
-    r"^bq://(?P<project>[a-zA-Z0-9.:_-]{1,128})\.(?P<dataset>[A-Za-z0-9_]{1,1024})\.(?P<table>[^.\s/]{1,1024})$"
+    r"^bq://(?P<project>(?:[a-z0-9.-]+:)?[a-zA-Z0-9_-]{1,63})\.(?P<dataset>[A-Za-z0-9_]{1,1024})\.(?P<table>[^.\s/]{1,1024})$"
 )
 
 

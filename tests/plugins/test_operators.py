@@ -1,0 +1,273 @@
+"""Operators: validation before any call, TaskDeferred, every completion branch, retry re-attach, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
+
+from dicom_pipelines.hooks import CloudHealthcareDicomHook
+from dicom_pipelines.operators import (
+    OPERATION_STATE_KEY,
+    HealthcareDicomExportOperator,
+    HealthcareDicomExportToBigQueryOperator,
+    HealthcareDicomImportOperator,
+    HealthcareEnsureDicomStoreOperator,
+)
+from dicom_pipelines.triggers import HealthcareOperationTrigger, make_event
+from tests.helpers import (
+    LOCATION, PROJECT, FakeStateStore, admin, gcs, import_ops, make_context, new_bucket, seed_import, store_parts, unique,
+)
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+@pytest.fixture(autouse=True)
+def reset_stack():
+    yield
+    admin("/admin/settings", {"latency_s": 0.0})
+    admin("/admin/faults", {})
+
+
+def new_store() -> str:
+    return CloudHealthcareDicomHook().ensure_dicom_store(PROJECT, LOCATION, unique("op"), "s")
+
+
+def importer(store: str, uri: str, **kw) -> HealthcareDicomImportOperator:
+    kw.setdefault("deferrable", False)
+    kw.setdefault("poll_interval", 0.1)
+    kw.setdefault("max_poll_interval", 0.5)
+    return HealthcareDicomImportOperator(task_id=unique("imp"), gcs_uri=uri, **store_parts(store), **kw)
+
+
+# --- validation before any API call ------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"gcs_uri": "gs://bucket/a/**/b.dcm"}, "gcs_uri"),
+    ({"gcs_uri": "gs://bucket/x", "max_failures": -1}, "max_failures"),
+    ({"gcs_uri": "gs://bucket/x", "max_failure_ratio": "lots"}, "max_failure_ratio"),
+    ({"gcs_uri": "gs://bucket/x", "blob_storage_class": "HOT"}, "blob_storage_class"),
+    ({"gcs_uri": "gs://bucket/x", "dataset_id": "a/b"}, "dataset_id"),
+])
+def test_bad_input_fails_fast_without_calls(kwargs, field, monkeypatch):
+    monkeypatch.setattr(CloudHealthcareDicomHook, "get_conn", lambda self: pytest.fail("no API call expected"))
+    parts = {"project_id": "p", "location": "l", "dataset_id": "d", "dicom_store_id": "s", **kwargs}
+    op = HealthcareDicomImportOperator(task_id="t", **parts)
+    with pytest.raises(AirflowFailException, match=f"{field}="):
+        op.execute(make_context())
+
+
+def test_export_operators_validate_mime_prefix_and_table(monkeypatch):
+    monkeypatch.setattr(CloudHealthcareDicomHook, "get_conn", lambda self: pytest.fail("no API call expected"))
+    parts = {"project_id": "p", "location": "l", "dataset_id": "d", "dicom_store_id": "s"}
+    with pytest.raises(AirflowFailException, match="mime_type="):
+        HealthcareDicomExportOperator(task_id="t", uri_prefix="gs://bucket/x", mime_type="image/gif", **parts) \
+            .execute(make_context())
+    with pytest.raises(AirflowFailException, match="uri_prefix="):
+        HealthcareDicomExportOperator(task_id="t", uri_prefix="bucket/x", **parts).execute(make_context())
+    with pytest.raises(AirflowFailException, match="table_uri="):
+        HealthcareDicomExportToBigQueryOperator(task_id="t", table_uri="bq://p.d", **parts).execute(make_context())
+    with pytest.raises(AirflowFailException, match="write_disposition="):
+        HealthcareDicomExportToBigQueryOperator(task_id="t", table_uri="bq://p.d.t", write_disposition="APPEND",
+                                                **parts).execute(make_context())
+
+
+# --- deferral and completion branches ------------------------------------------------------------
+
+def test_defers_after_submit_and_check_once():
+    store = new_store()
+    _, uri = seed_import(5)
+    admin("/admin/settings", {"latency_s": 0.5})
+    ctx = make_context()
+    op = importer(store, uri, deferrable=True, operation_timeout=600)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, HealthcareOperationTrigger) and deferred.value.method_name == "execute_complete"
+    assert trigger.operation_name == ctx["task_state_store"].get(OPERATION_STATE_KEY)
+    assert trigger.deadline is not None and trigger.deadline > time.time() + 500
+    assert ctx["ti"].xcom["healthcare_operation_link"]["operation_id"] == trigger.operation_name.rsplit("/", 1)[1]
+    assert ctx["ti"].xcom["healthcare_dicom_store_link"]["dicom_store_id"] == "s"
+
+
+def _finished_import(extra: dict | None = None, n: int = 3) -> tuple[str, str]:
+    store = new_store()
+    _, uri = seed_import(n, extra=extra)
+    op = importer(store, uri, max_failure_ratio=1)
+    return store, op.execute(make_context())["operation_name"]
+
+
+def test_execute_complete_success_result_shape():
+    store, name = _finished_import()
+    result = importer(store, "gs://bucket/x").execute_complete(make_context(), make_event("done", "", name))
+    assert set(result) == {"operation_name", "success", "failure", "pending", "logs_url", "duration_s"}
+    assert (result["success"], result["failure"], result["pending"]) == (3, 0, 0) and result["duration_s"] >= 0
+
+
+def test_execute_complete_partial_failure_default_fails_with_counts(capfd):
+    store, name = _finished_import({"junk.dcm": b"junk"})
+    with pytest.raises(AirflowException, match=r"1 of 4 instances failed .*no failures allowed"):
+        importer(store, "gs://bucket/x").execute_complete(make_context(), make_event("done", "", name))
+    out = "".join(capfd.readouterr())
+    assert "Failed: gs://" in out and "junk.dcm" in out and "Synthetic" not in out
+
+
+@pytest.mark.parametrize("kw,ok", [({"max_failures": 1}, True), ({"max_failures": 0}, False),
+                                   ({"max_failure_ratio": 0.25}, True), ({"max_failure_ratio": 0.2}, False)])
+def test_execute_complete_failure_tolerance(kw, ok):
+    store, name = _finished_import({"junk.dcm": b"junk"})
+    op = importer(store, "gs://bucket/x", **kw)
+    if ok:
+        assert op.execute_complete(make_context(), make_event("done", "", name))["failure"] == 1
+    else:
+        with pytest.raises(AirflowException, match="more than allowed"):
+            op.execute_complete(make_context(), make_event("done", "", name))
+
+
+def test_execute_complete_error_timeout_and_operation_error_events():
+    op = importer(new_store(), "gs://bucket/x")
+    with pytest.raises(AirflowException, match="HTTP 403"):
+        op.execute_complete(make_context(), make_event("error", "HTTP 403 denied", "projects/p/operations/1"))
+    with pytest.raises(AirflowException, match="deadline"):
+        op.execute_complete(make_context(), make_event("timeout", "not done by its deadline", "projects/p/operations/1"))
+    store = new_store()
+    admin("/admin/settings", {"force_failure": 1})
+    _, uri = seed_import(1)
+    with pytest.raises(AirflowException, match=r"INTERNAL \(13\)"):
+        importer(store, uri).execute(make_context())
+
+
+def test_empty_source_skips_when_allowed():
+    store = new_store()
+    bucket = new_bucket("empty")
+    with pytest.raises(AirflowSkipException, match="No objects matched"):
+        importer(store, f"gs://{bucket.name}/nothing/**", allow_empty_source=True).execute(make_context())
+    with pytest.raises(AirflowException, match="NOT_FOUND"):
+        importer(store, f"gs://{bucket.name}/nothing/**").execute(make_context())
+
+
+def test_sync_wait_deadline_cancels_the_operation():
+    store = new_store()
+    _, uri = seed_import(10)
+    admin("/admin/settings", {"latency_s": 0.5})
+    with pytest.raises(AirflowException, match="cancelled"):
+        importer(store, uri, operation_timeout=1).execute(make_context())
+    time.sleep(0.6)
+    ops = import_ops(store)
+    assert len(ops) == 1 and ops[0]["metadata"].get("cancelRequested")
+
+
+def test_twenty_percent_503_still_succeeds():
+    store = new_store()
+    _, uri = seed_import(20)
+    admin("/admin/settings", {"latency_s": 0.05})
+    admin("/admin/faults", {"*": {"rate": 0.2, "code": 503}})
+    result = importer(store, uri, poll_interval=0.03, max_poll_interval=0.05).execute(make_context())
+    admin("/admin/faults", {})
+    assert (result["success"], result["failure"]) == (20, 0)
+    assert admin("/admin/stats")["injected"] > 0
+
+
+def test_export_and_bigquery_export_operators():
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    store, _ = _finished_import(n=2)
+    out = new_bucket("opx")
+    result = HealthcareDicomExportOperator(task_id="x", uri_prefix=f"gs://{out.name}/e", mime_type="image/png",
+                                           deferrable=False, poll_interval=0.1, **store_parts(store)).execute(make_context())
+    assert result["success"] == 2 and len(list(gcs().list_blobs(out.name))) == 2
+    ds = unique("opbq").replace("-", "_")
+    bigquery.Client(project=PROJECT, credentials=AnonymousCredentials()).create_dataset(ds)
+    result = HealthcareDicomExportToBigQueryOperator(
+        task_id="b", table_uri=f"bq://{PROJECT}.{ds}.meta", write_disposition="WRITE_TRUNCATE", deferrable=False,
+        poll_interval=0.1, **store_parts(store)).execute(make_context())
+    assert result["success"] == 2
+
+
+def test_ensure_store_operator():
+    ds = unique("ens")
+    op = HealthcareEnsureDicomStoreOperator(task_id="e", project_id=PROJECT, location=LOCATION, dataset_id=ds,
+                                            dicom_store_id="s")
+    assert op.execute(make_context()) == op.execute(make_context()) == \
+        f"projects/{PROJECT}/locations/{LOCATION}/datasets/{ds}/dicomStores/s"
+
+
+# --- retry safety --------------------------------------------------------------------------------
+
+KILLABLE = textwrap.dedent('''
+    import json, sys
+    from dicom_pipelines.operators import HealthcareDicomImportOperator
+    state_file, store_json, uri = sys.argv[1], sys.argv[2], sys.argv[3]
+
+    class FileStateStore:
+        def get(self, key, default=None):
+            return default
+        def set(self, key, value):
+            with open(state_file, "w") as fh:
+                json.dump({key: value}, fh)
+
+    class TI:
+        def xcom_push(self, key, value):
+            pass
+
+    op = HealthcareDicomImportOperator(task_id="imp", gcs_uri=uri, deferrable=False, poll_interval=0.1,
+                                       **json.loads(store_json))
+    op.execute({"ti": TI(), "task_state_store": FileStateStore()})
+''')
+
+
+def test_killed_task_retry_reattaches_without_a_duplicate(tmp_path):
+    store = new_store()
+    _, uri = seed_import(8)
+    admin("/admin/settings", {"latency_s": 0.3})
+    state_file = tmp_path / "state.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path.cwd() / "plugins"), str(Path.cwd())]))
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(state_file), json.dumps(store_parts(store)), uri],
+                            env=env, start_new_session=True)
+    for _ in range(300):
+        if state_file.exists() and state_file.stat().st_size:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the worker dies after submitting
+    proc.wait()
+    first = json.loads(state_file.read_text())[OPERATION_STATE_KEY]
+    retry = importer(store, uri)
+    result = retry.execute(make_context(FakeStateStore({OPERATION_STATE_KEY: first})))
+    assert result["operation_name"] == first and result["success"] == 8
+    assert [o["name"] for o in import_ops(store)] == [first]
+    # a further retry after success does not submit either
+    again = importer(store, uri).execute(make_context(FakeStateStore({OPERATION_STATE_KEY: first})))
+    assert again["operation_name"] == first and len(import_ops(store)) == 1
+
+
+def test_retry_after_a_failed_operation_submits_anew():
+    store = new_store()
+    _, uri = seed_import(2)
+    admin("/admin/settings", {"force_failure": 1})
+    state = FakeStateStore()
+    with pytest.raises(AirflowException):
+        importer(store, uri).execute(make_context(state))
+    failed = state.get(OPERATION_STATE_KEY)
+    result = importer(store, uri).execute(make_context(state))
+    assert result["operation_name"] != failed and len(import_ops(store)) == 2
+
+
+def test_on_kill_cancels_when_asked():
+    store = new_store()
+    _, uri = seed_import(10)
+    admin("/admin/settings", {"latency_s": 0.5})
+    op = importer(store, uri, deferrable=True)
+    with pytest.raises(TaskDeferred):
+        op.execute(make_context())
+    op.on_kill()
+    time.sleep(0.8)
+    assert import_ops(store)[0]["metadata"].get("cancelRequested")

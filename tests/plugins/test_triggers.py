@@ -1,0 +1,109 @@
+"""The trigger: serialize round-trip and every terminal event, against the running local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+
+import pytest
+
+from dicom_pipelines.hooks import CloudHealthcareDicomHook, parse_operation
+from dicom_pipelines.triggers import EVENT_KEYS, HealthcareOperationTrigger
+from tests.helpers import LOCATION, PROJECT, admin, seed_import, unique
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+def first_event(trigger: HealthcareOperationTrigger, timeout: float = 60) -> dict:
+    async def go():
+        async for event in trigger.run():
+            return event.payload
+    return asyncio.run(asyncio.wait_for(go(), timeout))
+
+
+def start_import(n: int = 3, latency: float = 0.0, extra: dict | None = None) -> str:
+    hook = CloudHealthcareDicomHook()
+    store = hook.ensure_dicom_store(PROJECT, LOCATION, unique("trg"), "s")
+    _, uri = seed_import(n, extra=extra)
+    admin("/admin/settings", {"latency_s": latency})
+    return hook.import_dicom(store, uri)["name"]
+
+
+@pytest.fixture(autouse=True)
+def reset_stack():
+    yield
+    admin("/admin/settings", {"latency_s": 0.0})
+    admin("/admin/faults", {})
+
+
+def test_serialize_round_trip_primitives_only():
+    trigger = HealthcareOperationTrigger("projects/p/locations/l/datasets/d/operations/1", "conn", ["sa@x"], "v1beta1",
+                                         3.0, 30.0, 1_900_000_000.0, False)
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    again = getattr(importlib.import_module(module), name)(**kwargs)
+    assert again.serialize() == (classpath, kwargs)
+    assert all(isinstance(v, (str, int, float, bool, list, type(None))) for v in kwargs.values())
+    assert classpath == "dicom_pipelines.triggers.HealthcareOperationTrigger"
+
+
+def test_done_success_event_has_the_fixed_schema():
+    name = start_import(4, latency=0.1)
+    event = first_event(HealthcareOperationTrigger(name, poll_interval=0.2, max_poll_interval=1))
+    assert tuple(event) == EVENT_KEYS
+    assert (event["status"], event["done"], event["success"], event["error_code"]) == ("done", True, 4, 0)
+    assert all(isinstance(v, (str, int, bool)) for v in event.values())
+
+
+def test_done_with_partial_failure_event():
+    name = start_import(2, extra={"junk.dcm": b"junk"})
+    event = first_event(HealthcareOperationTrigger(name, poll_interval=0.2))
+    assert (event["status"], event["success"], event["failure"], event["error_code"]) == ("done", 2, 1, 3)
+    assert event["logs_url"].endswith(name)
+
+
+def test_non_retryable_error_event():
+    event = first_event(HealthcareOperationTrigger(f"projects/{PROJECT}/locations/{LOCATION}/datasets/none/operations/1",
+                                                   poll_interval=0.1))
+    assert event["status"] == "error" and event["http_status"] == 403
+
+
+def test_transient_errors_are_retried_inside_the_loop():
+    name = start_import(3, latency=0.2)
+    admin("/admin/faults", {"operations.get": {"rate": 0.6, "code": 503}})
+    event = first_event(HealthcareOperationTrigger(name, poll_interval=0.1, max_poll_interval=0.3))
+    assert event["status"] == "done" and event["success"] == 3
+
+
+def test_deadline_cancels_the_operation():
+    name = start_import(10, latency=0.5)
+    event = first_event(HealthcareOperationTrigger(name, poll_interval=0.1, deadline=time.time() + 1.0))
+    assert event["status"] == "timeout" and "deadline" in event["message"] and "cancelled" in event["message"]
+    for _ in range(50):
+        status = parse_operation(CloudHealthcareDicomHook().get_operation(name))
+        if status.done:
+            break
+        time.sleep(0.1)
+    assert status.error_code == 1 and status.cancel_requested
+
+
+def test_user_kill_cancels_but_triggerer_restart_does_not():
+    name = start_import(10, latency=0.5)
+
+    async def run_then_cancel():
+        trigger = HealthcareOperationTrigger(name, poll_interval=0.1)
+        task = asyncio.ensure_future(trigger.run().__anext__())
+        await asyncio.sleep(0.5)
+        task.cancel()  # what a triggerer restart does: no cancel of the operation
+        try:
+            await task
+        except (asyncio.CancelledError, StopAsyncIteration):
+            pass
+
+    asyncio.run(run_then_cancel())
+    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
+    asyncio.run(HealthcareOperationTrigger(name, cancel_on_kill=False).on_kill())
+    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
+    asyncio.run(HealthcareOperationTrigger(name).on_kill())
+    assert parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
