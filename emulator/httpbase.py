@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 import threading
@@ -216,8 +217,9 @@ class App:
 
 
 def make_server(app: App, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise ValueError(f"refusing to listen on {host}: the local stack binds loopback only")
+    """Serve on loopback. Another address is accepted only inside a container (docker-compose.yaml)."""
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.path.exists("/.dockerenv"):
+        raise ValueError(f"refusing to listen on {host}: outside a container the local stack binds 127.0.0.1 only")
 
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

@@ -237,7 +237,8 @@ class Stack:
         conn = {"conn_type": "google_cloud_platform",
                 "extra": {"project": DEMO_IDS["GCP_PROJECT"], "is_anonymous": True,
                           "healthcare_endpoint": f"http://127.0.0.1:{self.ports.healthcare}"}}
-        env = self.base_env()
+        # Inherited Airflow settings (a caller's AIRFLOW_HOME, test config...) must not leak in.
+        env = {k: v for k, v in self.base_env().items() if not k.startswith("AIRFLOW")}
         env.update(self.stack_env())
         env.update({
             "AIRFLOW_HOME": str(home),

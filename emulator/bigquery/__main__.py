@@ -14,6 +14,7 @@ from emulator.httpbase import make_server
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Local BigQuery (REST subset on DuckDB), loopback only")
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1", help="only inside a container may this be other than 127.0.0.1")
     ap.add_argument("--state-dir", required=True)
     ap.add_argument("--gcs-endpoint", help="GCS emulator URL (default: $STORAGE_EMULATOR_HOST)")
     ap.add_argument("--extract-shard-rows", type=int, default=1_000_000,
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     api = BigQueryApi(Engine(args.state_dir, GcsClient(args.gcs_endpoint), args.extract_shard_rows))
     api.app.faults.parse_flag(args.faults)
-    server = make_server(api.app, args.port)
+    server = make_server(api.app, args.port, args.host)
     logging.info("local BigQuery listening on http://127.0.0.1:%d", args.port)
     try:
         server.serve_forever()

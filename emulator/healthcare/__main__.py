@@ -15,6 +15,7 @@ from emulator.healthcare.storage import Storage
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Local Cloud Healthcare API (DICOM), loopback only")
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1", help="only inside a container may this be other than 127.0.0.1")
     ap.add_argument("--state-dir", required=True)
     ap.add_argument("--gcs-endpoint", help="GCS emulator URL (default: $STORAGE_EMULATOR_HOST)")
     ap.add_argument("--bigquery-endpoint", default="", help="local BigQuery URL, for metadata export")
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     engine = OperationEngine(storage, settings, GcsClient(args.gcs_endpoint))
     api = HealthcareApi(storage, settings, engine)
     api.app.faults.parse_flag(args.faults)
-    server = make_server(api.app, args.port)
+    server = make_server(api.app, args.port, args.host)
     logging.info("local Healthcare API listening on http://127.0.0.1:%d", args.port)
     try:
         server.serve_forever()

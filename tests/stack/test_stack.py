@@ -1,0 +1,76 @@
+"""The stack runner: starts, answers on loopback only, serves the official clients, stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import requests
+
+from scripts.stack import STACK_SERVICES, Stack
+from tests.conftest import free_port_base
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def listening_sockets(pids: set[int]) -> list[str]:
+    """Local addresses of the TCP sockets these processes (and their children) listen on."""
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+    found = []
+    for line in out.splitlines():
+        if any(f"pid={pid}," in line for pid in pids):
+            found.append(line.split()[3])
+    return found
+
+
+def test_stack_starts_answers_on_loopback_only_and_stops(tmp_path):
+    stack = Stack(tmp_path / "s", free_port_base())
+    stack.start_stack()
+    try:
+        pids = {pid for pid in stack.status().values() if pid}
+        assert len(pids) == len(STACK_SERVICES)
+        for port in (stack.ports.bigquery, stack.ports.healthcare):
+            assert requests.get(f"http://127.0.0.1:{port}/admin/health", timeout=10).json()["status"] == "ok"
+        addresses = listening_sockets(pids)
+        assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+        env_file = (tmp_path / "s" / "env").read_text()
+        for key in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "HEALTHCARE_API_ENDPOINT", "GCP_PROJECT",
+                    "HEALTHCARE_LOCATION", "HEALTHCARE_DATASET", "DICOM_STORE"):
+            assert f"export {key}=" in env_file
+    finally:
+        stack.stop_stack()
+    assert all(pid is None for pid in stack.status().values())
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_official_storage_client_works_with_only_the_env_file(stack):
+    script = textwrap.dedent('''
+        from google.cloud import storage
+        client = storage.Client()
+        bucket = client.create_bucket("env-only-bucket")
+        bucket.blob("dir/a.txt").upload_from_string(b"hello")
+        assert [b.name for b in client.list_blobs("env-only-bucket", prefix="dir/")] == ["dir/a.txt"]
+        assert bucket.blob("dir/a.txt").download_as_bytes() == b"hello"
+        print("ok")
+    ''')
+    clean = {k: v for k, v in os.environ.items() if "EMULATOR" not in k and "GOOGLE" not in k}
+    cmd = f"set -a; . {stack.dir / 'env'}; set +a; {sys.executable} -c '{script}'"
+    out = subprocess.run(["bash", "-c", cmd], env=clean, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_compose_file_validates():
+    assert shutil.which("docker-compose"), "make setup installs Debian's docker-compose (Compose v1)"
+    out = subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yaml"), "config", "-q"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    services = subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yaml"), "config", "--services"],
+                              capture_output=True, text=True, cwd=REPO).stdout.split()
+    assert {"postgres", "gcs", "bigquery", "healthcare", "airflow-api-server", "airflow-scheduler",
+            "airflow-dag-processor", "airflow-triggerer"} <= set(services)
