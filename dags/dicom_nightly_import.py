@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import logging
+
 from airflow.sdk import DAG, Asset, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
@@ -16,6 +18,7 @@ from dicom_pipelines.dag_params import BUCKET_PATTERN, GCS_URI_PATTERN, env, sto
 from dicom_pipelines.operators import HealthcareDicomImportOperator, HealthcareEnsureDicomStoreOperator
 
 GCP_CONN_ID = "google_cloud_default"
+log = logging.getLogger(__name__)
 STORE_ASSET = Asset(
     name="dicom_store",
     uri="healthcare://{}/{}/{}/{}".format(env("GCP_PROJECT", "demo-project"), env("HEALTHCARE_LOCATION", "us-central1"),
@@ -31,7 +34,7 @@ with DAG(
     schedule=CronDataIntervalTimetable(env("DICOM_IMPORT_CRON", "0 0 * * *"), timezone="UTC"),
     start_date=dt.datetime.fromisoformat(env("DICOM_IMPORT_START_DATE", "2026-11-01")).replace(tzinfo=dt.timezone.utc),
     catchup=True,
-    max_active_runs=3,
+    max_active_runs=1,  # one import at a time per store keeps the instance-count delta exact
     render_template_as_native_obj=True,
     tags=["dicom", "healthcare", "import"],
     default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
@@ -83,7 +86,11 @@ with DAG(
                    "imported": result["success"], "failed": result["failure"],
                    "operation_name": result["operation_name"], "logs_url": result["logs_url"]}
         if after - before > result["success"]:
-            raise ValueError(f"store grew by {after - before} instances but the import reported {result['success']}")
+            log.warning("The store grew by %d instances but this import added at most %d: another writer was active",
+                        after - before, result["success"])
+        elif after - before < result["success"]:
+            log.info("%d imported instances were already in the store (identical re-sends)",
+                     result["success"] - (after - before))
         context["outlet_events"][STORE_ASSET].extra = {"run_id": context["run_id"], **summary}
         return summary
 
