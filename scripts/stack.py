@@ -282,6 +282,7 @@ class Stack:
             if as_pg:
                 shutil.chown(pgdata, "postgres", "postgres")
                 shutil.chown(sock, "postgres", "postgres")
+                _let_postgres_traverse(pgdata.parent)
             pgdata.chmod(0o700)
             subprocess.run(as_pg + [f"{bindir}/initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
                                     "-E", "UTF8"], check=True, stdout=subprocess.DEVNULL)
@@ -339,6 +340,14 @@ def _pg_bindir() -> str:
         if (candidate / "initdb").exists():
             return str(candidate)
     raise SystemExit("PostgreSQL server binaries not found: run `make setup` (apt-get install postgresql)")
+
+
+def _let_postgres_traverse(folder: Path) -> None:
+    """The postgres user must reach its data folder: add the search bit (not read) on each parent."""
+    for parent in [folder, *folder.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
 
 
 def _as_postgres_prefix() -> list[str]:
