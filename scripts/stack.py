@@ -316,6 +316,10 @@ class Stack:
             argv = [airflow, name]
             if name == "api-server":
                 argv += ["--host", "127.0.0.1", "--port", str(self.ports.airflow)]
+            elif name in ("scheduler", "triggerer"):
+                # The serve-logs side servers bind every interface (host is hard-coded in 3.3.2); with the
+                # LocalExecutor the api-server reads the log files directly, so they are not needed.
+                argv.append("--skip-serve-logs")
             self.spawn(name, argv, env)
         self.wait_http(f"http://127.0.0.1:{self.ports.airflow}/api/v2/monitor/health", 90, "Airflow api-server",
                        self.dir / "logs/api-server.log")
@@ -330,6 +334,27 @@ class Stack:
     def stop_stack(self) -> None:
         for name in reversed(STACK_SERVICES):
             self.stop(name)
+
+    def group_pids(self) -> set[int]:
+        """Every live process in the process groups this stack started."""
+        leaders = {pid for pid in self.status().values() if pid}
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[2]) in leaders:
+                    found.add(int(entry.name))
+        return found
+
+    def listening_addresses(self) -> list[str]:
+        """Local addresses that the stack's processes listen on (TCP)."""
+        pids = self.group_pids()
+        out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+        return [line.split()[3] for line in out.splitlines()
+                if any(f"pid={pid}," in line for pid in pids)]
 
     def status(self) -> dict[str, int | None]:
         return {name: self.pid(name) for name in STACK_SERVICES + AIRFLOW_SERVICES}

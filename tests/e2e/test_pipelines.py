@@ -41,6 +41,8 @@ def deployment(request, tmp_path_factory):
 
 def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment):
     stack, client, gcs = deployment
+    addresses = stack.listening_addresses()
+    assert len(addresses) >= 4 and all(a.startswith("127.0.0.1:") for a in addresses), addresses
     seeded = seed(gcs, DEMO_IDS["SOURCE_BUCKET"])
     gcs.create_bucket(DEMO_IDS["EXPORT_BUCKET"])
     client.wait_for_dags([IMPORT, FILTERED, EXPORT])

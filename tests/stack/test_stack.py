@@ -18,16 +18,6 @@ from tests.conftest import free_port_base
 REPO = Path(__file__).resolve().parents[2]
 
 
-def listening_sockets(pids: set[int]) -> list[str]:
-    """Local addresses of the TCP sockets these processes (and their children) listen on."""
-    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
-    found = []
-    for line in out.splitlines():
-        if any(f"pid={pid}," in line for pid in pids):
-            found.append(line.split()[3])
-    return found
-
-
 def test_stack_starts_answers_on_loopback_only_and_stops(tmp_path):
     stack = Stack(tmp_path / "s", free_port_base())
     stack.start_stack()
@@ -36,7 +26,7 @@ def test_stack_starts_answers_on_loopback_only_and_stops(tmp_path):
         assert len(pids) == len(STACK_SERVICES)
         for port in (stack.ports.bigquery, stack.ports.healthcare):
             assert requests.get(f"http://127.0.0.1:{port}/admin/health", timeout=10).json()["status"] == "ok"
-        addresses = listening_sockets(pids)
+        addresses = stack.listening_addresses()
         assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
         env_file = (tmp_path / "s" / "env").read_text()
         for key in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "HEALTHCARE_API_ENDPOINT", "GCP_PROJECT",
