@@ -46,12 +46,19 @@ def _bulk_handler(elem: Any) -> str:
     return "bulkdata"
 
 
-def parse_instance(data: bytes) -> ParsedInstance:
-    """Check that ``data`` is a DICOM Part-10 instance and read its identifying UIDs."""
+_UID_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+
+
+def parse_instance(data: bytes, with_metadata: bool = True) -> ParsedInstance:
+    """Check that ``data`` is a DICOM Part-10 instance and read its identifying UIDs.
+
+    Bulk import skips the metadata (``with_metadata=False``); it is built from the blob when first read.
+    """
     if not data:
         raise InstanceError(3, "empty DICOM instance found")
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
+                             specific_tags=None if with_metadata else _UID_TAGS)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
         raise InstanceError(3, f"invalid DICOM instance: {type(exc).__name__}") from None
     uids = []
@@ -60,11 +67,19 @@ def parse_instance(data: bytes) -> ParsedInstance:
         if not value:
             raise InstanceError(3, f"invalid DICOM instance: missing {keyword}")
         uids.append(value)
+    return ParsedInstance(uids[0], uids[1], uids[2], metadata_json(ds) if with_metadata else {})
+
+
+def metadata_json(ds: Dataset) -> dict:
+    """DICOM JSON of an instance without its bulk data (what QIDO and WADO metadata return)."""
     try:
-        metadata = ds.to_json_dict(bulk_data_threshold=_BULK_THRESHOLD, bulk_data_element_handler=_bulk_handler)
+        return ds.to_json_dict(bulk_data_threshold=_BULK_THRESHOLD, bulk_data_element_handler=_bulk_handler)
     except Exception as exc:
         raise InstanceError(3, f"invalid DICOM instance: cannot encode metadata ({type(exc).__name__})") from None
-    return ParsedInstance(uids[0], uids[1], uids[2], metadata)
+
+
+def metadata_from_blob(data: bytes) -> dict:
+    return metadata_json(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
 
 
 def _full(data: bytes) -> Dataset:

@@ -117,6 +117,7 @@ class HealthcareApi:
         r("GET", r"/logs/(?P<op>.+)", "logs")(self.logs)
         r("GET", r"/admin/settings", "admin.settings")(lambda req: self._settings_dict())
         r("POST", r"/admin/settings", "admin.settings")(self.set_settings)
+        r("POST", _DS + r"/admin/syntheticOperations", "admin.synthetic")(self.synthetic_operations)
         # DICOMweb
         r("POST", _WEB + r"/studies(?:/(?P<study>[^/]+))?", "dicomWeb.storeInstances")(self.stow)
         for level, pattern in (
@@ -236,6 +237,7 @@ class HealthcareApi:
         studies, series, instances, size, meta = self.storage.query(
             "SELECT COUNT(DISTINCT study), COUNT(DISTINCT study || '/' || series), COUNT(*), "
             "COALESCE(SUM(size), 0), COALESCE(SUM(LENGTH(metadata)), 0) FROM instances WHERE store = ?", (name,))[0]
+        meta = meta or 0
         out = {"name": name}
         for key, value in (("studyCount", studies), ("seriesCount", series), ("instanceCount", instances),
                            ("structuredStorageSizeBytes", meta), ("blobStorageSizeBytes", size)):
@@ -337,6 +339,13 @@ class HealthcareApi:
             raise ApiError(404, f"Operation {name} not found.", "NOT_FOUND")
         return {"operation": name, "entries": self.storage.logs(name)}
 
+    def synthetic_operations(self, req: Request) -> dict:
+        body = req.json()
+        check_fields(body, {"count", "durationSeconds", "instances"})
+        names = self.engine.add_synthetic(self._dataset(req), int(body.get("count", 1)),
+                                          float(body.get("durationSeconds", 60)), int(body.get("instances", 100)))
+        return {"operations": names}
+
     def _settings_dict(self) -> dict:
         return {f.name: getattr(self.settings, f.name) for f in dc_fields(self.settings)}
 
@@ -406,7 +415,16 @@ class HealthcareApi:
             if val:
                 sql += f" AND {col}=?"
                 args.append(val)
-        return [(s, se, so, sha, json.loads(m)) for s, se, so, sha, m in self.storage.query(sql + " ORDER BY rowid", args)]
+        rows = self.storage.query(sql + " ORDER BY rowid", args)
+        out = []
+        for s, se, so, sha, m in rows:
+            if not m:  # bulk import leaves the metadata to be built on first read
+                meta = dicom.metadata_from_blob(self.storage.get_blob(sha))
+                m = json.dumps(meta)
+                self.storage.execute("UPDATE instances SET metadata=? WHERE store=? AND study=? AND series=? AND sop=?",
+                                     (m, store, s, se, so))
+            out.append((s, se, so, sha, json.loads(m)))
+        return out
 
     @staticmethod
     def _matches(meta: dict, key: str, wanted: str) -> bool:

@@ -290,8 +290,13 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
 class CloudHealthcareDicomAsyncHook:
     """Async access to operations for the trigger: aiohttp, no blocking call in the event loop.
 
-    Credentials are resolved once in a worker thread (the sync hook's constructor and token refresh block).
+    Many triggers share one triggerer process, so they share what can be shared: one HTTP session per
+    event loop (reference-counted) and the resolved endpoint and credentials per connection. Resolving
+    credentials blocks (connection lookup, token refresh), so it runs in a worker thread.
     """
+
+    _sessions: dict[int, tuple[aiohttp.ClientSession, int]] = {}
+    _setups: dict[tuple, tuple[str, Any, bool]] = {}
 
     def __init__(self, gcp_conn_id: str = "google_cloud_default", impersonation_chain: str | Sequence[str] | None = None,
                  api_version: str = "v1", request_timeout: float = 60.0):
@@ -299,40 +304,45 @@ class CloudHealthcareDicomAsyncHook:
         self.impersonation_chain = impersonation_chain
         self.api_version = api_version
         self.request_timeout = request_timeout
-        self._sync: CloudHealthcareDicomHook | None = None
-        self._credentials: Any = None
-        self._anonymous = False
-        self._root: str | None = None
+        self._setup_key = (gcp_conn_id, json.dumps(impersonation_chain), api_version)
         self._session: aiohttp.ClientSession | None = None
 
-    async def _setup(self) -> None:
-        if self._root is not None:
-            return
+    async def _setup(self) -> tuple[str, Any, bool]:
+        cached = self._setups.get(self._setup_key)
+        if cached is None:
+            def resolve() -> tuple[str, Any, bool]:
+                hook = CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
+                anonymous = bool(hook.extras.get("is_anonymous"))
+                return hook.api_root, (None if anonymous else hook.get_credentials()), anonymous
 
-        def build_sync() -> tuple:
-            hook = CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
-            anonymous = bool(hook.extras.get("is_anonymous"))
-            creds = None if anonymous else hook.get_credentials()
-            return hook, hook.api_root, creds, anonymous
+            cached = self._setups[self._setup_key] = await asyncio.to_thread(resolve)
+        return cached
 
-        self._sync, self._root, self._credentials, self._anonymous = await asyncio.to_thread(build_sync)
-
-    async def _headers(self) -> dict[str, str]:
-        if self._anonymous or self._credentials is None:
+    async def _headers(self, credentials: Any, anonymous: bool) -> dict[str, str]:
+        if anonymous or credentials is None:
             return {}
-        if not self._credentials.valid:
+        if not credentials.valid:
             import google.auth.transport.requests
 
-            await asyncio.to_thread(self._credentials.refresh, google.auth.transport.requests.Request())
-        return {"Authorization": f"Bearer {self._credentials.token}"}
+            await asyncio.to_thread(credentials.refresh, google.auth.transport.requests.Request())
+        return {"Authorization": f"Bearer {credentials.token}"}
+
+    def _acquire_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            key = id(asyncio.get_running_loop())
+            session, refs = self._sessions.get(key, (None, 0))
+            if session is None or session.closed:
+                session, refs = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout)), 0
+            self._sessions[key] = (session, refs + 1)
+            self._session = session
+        return self._session
 
     async def _request(self, method: str, path: str, api_method: str, body: dict | None = None) -> dict:
-        await self._setup()
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout))
-        url = f"{self._root}{self.api_version}/{path}"
+        root, credentials, anonymous = await self._setup()
+        session = self._acquire_session()
+        url = f"{root}{self.api_version}/{path}"
         try:
-            async with self._session.request(method, url, json=body, headers=await self._headers()) as resp:
+            async with session.request(method, url, json=body, headers=await self._headers(credentials, anonymous)) as resp:
                 data = await resp.read()
                 if resp.status >= 400:
                     raise HealthcareApiError.from_body(resp.status, data, api_method)
@@ -347,5 +357,15 @@ class CloudHealthcareDicomAsyncHook:
         await self._request("POST", f"{name}:cancel", "operations.cancel", {})
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        """Release this hook's share of the loop's session; the last one closes it."""
+        if self._session is None:
+            return
+        key = id(asyncio.get_running_loop())
+        session, refs = self._sessions.get(key, (None, 0))
+        if session is self._session:
+            if refs <= 1:
+                self._sessions.pop(key, None)
+                await session.close()
+            else:
+                self._sessions[key] = (session, refs - 1)
+        self._session = None
