@@ -1,0 +1,70 @@
+"""1,000 concurrent operations polled by 1,000 trigger coroutines in one event loop (one triggerer's worth).
+
+    python bench/triggerer_scale.py [--operations 1000] [--duration 120]
+
+The local Healthcare API serves synthetic operations whose counters follow the clock (no thread
+per operation). Prints this process's RSS delta, its CPU use (% of one core) while polling, the
+number of operations.get calls and how late completions were detected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+import psutil
+import requests
+from _stack import local_stack
+
+
+async def run_all(names: list[str], poll: float, cap: float) -> list[tuple[str, float]]:
+    from dicom_pipelines.triggers import HealthcareOperationTrigger
+
+    async def one(name: str) -> tuple[str, float]:
+        trigger = HealthcareOperationTrigger(name, poll_interval=poll, max_poll_interval=cap)
+        async for event in trigger.run():
+            return event.payload["status"], time.time()
+        return "none", time.time()
+
+    return await asyncio.gather(*(one(n) for n in names))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--operations", type=int, default=1000)
+    ap.add_argument("--duration", type=float, default=120.0, help="seconds each operation runs")
+    args = ap.parse_args()
+    os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = '{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true}}'
+    with local_stack() as stack:
+        base = os.environ["HEALTHCARE_API_ENDPOINT"]
+        parent = "projects/bench/locations/l"
+        requests.post(f"{base}/v1/{parent}/datasets", params={"datasetId": "d"}, json={}, timeout=30).raise_for_status()
+        names = requests.post(f"{base}/v1/{parent}/datasets/d/admin/syntheticOperations", timeout=300, json={
+            "count": args.operations, "durationSeconds": args.duration, "instances": 1000}).json()["operations"]
+        started = time.time()
+        import dicom_pipelines.triggers  # noqa: F401  (import cost is not part of the delta)
+        proc = psutil.Process()
+        rss0 = proc.memory_info().rss
+        cpu0 = proc.cpu_times()
+        calls0 = requests.get(f"{base}/admin/stats", timeout=30).json()["requests"].get("operations.get", 0)
+        t0 = time.time()
+        results = asyncio.run(run_all(names, 2.0, 60.0))
+        wall = time.time() - t0
+        cpu = proc.cpu_times()
+        rss_peak = proc.memory_info().rss
+        calls = requests.get(f"{base}/admin/stats", timeout=30).json()["requests"].get("operations.get", 0) - calls0
+    done_at = started + args.duration
+    lateness = sorted(max(0.0, t - done_at) for _, t in results)
+    statuses = {s: sum(1 for x, _ in results if x == s) for s in {x for x, _ in results}}
+    cpu_s = (cpu.user - cpu0.user) + (cpu.system - cpu0.system)
+    print(f"operations: {args.operations} x {args.duration:.0f}s, events: {statuses}")
+    print(f"RSS delta: {(rss_peak - rss0) / 1e6:.1f} MB   CPU: {100 * cpu_s / wall:.1f}% of one core "
+          f"({cpu_s:.1f}s CPU over {wall:.1f}s)")
+    print(f"operations.get calls: {calls} ({calls / args.operations:.1f} per operation)")
+    print(f"detection delay: median {lateness[len(lateness) // 2]:.1f}s, max {lateness[-1]:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
