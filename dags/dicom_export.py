@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param
 
-from dicom_pipelines.dag_params import BUCKET_PATTERN, env, export_prefix_param, mime_param, store_params, tolerance_params
+from dicom_pipelines.dag_params import (
+    BUCKET_PATTERN,
+    STORE_FROM_PARAMS,
+    env,
+    export_prefix_param,
+    mime_param,
+    store_params,
+    tolerance_params,
+)
 from dicom_pipelines.operators import HealthcareDicomExportOperator
-from dicom_pipelines.pipeline_tasks import default_export_prefix, safe_table_suffix
+from dicom_pipelines.pipeline_tasks import safe_table_suffix, verify_export
 
 GCP_CONN_ID = "google_cloud_default"
 
@@ -32,20 +40,11 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     export = HealthcareDicomExportOperator(
-        task_id="export_dicom",
-        project_id="{{ params.project_id }}", location="{{ params.location }}", dataset_id="{{ params.dataset_id }}",
-        dicom_store_id="{{ params.dicom_store_id }}", gcp_conn_id=GCP_CONN_ID,
+        task_id="export_dicom", **STORE_FROM_PARAMS, gcp_conn_id=GCP_CONN_ID,
         uri_prefix="{{ params.destination_prefix or ('gs://' ~ params.export_bucket ~ '/exports/' ~ (run_id | bq_safe)) }}",
         mime_type="{{ params.mime_type }}",
         max_failures="{{ params.max_failures }}",
         max_failure_ratio="{{ params.max_failure_ratio }}",
     )
 
-    @task
-    def verify_export(result: dict, **context) -> dict:
-        from dicom_pipelines.pipeline_tasks import count_exported
-
-        prefix = default_export_prefix(context["params"], context["run_id"])
-        return count_exported(GCP_CONN_ID, prefix, context["params"]["mime_type"], result)
-
-    verify_export(export.output)
+    verify_export(export.output, gcp_conn_id=GCP_CONN_ID)

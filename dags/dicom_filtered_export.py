@@ -28,6 +28,7 @@ from dicom_pipelines.dag_params import (
     BUCKET_PATTERN,
     DATE_PATTERN,
     GCS_URI_PATTERN,
+    STORE_FROM_PARAMS,
     UID_PATTERN,
     env,
     export_prefix_param,
@@ -36,7 +37,7 @@ from dicom_pipelines.dag_params import (
     tolerance_params,
 )
 from dicom_pipelines.operators import HealthcareDicomExportOperator, HealthcareDicomExportToBigQueryOperator
-from dicom_pipelines.pipeline_tasks import default_export_prefix, safe_table_suffix
+from dicom_pipelines.pipeline_tasks import safe_table_suffix, verify_export
 
 GCP_CONN_ID = "google_cloud_default"
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
@@ -91,9 +92,7 @@ with DAG(
     },
     doc_md=__doc__,
 ) as dag:
-    store_kwargs = {"project_id": "{{ params.project_id }}", "location": "{{ params.location }}",
-                    "dataset_id": "{{ params.dataset_id }}", "dicom_store_id": "{{ params.dicom_store_id }}",
-                    "gcp_conn_id": GCP_CONN_ID}
+    store_kwargs = {**STORE_FROM_PARAMS, "gcp_conn_id": GCP_CONN_ID}
 
     @task.branch
     def choose_filter_source(**context) -> str:
@@ -167,17 +166,10 @@ with DAG(
         max_failure_ratio="{{ params.max_failure_ratio }}",
     )
 
-    @task
-    def verify_export(result: dict, **context) -> dict:
-        from dicom_pipelines.pipeline_tasks import count_exported
-
-        prefix = default_export_prefix(context["params"], context["run_id"])
-        return count_exported(GCP_CONN_ID, prefix, context["params"]["mime_type"], result)
-
     checked = check_filter()
     choose_filter_source() >> [ensure_work_dataset, use_given_filter]
     ensure_work_dataset >> export_metadata
     use_given_filter >> checked
     export_metadata >> build_filter_table >> extract_filter >> compose_filter() >> checked
     checked >> export
-    verify_export(export.output)
+    verify_export(export.output, gcp_conn_id=GCP_CONN_ID)

@@ -14,7 +14,14 @@ import logging
 from airflow.sdk import DAG, Asset, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from dicom_pipelines.dag_params import BUCKET_PATTERN, GCS_URI_PATTERN, env, store_params, tolerance_params
+from dicom_pipelines.dag_params import (
+    BUCKET_PATTERN,
+    GCS_URI_PATTERN,
+    STORE_FROM_PARAMS,
+    env,
+    store_params,
+    tolerance_params,
+)
 from dicom_pipelines.operators import HealthcareDicomImportOperator, HealthcareEnsureDicomStoreOperator
 
 GCP_CONN_ID = "google_cloud_default"
@@ -24,9 +31,6 @@ STORE_ASSET = Asset(
     uri="healthcare://{}/{}/{}/{}".format(env("GCP_PROJECT", "demo-project"), env("HEALTHCARE_LOCATION", "us-central1"),
                                           env("HEALTHCARE_DATASET", "demo-dataset"), env("DICOM_STORE", "demo-store")),
 )
-STORE = "{{ params.project_id }}/{{ params.location }}/{{ params.dataset_id }}/{{ params.dicom_store_id }}"
-STORE_NAME = ("projects/{{ params.project_id }}/locations/{{ params.location }}/datasets/{{ params.dataset_id }}"
-              "/dicomStores/{{ params.dicom_store_id }}")
 
 with DAG(
     dag_id="dicom_nightly_import",
@@ -54,10 +58,8 @@ with DAG(
     },
     doc_md=__doc__,
 ) as dag:
-    ensure_store = HealthcareEnsureDicomStoreOperator(
-        task_id="ensure_store", project_id="{{ params.project_id }}", location="{{ params.location }}",
-        dataset_id="{{ params.dataset_id }}", dicom_store_id="{{ params.dicom_store_id }}", gcp_conn_id=GCP_CONN_ID,
-    )
+    ensure_store = HealthcareEnsureDicomStoreOperator(task_id="ensure_store", **STORE_FROM_PARAMS,
+                                                      gcp_conn_id=GCP_CONN_ID)
 
     @task
     def count_before(store_name: str) -> int:
@@ -66,9 +68,7 @@ with DAG(
         return store_instance_count(GCP_CONN_ID, store_name)
 
     import_dicom = HealthcareDicomImportOperator(
-        task_id="import_dicom",
-        project_id="{{ params.project_id }}", location="{{ params.location }}", dataset_id="{{ params.dataset_id }}",
-        dicom_store_id="{{ params.dicom_store_id }}", gcp_conn_id=GCP_CONN_ID,
+        task_id="import_dicom", **STORE_FROM_PARAMS, gcp_conn_id=GCP_CONN_ID,
         gcs_uri="{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' "
                 "if params.source_prefix else '') ~ data_interval_start.strftime('%Y-%m-%d') ~ '/' ~ params.source_pattern) }}",
         allow_empty_source="{{ params.allow_empty }}",

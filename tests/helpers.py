@@ -126,3 +126,14 @@ def import_ops(store: str) -> list[dict]:
     ops = svc.projects().locations().datasets().operations().list(
         name=store.split("/dicomStores/")[0], filter='metadata.apiMethodName="ImportDicomData"').execute()
     return ops.get("operations", [])
+
+
+def start_import(n: int = 3, latency: float = 0.0, extra: dict | None = None, prefix: str = "op") -> str:
+    """Submit an import of ``n`` generated instances into a new store; returns the operation name."""
+    from dicom_pipelines.hooks import CloudHealthcareDicomHook
+
+    hook = CloudHealthcareDicomHook()
+    store = hook.ensure_dicom_store(PROJECT, LOCATION, unique(prefix), "s")
+    _, uri = seed_import(n, extra=extra)
+    admin("/admin/settings", {"latency_s": latency})
+    return hook.import_dicom(store, uri)["name"]

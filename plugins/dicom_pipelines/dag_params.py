@@ -24,6 +24,15 @@ def env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+STORE_FROM_PARAMS = {
+    "project_id": "{{ params.project_id }}",
+    "location": "{{ params.location }}",
+    "dataset_id": "{{ params.dataset_id }}",
+    "dicom_store_id": "{{ params.dicom_store_id }}",
+}
+"""Operator keyword arguments that take the store's coordinates from the params of :func:`store_params`."""
+
+
 def store_params() -> dict[str, Param]:
     return {
         "project_id": Param(env("GCP_PROJECT", "demo-project"), type="string", pattern=ID_PATTERN,

@@ -130,8 +130,8 @@ def evaluate_operation(status: OperationStatus, policy: FailurePolicy, hook: Clo
     return result
 
 
-class HealthcareDicomOperationOperator(BaseOperator):
-    """Base class: submit one DICOM store operation and wait for it. Subclasses implement ``validate`` and ``submit``.
+class HealthcareDicomStoreBaseOperator(BaseOperator):
+    """What every DICOM store operator shares: the store's coordinates and how to reach the API.
 
     :param project_id: Google Cloud project of the dataset.
     :param location: region of the dataset, e.g. ``us-central1``.
@@ -140,6 +140,41 @@ class HealthcareDicomOperationOperator(BaseOperator):
     :param gcp_conn_id: Airflow connection for Google Cloud.
     :param impersonation_chain: service account(s) to impersonate.
     :param api_version: ``v1`` (default) or ``v1beta1``.
+    """
+
+    template_fields: Sequence[str] = ("project_id", "location", "dataset_id", "dicom_store_id", "impersonation_chain")
+    operator_extra_links = (HealthcareDicomStoreLink(),)
+    ui_color = "#d4e9f7"
+
+    def __init__(self, *, project_id: str, location: str, dataset_id: str, dicom_store_id: str,
+                 gcp_conn_id: str = "google_cloud_default", impersonation_chain: str | Sequence[str] | None = None,
+                 api_version: str = "v1", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.project_id = project_id
+        self.location = location
+        self.dataset_id = dataset_id
+        self.dicom_store_id = dicom_store_id
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
+        self.api_version = api_version
+
+    def get_hook(self) -> CloudHealthcareDicomHook:
+        return CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
+
+    def store_name(self) -> str:
+        """The store's resource name; raises :class:`ValidationError` for a bad id."""
+        return resource_name(self.project_id, self.location, self.dataset_id, self.dicom_store_id)
+
+    def persist_store_link(self, context: Any) -> None:
+        HealthcareDicomStoreLink.persist(context, project_id=self.project_id, location=self.location,
+                                         dataset_id=self.dataset_id, dicom_store_id=self.dicom_store_id)
+
+
+class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
+    """Base class: submit one DICOM store operation and wait for it. Subclasses implement ``validate`` and ``submit``.
+
+    Store and connection parameters: see :class:`HealthcareDicomStoreBaseOperator`.
+
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     :param poll_interval: first and smallest wait between polls, in seconds.
     :param max_poll_interval: cap of the backoff when progress cannot be predicted.
@@ -151,27 +186,17 @@ class HealthcareDicomOperationOperator(BaseOperator):
     :param failed_sources_to_log: how many failed sources to name in the task log.
     """
 
-    template_fields: Sequence[str] = ("project_id", "location", "dataset_id", "dicom_store_id", "impersonation_chain",
-                                      "max_failures", "max_failure_ratio")
+    template_fields: Sequence[str] = (*HealthcareDicomStoreBaseOperator.template_fields, "max_failures",
+                                      "max_failure_ratio")
     operator_extra_links = (HealthcareDicomStoreLink(), HealthcareOperationLink())
-    ui_color = "#d4e9f7"
 
-    def __init__(self, *, project_id: str, location: str, dataset_id: str, dicom_store_id: str,
-                 gcp_conn_id: str = "google_cloud_default", impersonation_chain: str | Sequence[str] | None = None,
-                 api_version: str = "v1",
+    def __init__(self, *,
                  deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
                  poll_interval: float = 2.0, max_poll_interval: float = 60.0,
                  operation_timeout: float | dt.timedelta | None = dt.timedelta(hours=24),
                  cancel_on_kill: bool = True, max_failures: int | None = None, max_failure_ratio: float | None = None,
                  failed_sources_to_log: int = 10, **kwargs: Any):
         super().__init__(**kwargs)
-        self.project_id = project_id
-        self.location = location
-        self.dataset_id = dataset_id
-        self.dicom_store_id = dicom_store_id
-        self.gcp_conn_id = gcp_conn_id
-        self.impersonation_chain = impersonation_chain
-        self.api_version = api_version
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
@@ -241,9 +266,9 @@ class HealthcareDicomOperationOperator(BaseOperator):
             status = parse_operation(op)
             self.log.info("Submitted operation %s", status.name)
         name = self._operation_name = status.name
-        parts = {"project_id": self.project_id, "location": self.location, "dataset_id": self.dataset_id}
-        HealthcareDicomStoreLink.persist(context, dicom_store_id=self.dicom_store_id, **parts)
-        HealthcareOperationLink.persist(context, operation_id=name.rsplit("/", 1)[-1], **parts)
+        self.persist_store_link(context)
+        HealthcareOperationLink.persist(context, operation_id=name.rsplit("/", 1)[-1], project_id=self.project_id,
+                                        location=self.location, dataset_id=self.dataset_id)
         if not status.done:
             status = parse_operation(hook.get_operation(name))
         if status.done:
@@ -383,31 +408,14 @@ class HealthcareDicomExportToBigQueryOperator(HealthcareDicomOperationOperator):
                                              self.filter_uri or None, self.include_source_store)
 
 
-class HealthcareEnsureDicomStoreOperator(BaseOperator):
+class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
     """Create the dataset and the DICOM store if missing (idempotent). Returns the store's resource name."""
-
-    template_fields: Sequence[str] = ("project_id", "location", "dataset_id", "dicom_store_id", "impersonation_chain")
-    operator_extra_links = (HealthcareDicomStoreLink(),)
-
-    def __init__(self, *, project_id: str, location: str, dataset_id: str, dicom_store_id: str,
-                 gcp_conn_id: str = "google_cloud_default", impersonation_chain: str | Sequence[str] | None = None,
-                 api_version: str = "v1", **kwargs: Any):
-        super().__init__(**kwargs)
-        self.project_id = project_id
-        self.location = location
-        self.dataset_id = dataset_id
-        self.dicom_store_id = dicom_store_id
-        self.gcp_conn_id = gcp_conn_id
-        self.impersonation_chain = impersonation_chain
-        self.api_version = api_version
 
     def execute(self, context: Any) -> str:
         try:
-            resource_name(self.project_id, self.location, self.dataset_id, self.dicom_store_id)
+            self.store_name()
         except ValidationError as exc:
             raise AirflowFailException(str(exc)) from None
-        hook = CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
-        name = hook.ensure_dicom_store(self.project_id, self.location, self.dataset_id, self.dicom_store_id)
-        HealthcareDicomStoreLink.persist(context, project_id=self.project_id, location=self.location,
-                                         dataset_id=self.dataset_id, dicom_store_id=self.dicom_store_id)
+        name = self.get_hook().ensure_dicom_store(self.project_id, self.location, self.dataset_id, self.dicom_store_id)
+        self.persist_store_link(context)
         return name

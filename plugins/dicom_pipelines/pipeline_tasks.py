@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from dicom_pipelines.validation import ValidationError, parse_filter_file, parse_gcs_uri, parse_mime_type
@@ -89,3 +90,10 @@ def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, exp
             f"export verification failed: {len(instances)} instances found under {uri_prefix}, but the operation "
             f"reported {expected} exported")
     return summary
+
+
+@task(task_id="verify_export")
+def verify_export(result: dict, gcp_conn_id: str = "google_cloud_default", **context: Any) -> dict[str, Any]:
+    """Task: the objects under the run's export prefix match the export operation's counters."""
+    params = context["params"]
+    return count_exported(gcp_conn_id, default_export_prefix(params, context["run_id"]), params["mime_type"], result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from typing import Any, Sequence
 
@@ -48,8 +49,6 @@ class HealthcareOperationSensor(BaseSensorOperator):
         return CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
 
     def _check(self) -> None:
-        import re
-
         if not isinstance(self.operation_name, str) or not re.match(_OPERATION_RE, self.operation_name):
             raise AirflowFailException(
                 f"operation_name={self.operation_name!r} is invalid: must be "

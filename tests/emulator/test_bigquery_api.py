@@ -126,11 +126,11 @@ def test_failed_queries_fail(bq, dataset):
 
 
 def test_job_ids_are_honoured_and_duplicates_conflict(bq, dataset):
-    job = bq.query("SELECT 1 AS x", job_id="fixed_job_1")
+    job = bq.query("SELECT 1 AS x", job_id="fixed_job_1", job_retry=None)
     job.result()
     assert bq.get_job("fixed_job_1").state == "DONE"
     with pytest.raises(Conflict):
-        bq.query("SELECT 1 AS x", job_id="fixed_job_1").result()
+        bq.query("SELECT 1 AS x", job_id="fixed_job_1", job_retry=None).result()
     bq.cancel_job("fixed_job_1")
 
 

@@ -9,7 +9,7 @@ from dicom_pipelines.hooks import CloudHealthcareDicomHook
 from dicom_pipelines.polling import PollPlanner
 from dicom_pipelines.sensors import HealthcareOperationSensor
 from dicom_pipelines.triggers import make_event
-from tests.helpers import LOCATION, PROJECT, admin, make_context, seed_import, unique
+from tests.helpers import admin, make_context, start_import
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -20,17 +20,9 @@ def reset_stack():
     admin("/admin/settings", {"latency_s": 0.0})
 
 
-def submitted(n: int = 3, latency: float = 0.0, extra: dict | None = None) -> str:
-    hook = CloudHealthcareDicomHook()
-    store = hook.ensure_dicom_store(PROJECT, LOCATION, unique("sen"), "s")
-    _, uri = seed_import(n, extra=extra)
-    admin("/admin/settings", {"latency_s": latency})
-    return hook.import_dicom(store, uri)["name"]
-
-
 @pytest.mark.parametrize("mode", ["poke", "reschedule"])
 def test_poke_until_done(mode):
-    name = submitted(4, latency=0.2)
+    name = start_import(4, latency=0.2)
     sensor = HealthcareOperationSensor(task_id="s", operation_name=name, mode=mode, poke_interval=0.1,
                                        deferrable=False)
     assert sensor.poke(make_context()) is False
@@ -43,7 +35,7 @@ def test_poke_until_done(mode):
 
 
 def test_deferrable_defers_then_completes():
-    name = submitted(6, latency=0.3)
+    name = start_import(6, latency=0.3)
     sensor = HealthcareOperationSensor(task_id="s", operation_name=name, poke_interval=0.5, timeout=600,
                                        deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
@@ -55,7 +47,7 @@ def test_deferrable_defers_then_completes():
 
 
 def test_partial_failure_policy_and_bad_name():
-    name = submitted(2, extra={"x.txt": b"x"})
+    name = start_import(2, extra={"x.txt": b"x"})
     CloudHealthcareDicomHook().wait_for_operation(name, PollPlanner(0.1, 0.2))
     with pytest.raises(AirflowException, match="more than allowed"):
         HealthcareOperationSensor(task_id="s", operation_name=name, deferrable=False).poke(make_context())

@@ -10,7 +10,7 @@ import pytest
 
 from dicom_pipelines.hooks import CloudHealthcareDicomHook, parse_operation
 from dicom_pipelines.triggers import EVENT_KEYS, HealthcareOperationTrigger
-from tests.helpers import LOCATION, PROJECT, admin, seed_import, unique
+from tests.helpers import LOCATION, PROJECT, admin, start_import
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -20,14 +20,6 @@ def first_event(trigger: HealthcareOperationTrigger, timeout: float = 60) -> dic
         async for event in trigger.run():
             return event.payload
     return asyncio.run(asyncio.wait_for(go(), timeout))
-
-
-def start_import(n: int = 3, latency: float = 0.0, extra: dict | None = None) -> str:
-    hook = CloudHealthcareDicomHook()
-    store = hook.ensure_dicom_store(PROJECT, LOCATION, unique("trg"), "s")
-    _, uri = seed_import(n, extra=extra)
-    admin("/admin/settings", {"latency_s": latency})
-    return hook.import_dicom(store, uri)["name"]
 
 
 @pytest.fixture(autouse=True)
