@@ -53,7 +53,7 @@ class AirflowClient:
             body["dag_run_id"] = run_id
         return self.ok("POST", f"/dags/{dag_id}/dagRuns", json=body)
 
-    def backfill(self, dag_id: str, from_date: str, to_date: str, conf: dict, max_active_runs: int = 3) -> dict:
+    def backfill(self, dag_id: str, from_date: str, to_date: str, conf: dict, max_active_runs: int = 1) -> dict:
         return self.ok("POST", "/backfills", json={"dag_id": dag_id, "from_date": from_date, "to_date": to_date,
                                                   "max_active_runs": max_active_runs, "dag_run_conf": conf})
 

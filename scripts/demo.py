@@ -52,7 +52,7 @@ def main() -> int:
     started = dt.datetime.now(dt.timezone.utc).isoformat()
     client.ok("POST", "/backfills", json={
         "dag_id": IMPORT, "from_date": f"{DAYS[0]}T00:00:00Z", "to_date": f"{DAYS[-1]}T00:00:00Z",
-        "max_active_runs": 3, "dag_run_conf": {"max_failure_ratio": 0.5}, "reprocess_behavior": "completed"})
+        "max_active_runs": 1, "dag_run_conf": {"max_failure_ratio": 0.5}, "reprocess_behavior": "completed"})
     runs = wait_backfill(client, started)
 
     print("Triggering the filtered export: CT studies of the first two days (REST API, conf) ...", flush=True)

@@ -400,3 +400,24 @@ def test_restart_keeps_state_and_aborts_running_operation(stack):
     metrics = svc.projects().locations().datasets().dicomStores().getDICOMStoreMetrics(name=store).execute()
     assert int(metrics["instanceCount"]) >= 1
     assert admin("/admin/settings")["latency_s"] == 0.0
+
+
+def test_import_of_ten_thousand_small_instances():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emulator.gcs import GcsClient
+
+    bucket = new_bucket("tenk")
+    gcs_api = GcsClient(pool_size=8)
+
+    def put(i: int) -> None:
+        inst = make_instance("1.2.826.1", f"1.2.826.1.{i // 1000}", f"1.2.826.1.1.{i}", rows=2, cols=2, seed=i)
+        gcs_api.upload(bucket.name, f"many/{i:05d}.dcm", inst.data)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, range(10_000)))
+    store = new_store()
+    op = import_(store, f"gs://{bucket.name}/many/*.dcm")
+    assert op["metadata"]["counter"] == {"success": "10000"}
+    metrics = healthcare().projects().locations().datasets().dicomStores().getDICOMStoreMetrics(name=store).execute()
+    assert (metrics["instanceCount"], metrics["seriesCount"], metrics["studyCount"]) == ("10000", "10", "1")
