@@ -254,7 +254,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 if not exc.retryable:
                     raise
                 self.log.warning("Transient error polling %s (%s); retrying", name, exc)
-                sleep(planner.next_delay(time.time(), -1, 0))
+                sleep(planner.retry_delay())
                 continue
             if status.done:
                 return status

@@ -46,13 +46,17 @@ class PollPlanner:
         rate = (processed - p0) / (now - t0)
         return pending / rate
 
+    def retry_delay(self) -> float:
+        """Wait after a transient error: the backoff step, leaving the progress estimate alone."""
+        delay = self._delay
+        self._delay = min(self._delay * self.backoff, self.max_poll_interval)
+        return delay
+
     def next_delay(self, now: float, processed: int, pending: int) -> float:
         """Seconds to wait before the next poll, given the latest counters."""
         remaining = self.predicted_remaining(now, processed, pending)
         if remaining is None:
-            delay = self._delay
-            self._delay = min(self._delay * self.backoff, self.max_poll_interval)
-            return delay
+            return self.retry_delay()
         if remaining * (1 - self.approach_fraction) > 10 * self.landing_margin:
             delay = remaining * self.approach_fraction
         else:

@@ -106,7 +106,7 @@ class HealthcareOperationTrigger(BaseTrigger):
                     status = parse_operation(await hook.get_operation(name))
                 except HealthcareApiError as exc:
                     if exc.retryable:
-                        delay = planner.next_delay(time.time(), -1, 0)
+                        delay = planner.retry_delay()
                         self.log.warning("Transient error polling %s: %s; retrying in %.1fs", name, exc, delay)
                         await asyncio.sleep(self._clip(delay))
                         continue
