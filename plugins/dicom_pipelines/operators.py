@@ -33,6 +33,7 @@ from dicom_pipelines.validation import (
 )
 
 OPERATION_STATE_KEY = "healthcare_operation_name"
+COMPLETED_STATE_KEY = "healthcare_operation_completed"
 _WRITE_DISPOSITIONS = ("WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND")
 
 
@@ -233,10 +234,14 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         return store
 
     def _reattach(self, context: Any, hook: CloudHealthcareDicomHook) -> OperationStatus | None:
-        """The operation a previous try of this task started, if it is running or succeeded."""
+        """The operation a previous try of this task started, if it is running or succeeded.
+
+        A task that already completed with that operation and runs again was cleared by a user: it
+        submits a new operation, as a user who clears a task expects.
+        """
         state = context.get("task_state_store")
         name = state.get(OPERATION_STATE_KEY) if state is not None else None
-        if not name:
+        if not name or name == state.get(COMPLETED_STATE_KEY):
             return None
         try:
             status = parse_operation(hook.get_operation(name))
@@ -248,8 +253,8 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         if not status.done:
             self.log.info("Re-attaching to operation %s started by a previous try", name)
             return status
-        if status.error_code in (0, 3):
-            self.log.info("Operation %s from a previous try already finished; not submitting again", name)
+        if status.error_code == 0:
+            self.log.info("Operation %s from a previous try already succeeded; not submitting again", name)
             return status
         self.log.warning("Operation %s from a previous try ended with %s; submitting a new one", name, status.error_name)
         return None
@@ -272,7 +277,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         if not status.done:
             status = parse_operation(hook.get_operation(name))
         if status.done:
-            return self._finish(hook, status)
+            return self._finish(context, hook, status)
         timeout = _seconds(self.operation_timeout)
         deadline = time.time() + timeout if timeout else None
         if self.deferrable:
@@ -296,16 +301,20 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         except TimeoutError:
             hook.cancel_operation(name)
             raise AirflowException(f"operation {name} was not done within {timeout:.0f}s; it was cancelled") from None
-        return self._finish(hook, status)
+        return self._finish(context, hook, status)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if event["status"] != "done":
             raise AirflowException(f"Waiting for operation {event['operation_name']} failed: {event['message']}")
         hook = self.get_hook()
-        return self._finish(hook, parse_operation(hook.get_operation(event["operation_name"])))
+        return self._finish(context, hook, parse_operation(hook.get_operation(event["operation_name"])))
 
-    def _finish(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
-        return evaluate_operation(status, self.policy, hook, self.log, self.failed_sources_to_log)
+    def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
+        result = evaluate_operation(status, self.policy, hook, self.log, self.failed_sources_to_log)
+        state = context.get("task_state_store")
+        if state is not None:
+            state.set(COMPLETED_STATE_KEY, status.name)
+        return result
 
     def on_kill(self) -> None:
         if self.cancel_on_kill and self._operation_name:
@@ -333,10 +342,10 @@ class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
         self.blob_storage_class = blob_storage_class
         self.allow_empty_source = allow_empty_source
 
-    def _finish(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
+    def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
         if self.allow_empty_source and status.error_code == 5 and status.processed == 0:
             raise AirflowSkipException(f"No objects matched {self.gcs_uri}: nothing to import ({status.error_message})")
-        return super()._finish(hook, status)
+        return super()._finish(context, hook, status)
 
     def validate(self) -> None:
         parse_import_uri(self.gcs_uri, "gcs_uri")

@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from dicom_pipelines.hooks import CloudHealthcareDicomHook
 from dicom_pipelines.operators import (
+    COMPLETED_STATE_KEY,
     OPERATION_STATE_KEY,
     HealthcareDicomExportOperator,
     HealthcareDicomExportToBigQueryOperator,
@@ -244,9 +245,19 @@ def test_killed_task_retry_reattaches_without_a_duplicate(tmp_path):
     result = retry.execute(make_context(FakeStateStore({OPERATION_STATE_KEY: first})))
     assert result["operation_name"] == first and result["success"] == 8
     assert [o["name"] for o in import_ops(store)] == [first]
-    # a further retry after success does not submit either
+    # a retry after the operation succeeded (the worker died before the task did) does not submit either
     again = importer(store, uri).execute(make_context(FakeStateStore({OPERATION_STATE_KEY: first})))
     assert again["operation_name"] == first and len(import_ops(store)) == 1
+
+
+def test_a_cleared_successful_task_submits_again():
+    store = new_store()
+    _, uri = seed_import(2)
+    state = FakeStateStore()
+    first = importer(store, uri).execute(make_context(state))
+    assert state.get(COMPLETED_STATE_KEY) == first["operation_name"]
+    second = importer(store, uri).execute(make_context(state))
+    assert second["operation_name"] != first["operation_name"] and len(import_ops(store)) == 2
 
 
 def test_retry_after_a_failed_operation_submits_anew():
