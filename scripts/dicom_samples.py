@@ -68,13 +68,20 @@ def make_instance(study: str, series: str, sop: str, modality: str = "CT", study
 
 
 def make_study(modality: str, study_date: str, series: int = 1, per_series: int = 2, patient_id: str = "PAT-0001",
-               seed: int = 0, **kwargs) -> list[Instance]:
-    study = generate_uid()
+               seed: int = 0, deterministic: bool = False, **kwargs) -> list[Instance]:
+    """A study of ``series`` x ``per_series`` instances. ``deterministic`` derives the UIDs from the
+    arguments, so that seeding the same data twice gives byte-identical files."""
+    key = f"{modality}/{study_date}/{patient_id}/{seed}"
+
+    def uid(*parts: object) -> str:
+        return generate_uid(entropy_srcs=[key, *map(str, parts)]) if deterministic else generate_uid()
+
+    study = uid("study")
     out = []
     for s in range(series):
-        series_uid = generate_uid()
+        series_uid = uid("series", s)
         for i in range(per_series):
-            out.append(make_instance(study, series_uid, generate_uid(), modality, study_date, patient_id,
+            out.append(make_instance(study, series_uid, uid("instance", s, i), modality, study_date, patient_id,
                                      seed=seed + s * 100 + i, **kwargs))
     return out
 
