@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STACK := $(PY) -m scripts.stack
 
-.PHONY: setup demo test stack up down stop stack-stop status bench
+.PHONY: setup system-packages demo test stack up down stop stack-stop status bench
 
 $(STAMP): requirements.txt constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -15,12 +15,16 @@ $(STAMP): requirements.txt constraints.txt
 
 # System packages: Compose v1 validates docker-compose.yaml offline; PostgreSQL serves the
 # production-like metadata database. Both come from Debian.
-/usr/bin/docker-compose:
-	@if [ "$$(id -u)" = 0 ]; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose postgresql) >/dev/null; \
-	else echo "run as root once, or: sudo apt-get install --no-install-recommends docker-compose postgresql"; fi
+system-packages:
+	@if ! command -v docker-compose >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing docker-compose and postgresql from Debian"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      docker-compose postgresql) >/dev/null; \
+	  else echo "missing: run once as root: apt-get install --no-install-recommends docker-compose postgresql"; fi; \
+	fi
 
-setup: $(STAMP) /usr/bin/docker-compose
+setup: $(STAMP) system-packages
 
 demo: setup
 	$(PY) -m scripts.demo

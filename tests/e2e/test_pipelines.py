@@ -90,6 +90,24 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     pngs = [b.name for b in gcs.list_blobs(DEMO_IDS["EXPORT_BUCKET"], prefix="exports/e2e-png/")]
     assert len(pngs) == len(seeded.instances) == 9 and all(n.endswith(".png") for n in pngs)
 
+    # 3b. a hand-written filter file (as uploaded with gsutil cp) skips the BigQuery steps
+    us = [i for i in seeded.instances if i.modality == "US"][0]
+    gcs.bucket(DEMO_IDS["EXPORT_BUCKET"]).blob("filters/by-hand.txt").upload_from_string(
+        f"/studies/{us.study}/series/{us.series}\r\n\r\n")
+    run = client.trigger(FILTERED, {"filter_uri": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/filters/by-hand.txt",
+                                    "destination_prefix": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/exports/e2e-hand"})
+    assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "success"
+    states = client.task_states(FILTERED, run["dag_run_id"])
+    assert states["export_metadata"] == "skipped" and states["export_dicom"] == "success"
+    assert [b.name for b in gcs.list_blobs(DEMO_IDS["EXPORT_BUCKET"], prefix="exports/e2e-hand/")] == \
+        [f"exports/e2e-hand/{us.path}.dcm"]
+
+    # 3c. criteria that match nothing: the export is skipped with a clear message, the run succeeds
+    run = client.trigger(FILTERED, {"modalities": ["PT"]})
+    assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "success"
+    states = client.task_states(FILTERED, run["dag_run_id"])
+    assert states["check_filter"] == "skipped" and states["export_dicom"] == "skipped"
+
     # the waits went through the real triggerer, which loaded the trigger from the plugins folder
     trigger_logs = list((stack.dir / "airflow" / "logs").rglob("*.log.trigger.*.log"))
     fired = [p for p in trigger_logs if "Trigger fired event" in p.read_text(errors="replace")]
