@@ -80,6 +80,9 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     got = sorted(b.name for b in gcs.list_blobs(DEMO_IDS["EXPORT_BUCKET"], prefix=prefix + "/"))
     expected = sorted(f"{prefix}/{i.path}.dcm" for i in seeded.matching("CT", DAYS[0], DAYS[1]))
     assert got == expected and len(expected) == 4
+    links = client.ok("GET", f"/dags/{FILTERED}/dagRuns/{run['dag_run_id']}/taskInstances/export_dicom/links")
+    assert set(links["extra_links"]) == {"DICOM store", "Healthcare operation"}
+    assert links["extra_links"]["DICOM store"].startswith("https://console.cloud.google.com/healthcare/")
     for inst in seeded.matching("CT", DAYS[0], DAYS[1]):
         assert gcs.bucket(DEMO_IDS["EXPORT_BUCKET"]).blob(f"{prefix}/{inst.path}.dcm").download_as_bytes() == inst.data
 
