@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
 from dicom_pipelines.dag_params import (
-    BUCKET_PATTERN,
+    EXPORT_PREFIX,
+    GCP_CONN_ID,
     STORE_FROM_PARAMS,
-    env,
-    export_prefix_param,
-    mime_param,
+    export_params,
     store_params,
     tolerance_params,
 )
 from dicom_pipelines.operators import HealthcareDicomExportOperator
 from dicom_pipelines.pipeline_tasks import safe_table_suffix, verify_export
-
-GCP_CONN_ID = "google_cloud_default"
 
 with DAG(
     dag_id="dicom_export",
@@ -31,17 +28,14 @@ with DAG(
     user_defined_filters={"bq_safe": safe_table_suffix},
     params={
         **store_params(),
-        "export_bucket": Param(env("EXPORT_BUCKET", "dicom-exports"), type="string", pattern=BUCKET_PATTERN,
-                               description="Bucket for the exported objects when no prefix is given."),
-        "destination_prefix": export_prefix_param(),
-        "mime_type": mime_param(),
+        **export_params(),
         **tolerance_params(),
     },
     doc_md=__doc__,
 ) as dag:
     export = HealthcareDicomExportOperator(
         task_id="export_dicom", **STORE_FROM_PARAMS, gcp_conn_id=GCP_CONN_ID,
-        uri_prefix="{{ params.destination_prefix or ('gs://' ~ params.export_bucket ~ '/exports/' ~ (run_id | bq_safe)) }}",
+        uri_prefix=EXPORT_PREFIX,
         mime_type="{{ params.mime_type }}",
         max_failures="{{ params.max_failures }}",
         max_failure_ratio="{{ params.max_failure_ratio }}",

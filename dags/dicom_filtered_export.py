@@ -25,26 +25,24 @@ from airflow.sdk import DAG, Param, task
 
 from dicom_pipelines.dag_params import (
     BQ_DATASET_PATTERN,
-    BUCKET_PATTERN,
     DATE_PATTERN,
+    EXPORT_PREFIX,
+    GCP_CONN_ID,
     GCS_URI_PATTERN,
     STORE_FROM_PARAMS,
     UID_PATTERN,
     env,
-    export_prefix_param,
-    mime_param,
+    export_params,
     store_params,
     tolerance_params,
 )
 from dicom_pipelines.operators import HealthcareDicomExportOperator, HealthcareDicomExportToBigQueryOperator
 from dicom_pipelines.pipeline_tasks import safe_table_suffix, verify_export
 
-GCP_CONN_ID = "google_cloud_default"
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 RUN = "{{ run_id | bq_safe }}"
 META_TABLE = "meta_" + RUN
 FILTER_TABLE = "filter_" + RUN
-PREFIX = ("{{ params.destination_prefix or ('gs://' ~ params.export_bucket ~ '/exports/' ~ (run_id | bq_safe)) }}")
 FILTER_OBJECT = "filters/{{ run_id | bq_safe }}.txt"
 
 
@@ -82,10 +80,7 @@ with DAG(
                              description="Filter-file lines per study, per series or per instance."),
         "bigquery_dataset": Param(env("BIGQUERY_DATASET", "dicom_metadata"), type="string",
                                   pattern=BQ_DATASET_PATTERN, description="BigQuery dataset for the work tables."),
-        "export_bucket": Param(env("EXPORT_BUCKET", "dicom-exports"), type="string", pattern=BUCKET_PATTERN,
-                               description="Bucket for the filter file and, by default, the exported objects."),
-        "destination_prefix": export_prefix_param(),
-        "mime_type": mime_param(),
+        **export_params(),
         "filter_uri": Param(None, type=["null", "string"], pattern=GCS_URI_PATTERN,
                             description="A filter file you uploaded yourself; skips the BigQuery steps."),
         **tolerance_params(),
@@ -159,7 +154,7 @@ with DAG(
 
     export = HealthcareDicomExportOperator(
         task_id="export_dicom", **store_kwargs,
-        uri_prefix=PREFIX,
+        uri_prefix=EXPORT_PREFIX,
         mime_type="{{ params.mime_type }}",
         filter_uri="{{ ti.xcom_pull(task_ids='check_filter')['filter_uri'] }}",
         max_failures="{{ params.max_failures }}",

@@ -16,6 +16,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dicom_pipelines.dag_params import (
     BUCKET_PATTERN,
+    GCP_CONN_ID,
     GCS_URI_PATTERN,
     STORE_FROM_PARAMS,
     env,
@@ -24,7 +25,6 @@ from dicom_pipelines.dag_params import (
 )
 from dicom_pipelines.operators import HealthcareDicomImportOperator, HealthcareEnsureDicomStoreOperator
 
-GCP_CONN_ID = "google_cloud_default"
 log = logging.getLogger(__name__)
 STORE_ASSET = Asset(
     name="dicom_store",

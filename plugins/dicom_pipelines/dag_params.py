@@ -12,6 +12,7 @@ from airflow.sdk import Param
 
 from dicom_pipelines.validation import MIME_TYPES
 
+GCP_CONN_ID = "google_cloud_default"
 ID_PATTERN = r"^[\w\-.]{1,256}$"
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$"
 GCS_URI_PATTERN = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$"
@@ -55,11 +56,18 @@ def tolerance_params() -> dict[str, Param]:
     }
 
 
-def mime_param(default: str = "") -> Param:
-    return Param(default, type="string", enum=["", *MIME_TYPES],
-                 description="Export format: empty keeps the stored DICOM; or one of the 24 documented MIME types.")
+def export_params() -> dict[str, Param]:
+    return {
+        "export_bucket": Param(env("EXPORT_BUCKET", "dicom-exports"), type="string", pattern=BUCKET_PATTERN,
+                               description="Bucket for the exported objects (and filter files) when no prefix is given."),
+        "destination_prefix": Param(None, type=["null", "string"], pattern=GCS_URI_PATTERN,
+                                    description="gs:// prefix for the exported objects. "
+                                                "Empty: gs://<export bucket>/exports/<run id>."),
+        "mime_type": Param("", type="string", enum=["", *MIME_TYPES],
+                           description="Export format: empty keeps the stored DICOM; or one of the 24 documented "
+                                       "MIME types."),
+    }
 
 
-def export_prefix_param() -> Param:
-    return Param(None, type=["null", "string"], pattern=GCS_URI_PATTERN,
-                 description="gs:// prefix for the exported objects. Empty: gs://<export bucket>/exports/<run id>.")
+EXPORT_PREFIX = "{{ params.destination_prefix or ('gs://' ~ params.export_bucket ~ '/exports/' ~ (run_id | bq_safe)) }}"
+"""Where an export run writes; the same rule as :func:`dicom_pipelines.pipeline_tasks.default_export_prefix`."""
