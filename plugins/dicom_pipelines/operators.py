@@ -225,7 +225,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
 
     def _check_inputs(self) -> str:
         try:
-            store = resource_name(self.project_id, self.location, self.dataset_id, self.dicom_store_id)
+            store = self.store_name()
             self.policy  # noqa: B018 - validates the tolerance values
             PollPlanner(self.poll_interval, self.max_poll_interval)
             self.validate()
@@ -279,7 +279,8 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         if status.done:
             return self._finish(context, hook, status)
         timeout = _seconds(self.operation_timeout)
-        deadline = time.time() + timeout if timeout else None
+        created = _parse_time(status.create_time)  # absolute from submission, also for a re-attached retry
+        deadline = (created.timestamp() if created else time.time()) + timeout if timeout else None
         if self.deferrable:
             self.defer(
                 trigger=HealthcareOperationTrigger(
