@@ -9,10 +9,13 @@ from the GCS emulator (same 8-way concurrency as the emulator's I/O pool), and t
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from _stack import local_stack
+from google.auth.credentials import AnonymousCredentials
+from googleapiclient.discovery import build
 
 from emulator.gcs import GcsClient
 from scripts.dicom_samples import make_instance
@@ -25,14 +28,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8)
     args = ap.parse_args()
     side = int((args.size_kb * 1024 / 2) ** 0.5)
-    with local_stack() as stack:
-        from googleapiclient.discovery import build
-        from google.auth.credentials import AnonymousCredentials
-        import os
-
+    with local_stack():
         gcs = GcsClient(pool_size=args.threads)
         gcs.session.post(f"{gcs.endpoint}/storage/v1/b", json={"name": "bench"}, params={"project": "p"})
-        template = make_instance("1.2.3", "1.2.3.4", "1.2.3.4.0", rows=side, cols=side)
         names = []
         t0 = time.perf_counter()
 

@@ -37,14 +37,14 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=120.0, help="seconds each operation runs")
     args = ap.parse_args()
     os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = '{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true}}'
-    with local_stack() as stack:
+    with local_stack():
         base = os.environ["HEALTHCARE_API_ENDPOINT"]
         parent = "projects/bench/locations/l"
         requests.post(f"{base}/v1/{parent}/datasets", params={"datasetId": "d"}, json={}, timeout=30).raise_for_status()
         names = requests.post(f"{base}/v1/{parent}/datasets/d/admin/syntheticOperations", timeout=300, json={
             "count": args.operations, "durationSeconds": args.duration, "instances": 1000}).json()["operations"]
         started = time.time()
-        import dicom_pipelines.triggers  # noqa: F401  (import cost is not part of the delta)
+        import dicom_pipelines.triggers  # noqa: F401 - its import cost is not part of the measured delta
         proc = psutil.Process()
         rss0 = proc.memory_info().rss
         cpu0 = proc.cpu_times()

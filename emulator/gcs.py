@@ -63,6 +63,3 @@ class GcsClient:
             f"write gs://{bucket}/{name}",
         )
 
-    def bucket_exists(self, bucket: str) -> bool:
-        resp = self.session.get(f"{self.endpoint}/storage/v1/b/{quote(bucket, safe='')}", timeout=30)
-        return resp.status_code == 200

@@ -123,21 +123,8 @@ class Stack:
 
     @staticmethod
     def _alive_group(pgid: int) -> bool:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        # A zombie leader whose children are gone still answers; check /proc for live members.
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                fields = stat.rsplit(")", 1)[1].split()
-                if int(fields[2]) == pgid and fields[0] != "Z":
-                    return True
-        return False
+        # A zombie leader whose children are gone still answers kill(0); count live members instead.
+        return bool(_group_members({pgid}))
 
     @staticmethod
     def wait_http(url: str, timeout: float, name: str, log: Path) -> None:
@@ -337,17 +324,7 @@ class Stack:
 
     def group_pids(self) -> set[int]:
         """Every live process in the process groups this stack started."""
-        leaders = {pid for pid in self.status().values() if pid}
-        found = set()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[2]) in leaders:
-                    found.add(int(entry.name))
-        return found
+        return _group_members({pid for pid in self.status().values() if pid})
 
     def listening_addresses(self) -> list[str]:
         """Local addresses that the stack's processes listen on (TCP)."""
@@ -358,6 +335,20 @@ class Stack:
 
     def status(self) -> dict[str, int | None]:
         return {name: self.pid(name) for name in STACK_SERVICES + AIRFLOW_SERVICES}
+
+
+def _group_members(pgids: set[int]) -> set[int]:
+    """Live (non-zombie) processes whose process group is one of ``pgids``, read from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in pgids and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
 
 
 def _pg_bindir() -> str:

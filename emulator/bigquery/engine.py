@@ -137,6 +137,15 @@ class Engine:
             raise bq_error(404, "notFound", f"Not found: Table {project}:{dataset}.{table}")
         return t
 
+    def schema(self, project: str, dataset: str, table: str) -> list[dict]:
+        """A table's BigQuery schema, without the row and byte counts that ``get_table`` computes."""
+        self.require_dataset(project, dataset)
+        row = self.con.execute("SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?",
+                               [project, dataset, table]).fetchone()
+        if not row:
+            raise bq_error(404, "notFound", f"Not found: Table {project}:{dataset}.{table}")
+        return json.loads(row[0])["schema"]["fields"]
+
     def create_table(self, project: str, dataset: str, table: str, body: dict) -> dict:
         with self.lock:
             self.require_dataset(project, dataset)
@@ -206,8 +215,7 @@ class Engine:
     def insert_rows(self, project: str, dataset: str, table: str, rows: list[dict], ignore_unknown: bool = False) -> list:
         """Insert JSON rows by name; return insertErrors for rows with unknown fields."""
         with self.lock:
-            meta = self.require_table(project, dataset, table)
-            schema = meta["schema"]["fields"]
+            schema = self.schema(project, dataset, table)
             names = {f["name"] for f in schema}
             errors, good = [], []
             for i, row in enumerate(rows):
@@ -353,8 +361,7 @@ class Engine:
     # --- extract / load --------------------------------------------------------------------
     def extract(self, project: str, dataset: str, table: str, uris: list[str], fmt: str, header: bool,
                 delimiter: str, compression: str) -> list[int]:
-        meta = self.require_table(project, dataset, table)
-        schema = meta["schema"]["fields"]
+        schema = self.schema(project, dataset, table)
         rows = self.read_rows(self._fq(project, dataset, table))
         fmt = (fmt or "CSV").upper()
         if fmt == "CSV" and any(f["type"] == "RECORD" or f["mode"] == "REPEATED" for f in schema):
@@ -440,5 +447,5 @@ class Engine:
             raise JobError("duplicate", f"Already Exists: Table {project}:{dataset}.{table}")
         if not existing:
             self.create_table(project, dataset, table, {"schema": {"fields": schema}})
-        self._insert_json(self._fq(project, dataset, table), self.get_table(project, dataset, table)["schema"]["fields"], rows)
+        self._insert_json(self._fq(project, dataset, table), self.schema(project, dataset, table), rows)
         return len(rows)

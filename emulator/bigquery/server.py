@@ -254,8 +254,7 @@ class BigQueryApi:
             schema = job.get("_anon_schema", [])
             fq = f"{q('meta')}.{_ANON}.{q(dest['tableId'])}"
         else:
-            meta = self.engine.require_table(dest["projectId"], dest["datasetId"], dest["tableId"])
-            schema = meta["schema"]["fields"]
+            schema = self.engine.schema(dest["projectId"], dest["datasetId"], dest["tableId"])
             fq = f"{q(dest['projectId'])}.{q(dest['datasetId'])}.{q(dest['tableId'])}"
         total = self.engine.con.execute(f"SELECT COUNT(*) FROM {fq}").fetchone()[0]
         out.update(self._page(req, fq, schema, total))

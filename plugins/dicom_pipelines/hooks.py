@@ -16,7 +16,7 @@ import asyncio
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import aiohttp
@@ -88,9 +88,6 @@ class OperationStatus:
     @property
     def error_name(self) -> str:
         return _CODE_NAMES.get(self.error_code, str(self.error_code))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def parse_operation(op: dict) -> OperationStatus:

@@ -14,7 +14,7 @@ from google.api_core.exceptions import BadRequest, Conflict, NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from tests.helpers import PROJECT, gcs, new_bucket, unique
+from tests.helpers import PROJECT, new_bucket, unique
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -90,7 +90,7 @@ def test_query_parameters_destination_and_dispositions(bq, dataset):
         job.result()
         assert bq.get_table(dest).num_rows == expected
     with pytest.raises(Conflict):
-        bq.query(f"SELECT 1 AS x", job_config=bigquery.QueryJobConfig(destination=dest, write_disposition="WRITE_EMPTY")).result()
+        bq.query("SELECT 1 AS x", job_config=bigquery.QueryJobConfig(destination=dest, write_disposition="WRITE_EMPTY")).result()
     with pytest.raises(NotFound):
         bq.query("SELECT 1 AS x", job_config=bigquery.QueryJobConfig(destination=f"{PROJECT}.{dataset}.never",
                                                                      create_disposition="CREATE_NEVER")).result()

@@ -9,7 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import requests
 
 from scripts.stack import STACK_SERVICES, Stack
