@@ -110,38 +110,54 @@ Handler = Callable[[Request], Any]
 @dataclass
 class FaultRule:
     rate: float
-    code: int
+    codes: tuple[int, ...]
+    after: bool = False
+    """Carry the request out, then answer the error: what a client sees when a proxy or the network fails
+    after the server acted (the ambiguous case for a POST)."""
 
 
 class FaultInjector:
-    """Answers a fraction of requests with 429/503, per route name (``*`` for every route)."""
+    """Answers a fraction of requests with 429/503, per route name (``*`` for every route).
 
-    def __init__(self, seed: int | None = None):
+    Seeded (``seed`` in the configuration, default 0), so a test gets the same sequence of draws each run.
+    """
+
+    def __init__(self, seed: int = 0):
         self.rules: dict[str, FaultRule] = {}
         self.injected = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
-    def configure(self, spec: dict[str, dict]) -> None:
+    def configure(self, spec: dict[str, Any]) -> None:
+        """``{"seed": 7, "route": {"rate": 0.2, "code": 503 | "codes": [429, 503], "after": false}, ...}``."""
+        spec = dict(spec)
+        seed = spec.pop("seed", 0)
+        rules = {}
+        for name, r in spec.items():
+            codes = tuple(int(c) for c in r.get("codes", [r.get("code", 503)]))
+            rules[name] = FaultRule(float(r.get("rate", 0)), codes, bool(r.get("after", False)))
         with self._lock:
-            self.rules = {name: FaultRule(float(r.get("rate", 0)), int(r.get("code", 503))) for name, r in spec.items()}
+            self.rules = rules
+            self._rng = random.Random(int(seed))
 
     def parse_flag(self, flag: str) -> None:
         """``route=rate:code,route2=rate`` as given on the command line."""
-        spec = {}
+        spec: dict[str, Any] = {}
         for item in filter(None, (flag or "").split(",")):
             name, _, rest = item.partition("=")
             rate, _, code = rest.partition(":")
             spec[name] = {"rate": float(rate), "code": int(code or 503)}
         self.configure(spec)
 
-    def maybe_fail(self, route: str) -> ApiError | None:
+    def draw(self, route: str) -> tuple[ApiError, bool] | None:
+        """The error to answer for this request, if any, and whether to answer it after carrying the request out."""
         with self._lock:
             rule = self.rules.get(route) or self.rules.get("*")
             if rule and self._rng.random() < rule.rate:
                 self.injected += 1
-                msg = "The service is currently unavailable." if rule.code == 503 else "Quota exceeded (injected)."
-                return ApiError(rule.code, msg)
+                code = rule.codes[self._rng.randrange(len(rule.codes))]
+                msg = "The service is currently unavailable." if code != 429 else "Quota exceeded (injected)."
+                return ApiError(code, msg), rule.after
         return None
 
 
@@ -161,7 +177,7 @@ class App:
                                                                          "injected": self.faults.injected})
 
     def _get_faults(self, req: Request) -> dict:
-        return {name: {"rate": r.rate, "code": r.code} for name, r in self.faults.rules.items()}
+        return {name: {"rate": r.rate, "codes": list(r.codes), "after": r.after} for name, r in self.faults.rules.items()}
 
     def _set_faults(self, req: Request) -> dict:
         self.faults.configure(req.json())
@@ -187,15 +203,15 @@ class App:
                 continue
             with self._count_lock:
                 self.request_counts[name] = self.request_counts.get(name, 0) + 1
-            if not name.startswith("admin."):
-                fault = self.faults.maybe_fail(name)
-                if fault:
-                    return self._error(fault)
+            fault = None if name.startswith("admin.") else self.faults.draw(name)
+            if fault and not fault[1]:
+                return self._error(fault[0])
             req = Request(method, path, query, headers, body, match)
             try:
-                return self._to_response(fn(req))
+                response = self._to_response(fn(req))
             except ApiError as exc:
-                return self._error(exc)
+                response = self._error(exc)
+            return self._error(fault[0]) if fault else response
             except Exception as exc:  # a bug in the emulator: answer 500, keep serving
                 log.error("handler %s failed: %s", name, traceback.format_exc())
                 return self._error(ApiError(500, f"internal error in local {self.name}: {exc}"))

@@ -103,10 +103,13 @@ class OperationEngine:
             }
             self.storage.save_operation(op)
 
-    def new_operation(self, dataset: str, version: str, method: str, request: dict) -> RunningOp:
+    def new_operation(self, dataset: str, version: str, method: str, request: dict,
+                      store: str | None = None) -> RunningOp:
         op_id = self.storage.next_id("operation") + 10_000_000_000
         run = RunningOp(f"{dataset}/operations/{op_id}", version, method, time.time())
         self.storage.save_operation(self.snapshot(run), request)
+        if store:
+            self.storage.record_operation_store(run.name, store)
         with self._lock:
             self.running[run.name] = run
         return run

@@ -115,6 +115,7 @@ class HealthcareApi:
         r("GET", _DS + r"/operations/(?P<o>[^/:]+)", "operations.get")(self.get_operation)
         r("POST", _DS + r"/operations/(?P<o>[^/:]+):cancel", "operations.cancel")(self.cancel_operation)
         r("GET", r"/logs/(?P<op>.+)", "logs")(self.logs)
+        r("GET", r"/admin/operations", "admin.operations")(self.operations_received)
         r("GET", r"/admin/settings", "admin.settings")(lambda req: self._settings_dict())
         r("POST", r"/admin/settings", "admin.settings")(self.set_settings)
         r("POST", _DS + r"/admin/syntheticOperations", "admin.synthetic")(self.synthetic_operations)
@@ -258,7 +259,7 @@ class HealthcareApi:
             uri = parse_import_uri(body["gcsSource"].get("uri"), "gcsSource.uri")
         except ValidationError as exc:
             raise validation_error(exc) from None
-        run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], "ImportDicomData", body)
+        run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], "ImportDicomData", body, store)
         self.engine.start(run, lambda r: self.engine.run_import(r, store, str(uri)))
         return self._op_response(run)
 
@@ -293,7 +294,7 @@ class HealthcareApi:
                                       "DICOM store", "bigqueryDestination.tableUri")
         except ValidationError as exc:
             raise validation_error(exc) from None
-        run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], "ExportDicomData", body)
+        run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], "ExportDicomData", body, store)
         if gcs is not None:
             work = lambda r: self.engine.run_export_gcs(r, store, gcs["uriPrefix"], gcs.get("mimeType"), filter_uri)
         else:
@@ -338,6 +339,20 @@ class HealthcareApi:
         if self.engine.get(name) is None:
             raise ApiError(404, f"Operation {name} not found.", "NOT_FOUND")
         return {"operation": name, "entries": self.storage.logs(name)}
+
+    def operations_received(self, req: Request) -> dict:
+        """Every operation started on one store (``?store=<resource name>``), for tests and drills to count."""
+        store = req.param("store")
+        if not store:
+            raise bad_request("the store query parameter is required", "store")
+        ops = []
+        for name, op, request in self.storage.operations_of_store(store):
+            op = self.engine.get(name) or op
+            ops.append({"name": name, "method": op["metadata"].get("apiMethodName", "").rsplit(".", 1)[-1],
+                        "request": request, "done": bool(op.get("done")), "error": op.get("error"),
+                        "counter": op["metadata"].get("counter", {}),
+                        "cancelRequested": bool(op["metadata"].get("cancelRequested"))})
+        return {"store": store, "count": len(ops), "operations": ops}
 
     def synthetic_operations(self, req: Request) -> dict:
         body = req.json()

@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE TABLE IF NOT EXISTS operations (
     name TEXT PRIMARY KEY, dataset TEXT NOT NULL, seq INTEGER NOT NULL, done INTEGER NOT NULL,
     body TEXT NOT NULL, request TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS op_stores (name TEXT PRIMARY KEY, store TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS op_stores_store ON op_stores(store);
 CREATE TABLE IF NOT EXISTS op_logs (op TEXT NOT NULL, entry TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS op_logs_op ON op_logs(op);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -104,6 +106,15 @@ class Storage:
                 (name, dataset, int(name.rsplit("/", 1)[1]), int(bool(op.get("done"))), json.dumps(op),
                  json.dumps(request or {})),
             )
+
+    def record_operation_store(self, name: str, store: str) -> None:
+        self.execute("INSERT OR REPLACE INTO op_stores(name, store) VALUES (?, ?)", (name, store))
+
+    def operations_of_store(self, store: str) -> list[tuple[str, dict, dict]]:
+        """(name, operation, request) of every operation started on the store, oldest first."""
+        rows = self.query("SELECT o.name, o.body, o.request FROM operations o JOIN op_stores s ON s.name = o.name "
+                          "WHERE s.store = ? ORDER BY o.seq", (store,))
+        return [(name, json.loads(body), json.loads(request)) for name, body, request in rows]
 
     def operation_request(self, name: str) -> dict:
         rows = self.query("SELECT request FROM operations WHERE name = ?", (name,))

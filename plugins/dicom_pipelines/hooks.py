@@ -13,13 +13,16 @@ how the local stack is reached, with the same code path as production.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import aiohttp
+import httplib2
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
@@ -30,6 +33,8 @@ from airflow.sdk.exceptions import AirflowException
 from dicom_pipelines.polling import PollPlanner
 
 DEFAULT_ENDPOINT = "https://healthcare.googleapis.com/"
+SUBMIT_CLOCK_SKEW_S = 10.0
+"""How far the server's ``createTime`` may precede our clock when looking up an operation we may have started."""
 ENDPOINT_ENV = "HEALTHCARE_API_ENDPOINT"
 RETRYABLE_HTTP = frozenset({408, 429, 500, 502, 503, 504})
 _CODE_NAMES = {0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
@@ -50,6 +55,32 @@ class HealthcareApiError(AirflowException):
     @property
     def retryable(self) -> bool:
         return self.http_status in RETRYABLE_HTTP
+
+    @property
+    def maybe_accepted(self) -> bool:
+        """A POST that got this answer may still have been carried out: 5xx and lost connections, not 429."""
+        return self.http_status >= 500 or self.http_status == 408
+
+
+class AmbiguousSubmissionError(HealthcareApiError):
+    """A submission failed ambiguously and several operations could be ours: we refuse to guess."""
+
+
+class OperationDeadlineExceeded(Exception):
+    """The operation was not done by its deadline (sync wait)."""
+
+    def __init__(self, name: str, last: OperationStatus | None):
+        super().__init__(name)
+        self.name = name
+        self.last = last
+
+
+def parse_time(value: str) -> dt.datetime | None:
+    """An RFC 3339 timestamp from the API, or None when absent or unreadable."""
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
 
     @classmethod
     def from_body(cls, http_status: int, body: bytes | str, method: str) -> "HealthcareApiError":
@@ -157,11 +188,64 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
     def _datasets(self) -> Any:
         return self.get_conn().projects().locations().datasets()
 
-    def _execute(self, request: Any, method: str) -> dict:
+    def _execute(self, request: Any, method: str, num_retries: int | None = None) -> dict:
         try:
-            return request.execute(num_retries=self.num_retries)
+            return request.execute(num_retries=self.num_retries if num_retries is None else num_retries)
         except HttpError as exc:
             raise HealthcareApiError.from_body(exc.resp.status, exc.content, method) from None
+        except (OSError, socket.timeout, httplib2.HttpLib2Error) as exc:
+            raise HealthcareApiError(503, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", method) from None
+
+    def _start_operation(self, request: Any, method: str, store_name: str, api_method: str,
+                         sleep: Callable[[float], None] = time.sleep) -> dict:
+        """POST a request that starts an operation, at most once in effect.
+
+        The request carries no request id, so a blind retry after a 5xx or a lost connection could start a
+        second, untracked operation. After such an ambiguous failure, the dataset's operations are listed: one
+        of this method started since the first attempt is ours and is adopted; none means the server never
+        started it and the POST is sent again; several cannot be told apart and raise
+        :class:`AmbiguousSubmissionError`. A 429 is a refusal, so it is simply retried after a backoff.
+        """
+        since = time.time() - SUBMIT_CLOCK_SKEW_S
+        dataset = store_name.split("/dicomStores/")[0]
+        delay = 1.0
+        for attempt in range(self.num_retries + 1):
+            try:
+                return self._execute(request, method, num_retries=0)
+            except HealthcareApiError as exc:
+                if not exc.retryable or attempt == self.num_retries:
+                    raise
+                if exc.maybe_accepted:
+                    started = self.find_operations_started(dataset, api_method, since)
+                    if len(started) == 1:
+                        self.log.warning("%s answered HTTP %s, but operation %s was started: adopting it", method,
+                                         exc.http_status, started[0]["name"])
+                        return started[0]
+                    if len(started) > 1:
+                        names = ", ".join(op["name"] for op in started)
+                        raise AmbiguousSubmissionError(
+                            exc.http_status, "ABORTED",
+                            f"the request failed ambiguously ({exc.api_message}) and {len(started)} {api_method} "
+                            f"operations started since then could be ours ({names}); not submitting again, to "
+                            "avoid a duplicate", method) from None
+                self.log.warning("%s failed with HTTP %s (%s); sending it again in %.0fs", method, exc.http_status,
+                                 exc.api_message, delay)
+                sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def find_operations_started(self, dataset_name: str, api_method: str, since: float) -> list[dict]:
+        """Operations of ``api_method`` (e.g. ``ImportDicomData``) in the dataset created at or after ``since``.
+
+        Operations name neither their store nor their request, so method and time are all there is to match.
+        """
+        found = []
+        for op in self.list_operations(dataset_name):
+            meta = op.get("metadata") or {}
+            created = parse_time(meta.get("createTime", ""))
+            if meta.get("apiMethodName", "").endswith("." + api_method) and created and created.timestamp() >= since:
+                found.append(op)
+        return found
 
     # --- datasets and stores -----------------------------------------------------------------
     def ensure_dicom_store(self, project_id: str, location: str, dataset_id: str, dicom_store_id: str) -> str:
@@ -197,7 +281,8 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         body: dict[str, Any] = {"gcsSource": {"uri": gcs_uri}}
         if blob_storage_class:
             body["blobStorageSettings"] = {"blobStorageClass": blob_storage_class}
-        return self._execute(self._datasets().dicomStores().import_(name=store_name, body=body), "dicomStores.import")
+        return self._start_operation(self._datasets().dicomStores().import_(name=store_name, body=body),
+                                     "dicomStores.import", store_name, "ImportDicomData")
 
     def export_dicom_to_gcs(self, store_name: str, uri_prefix: str, mime_type: str | None = None,
                             filter_uri: str | None = None) -> dict:
@@ -207,7 +292,8 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         body: dict[str, Any] = {"gcsDestination": dest}
         if filter_uri:
             body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
-        return self._execute(self._datasets().dicomStores().export(name=store_name, body=body), "dicomStores.export")
+        return self._start_operation(self._datasets().dicomStores().export(name=store_name, body=body),
+                                     "dicomStores.export", store_name, "ExportDicomData")
 
     def export_dicom_to_bigquery(self, store_name: str, table_uri: str, write_disposition: str = "WRITE_EMPTY",
                                  filter_uri: str | None = None, include_source_store: bool = False) -> dict:
@@ -217,7 +303,8 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         body: dict[str, Any] = {"bigqueryDestination": dest}
         if filter_uri:
             body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
-        return self._execute(self._datasets().dicomStores().export(name=store_name, body=body), "dicomStores.export")
+        return self._start_operation(self._datasets().dicomStores().export(name=store_name, body=body),
+                                     "dicomStores.export", store_name, "ExportDicomData")
 
     # --- operations -------------------------------------------------------------------------
     def get_operation(self, name: str) -> dict:
@@ -243,24 +330,30 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
     def wait_for_operation(self, name: str, planner: PollPlanner, deadline: float | None = None,
                            on_progress: Callable[[OperationStatus], None] | None = None,
                            sleep: Callable[[float], None] = time.sleep) -> OperationStatus:
-        """Poll until done; transient errors are retried, 4xx raise. ``deadline`` is epoch seconds."""
+        """Poll until done; transient errors are retried, 4xx raise.
+
+        ``deadline`` is epoch seconds. It is checked after every poll, successful or not, so an outage cannot
+        outlast it, and a finished operation is reported as such even when the deadline has just passed.
+        Raises :class:`OperationDeadlineExceeded` with the last status seen.
+        """
+        last: OperationStatus | None = None
         while True:
             try:
-                status = parse_operation(self.get_operation(name))
+                last = parse_operation(self.get_operation(name))
             except HealthcareApiError as exc:
                 if not exc.retryable:
                     raise
-                self.log.warning("Transient error polling %s (%s); retrying", name, exc)
-                sleep(planner.retry_delay())
-                continue
-            if status.done:
-                return status
-            if on_progress:
-                on_progress(status)
-            delay = planner.next_delay(time.time(), status.processed, status.pending)
+                delay = planner.retry_delay()
+                self.log.warning("Transient error polling %s (%s); retrying in %.1fs", name, exc, delay)
+            else:
+                if last.done:
+                    return last
+                if on_progress:
+                    on_progress(last)
+                delay = planner.next_delay(time.time(), last.processed, last.pending)
             if deadline is not None:
                 if time.time() >= deadline:
-                    raise TimeoutError(name)
+                    raise OperationDeadlineExceeded(name, last)
                 delay = min(delay, max(0.0, deadline - time.time()))
             sleep(delay)
 

@@ -3,7 +3,15 @@
 Each operator validates its inputs before any API call, submits one long-running operation,
 persists its name (task state store) and links, checks it once, then defers to
 :class:`~dicom_pipelines.triggers.HealthcareOperationTrigger` (or polls in the worker when
-``deferrable=False``). A retried task re-attaches to the operation it already started.
+``deferrable=False``). How a finished operation becomes a task result is
+:mod:`dicom_pipelines.outcomes`; the README's failure contract lists every case.
+
+Retry safety. The task state store keeps ``{generation, submit_started, name}`` under
+:data:`OPERATION_STATE_KEY`. The generation is ``max_tries - retries``, which only a user's clear
+changes. A try of the same generation re-attaches to a running operation and evaluates a finished
+one (never submitting again), except after a transient error or a cancel before the deadline. A
+try that finds the submission started but no name (the worker died in between) looks the
+operation up. A new generation (a user cleared the task) submits a new operation.
 
 XCom ``return_value``: ``{operation_name, success, failure, pending, logs_url, duration_s}``.
 """
@@ -12,123 +20,66 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from airflow.configuration import conf
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from dicom_pipelines.hooks import CloudHealthcareDicomHook, HealthcareApiError, OperationStatus, parse_operation
+from dicom_pipelines.hooks import (
+    SUBMIT_CLOCK_SKEW_S,
+    AmbiguousSubmissionError,
+    CloudHealthcareDicomHook,
+    HealthcareApiError,
+    OperationDeadlineExceeded,
+    OperationStatus,
+    parse_operation,
+    parse_time,
+)
 from dicom_pipelines.links import HealthcareDicomStoreLink, HealthcareOperationLink
+from dicom_pipelines.outcomes import (
+    CANCELLED,
+    EMPTY,
+    TRANSIENT,
+    FailurePolicy,
+    classify,
+    failed_source_lines,
+    failure_message,
+    operation_result,
+    summary,
+)
 from dicom_pipelines.polling import PollPlanner
 from dicom_pipelines.triggers import HealthcareOperationTrigger
 from dicom_pipelines.validation import (
     ValidationError,
     parse_bigquery_table_uri,
+    parse_bool,
     parse_gcs_uri,
     parse_import_uri,
     parse_mime_type,
     resource_name,
 )
 
-OPERATION_STATE_KEY = "healthcare_operation_name"
-COMPLETED_STATE_KEY = "healthcare_operation_completed"
-_WRITE_DISPOSITIONS = ("WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND")
+OPERATION_STATE_KEY = "healthcare_operation"
+WRITE_DISPOSITIONS = ("WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND")
 
 
 def _seconds(value: float | dt.timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, dt.timedelta) else (float(value) if value is not None else None)
 
 
-def _parse_time(value: str) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class FailurePolicy:
-    """How many failed instances a run tolerates. With neither limit set, any failure fails the task."""
-
-    max_failures: int | None = None
-    max_failure_ratio: float | None = None
-
-    @classmethod
-    def from_values(cls, max_failures: Any, max_failure_ratio: Any) -> "FailurePolicy":
-        """Build from rendered template values: ``None``, ``""`` and ``"None"`` mean unset."""
-
-        def unset(v: Any) -> bool:
-            return v is None or (isinstance(v, str) and v.strip() in ("", "None"))
-
-        count = ratio = None
-        if not unset(max_failures):
-            try:
-                count = int(str(max_failures).strip())
-            except ValueError:
-                raise ValidationError("max_failures", max_failures, "must be a whole number >= 0") from None
-            if count < 0 or isinstance(max_failures, float):
-                raise ValidationError("max_failures", max_failures, "must be a whole number >= 0")
-        if not unset(max_failure_ratio):
-            try:
-                ratio = float(str(max_failure_ratio).strip())
-            except ValueError:
-                raise ValidationError("max_failure_ratio", max_failure_ratio, "must be a number between 0 and 1") from None
-            if not 0 <= ratio <= 1:
-                raise ValidationError("max_failure_ratio", max_failure_ratio, "must be a number between 0 and 1")
-        return cls(count, ratio)
-
-    def allows(self, failure: int, total: int) -> bool:
-        if failure == 0:
-            return True
-        if self.max_failures is None and self.max_failure_ratio is None:
-            return False
-        if self.max_failures is not None and failure > self.max_failures:
-            return False
-        if self.max_failure_ratio is not None and failure / max(total, 1) > self.max_failure_ratio:
-            return False
-        return True
-
-    def describe(self) -> str:
-        parts = [f"max_failures={self.max_failures}"] if self.max_failures is not None else []
-        parts += [f"max_failure_ratio={self.max_failure_ratio}"] if self.max_failure_ratio is not None else []
-        return ", ".join(parts) or "no failures allowed"
-
-
-def evaluate_operation(status: OperationStatus, policy: FailurePolicy, hook: CloudHealthcareDicomHook, log: Any,
-                       failed_sources_to_log: int = 10) -> dict[str, Any]:
-    """Turn a finished operation into the XCom result, or raise a clear failure."""
-    created, ended = _parse_time(status.create_time), _parse_time(status.end_time)
-    result = {
-        "operation_name": status.name,
-        "success": status.success,
-        "failure": status.failure,
-        "pending": status.pending,
-        "logs_url": status.logs_url,
-        "duration_s": round((ended - created).total_seconds(), 3) if created and ended else None,
+def api_failure(exc: HealthcareApiError) -> AirflowException:
+    """A failed API call as a task failure: retried for 429/5xx, final for other 4xx (they will not pass)."""
+    if isinstance(exc, AmbiguousSubmissionError):
+        return AirflowFailException(str(exc))
+    if exc.retryable:
+        return AirflowException(f"{exc} (still failing after the hook's own retries; Airflow retries the task)")
+    hints = {
+        403: " The dataset may not exist (the API answers 403 for a missing dataset), or the Airflow identity lacks "
+             "a Healthcare role such as roles/healthcare.dicomEditor.",
+        404: " The DICOM store does not exist: create it first (the nightly DAG's ensure_store task does).",
     }
-    total = status.success + status.failure
-    log.info("Operation %s done: %d succeeded, %d failed of %d; logs: %s", status.name, status.success,
-             status.failure, total, status.logs_url or "(none)")
-    if status.failure and failed_sources_to_log:
-        for entry in hook.get_operation_logs(status.logs_url, failed_sources_to_log):
-            where = entry.get("source") or entry.get("resourceName") or "?"
-            err = entry.get("error", {})
-            log.warning("Failed: %s: code %s: %s", where, err.get("code"), err.get("message"))
-    partial_failure = status.error_code == 3 and status.failure > 0
-    if status.error_code and not partial_failure:
-        raise AirflowException(
-            f"Operation {status.name} failed with {status.error_name} ({status.error_code}): {status.error_message} "
-            f"[{status.success} succeeded, {status.failure} failed; logs: {status.logs_url or 'n/a'}]")
-    if not policy.allows(status.failure, total):
-        ratio = status.failure / max(total, 1)
-        raise AirflowException(
-            f"Operation {status.name}: {status.failure} of {total} instances failed ({ratio:.1%}), more than allowed "
-            f"({policy.describe()}). The per-instance errors are at {status.logs_url or 'the operation logs'}.")
-    if status.failure:
-        log.warning("%d failed instances are within the tolerance (%s)", status.failure, policy.describe())
-    return result
+    return AirflowFailException(f"{exc}{hints.get(exc.http_status, '')}")
 
 
 class HealthcareDicomStoreBaseOperator(BaseOperator):
@@ -178,10 +129,11 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
 
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     :param poll_interval: first and smallest wait between polls, in seconds.
-    :param max_poll_interval: cap of the backoff when progress cannot be predicted.
-    :param operation_timeout: seconds (or timedelta) after submission when the operation is cancelled and the
-        task fails. None waits forever.
-    :param cancel_on_kill: cancel the operation when a user kills the task.
+    :param max_poll_interval: longest wait between polls: completion is seen at most this late.
+    :param operation_timeout: seconds (or timedelta) after the operation's creation when the task fails
+        without retry, and the operation is cancelled if ``cancel_on_kill``. None waits forever.
+    :param cancel_on_kill: this task may cancel its operation: when a user kills or clears it, and at the
+        deadline. False leaves the operation running in every case.
     :param max_failures: failed instances tolerated (count).
     :param max_failure_ratio: failed instances tolerated (fraction of the instances processed).
     :param failed_sources_to_log: how many failed sources to name in the task log.
@@ -190,6 +142,8 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
     template_fields: Sequence[str] = (*HealthcareDicomStoreBaseOperator.template_fields, "max_failures",
                                       "max_failure_ratio")
     operator_extra_links = (HealthcareDicomStoreLink(), HealthcareOperationLink())
+    api_method = ""
+    """The operation's ``metadata.apiMethodName`` suffix, used to find it after an ambiguous submission."""
 
     def __init__(self, *,
                  deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -216,9 +170,6 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         raise NotImplementedError
 
     # --- shared flow ------------------------------------------------------------------------------
-    def get_hook(self) -> CloudHealthcareDicomHook:
-        return CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
-
     @property
     def policy(self) -> FailurePolicy:
         return FailurePolicy.from_values(self.max_failures, self.max_failure_ratio)
@@ -233,54 +184,99 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             raise AirflowFailException(str(exc)) from None
         return store
 
-    def _reattach(self, context: Any, hook: CloudHealthcareDicomHook) -> OperationStatus | None:
-        """The operation a previous try of this task started, if it is running or succeeded.
+    def _generation(self, context: Any) -> int:
+        """Which clear of the task this try belongs to: ``max_tries - retries`` changes only on a user's clear."""
+        max_tries = getattr(context.get("ti"), "max_tries", None)
+        return max_tries - int(self.retries or 0) if isinstance(max_tries, int) else 0
 
-        A task that already completed with that operation and runs again was cleared by a user: it
-        submits a new operation, as a user who clears a task expects.
-        """
-        state = context.get("task_state_store")
-        name = state.get(OPERATION_STATE_KEY) if state is not None else None
-        if not name or name == state.get(COMPLETED_STATE_KEY):
+    def _deadline(self, status: OperationStatus) -> float | None:
+        """Epoch seconds: the operation's creation plus ``operation_timeout``, whichever try is waiting."""
+        timeout = _seconds(self.operation_timeout)
+        if not timeout:
             return None
+        created = parse_time(status.create_time)
+        return (created.timestamp() if created else time.time()) + timeout
+
+    def _cancelled_by_deadline(self, status: OperationStatus) -> bool:
+        deadline = self._deadline(status)
+        ended = parse_time(status.end_time)
+        return deadline is not None and (ended.timestamp() if ended else time.time()) >= deadline
+
+    def _resume(self, context: Any, hook: CloudHealthcareDicomHook, store: str) -> OperationStatus | None:
+        """The operation an earlier try of this generation started, when it is to be waited for or evaluated."""
+        state = context.get("task_state_store")
+        entry = state.get(OPERATION_STATE_KEY) if state is not None else None
+        if not isinstance(entry, dict) or entry.get("generation") != self._generation(context):
+            return None
+        name = entry.get("name")
+        if not name:
+            if entry.get("submit_started") is None:
+                return None
+            since = float(entry["submit_started"]) - SUBMIT_CLOCK_SKEW_S
+            started = hook.find_operations_started(store.split("/dicomStores/")[0], self.api_method, since)
+            if len(started) > 1:
+                raise AirflowFailException(
+                    f"An earlier try started submitting but did not record the operation, and {len(started)} "
+                    f"{self.api_method} operations started since then could be it "
+                    f"({', '.join(op['name'] for op in started)}); not submitting again, to avoid a duplicate.")
+            if not started:
+                self.log.info("An earlier try did not get to start an operation; submitting it")
+                return None
+            name = started[0]["name"]
+            self.log.warning("An earlier try started operation %s but died before recording it; adopting it", name)
+            state.set(OPERATION_STATE_KEY, {**entry, "name": name})
         try:
             status = parse_operation(hook.get_operation(name))
         except HealthcareApiError as exc:
             if exc.http_status == 404:
-                self.log.warning("Operation %s from a previous try no longer exists; submitting a new one", name)
+                self.log.warning("Operation %s from an earlier try no longer exists; submitting a new one", name)
                 return None
             raise
         if not status.done:
-            self.log.info("Re-attaching to operation %s started by a previous try", name)
+            self.log.info("Re-attaching to operation %s, started by an earlier try", name)
             return status
-        if status.error_code == 0:
-            self.log.info("Operation %s from a previous try already succeeded; not submitting again", name)
-            return status
-        self.log.warning("Operation %s from a previous try ended with %s; submitting a new one", name, status.error_name)
-        return None
+        kind = classify(status)
+        if kind == TRANSIENT:
+            self.log.warning("Operation %s from an earlier try ended with %s (%s), which may pass: submitting it "
+                             "again", name, status.error_name, status.error_message)
+            return None
+        if kind == CANCELLED and not self._cancelled_by_deadline(status):
+            self.log.warning("Operation %s from an earlier try was cancelled (the task was cleared while it "
+                             "ran): submitting a new one", name)
+            return None
+        self.log.info("Operation %s from an earlier try is finished: evaluating it, not submitting again", name)
+        return status
+
+    def _submit(self, context: Any, hook: CloudHealthcareDicomHook, store: str) -> OperationStatus:
+        state = context.get("task_state_store")
+        entry = {"generation": self._generation(context), "submit_started": time.time()}
+        if state is not None:
+            state.set(OPERATION_STATE_KEY, entry)
+        op = self.submit(hook, store)
+        if state is not None:
+            state.set(OPERATION_STATE_KEY, {**entry, "name": op["name"]})
+        self.log.info("Submitted operation %s", op["name"])
+        return parse_operation(op)
 
     def execute(self, context: Any) -> Any:
         store = self._check_inputs()
         hook = self.get_hook()
-        status = self._reattach(context, hook)
-        if status is None:
-            op = self.submit(hook, store)
-            state = context.get("task_state_store")
-            if state is not None:
-                state.set(OPERATION_STATE_KEY, op["name"])
-            status = parse_operation(op)
-            self.log.info("Submitted operation %s", status.name)
-        name = self._operation_name = status.name
-        self.persist_store_link(context)
-        HealthcareOperationLink.persist(context, operation_id=name.rsplit("/", 1)[-1], project_id=self.project_id,
-                                        location=self.location, dataset_id=self.dataset_id)
-        if not status.done:
-            status = parse_operation(hook.get_operation(name))
+        try:
+            status = self._resume(context, hook, store) or self._submit(context, hook, store)
+            name = self._operation_name = status.name
+            self.persist_store_link(context)
+            HealthcareOperationLink.persist(context, operation_id=name.rsplit("/", 1)[-1],
+                                            project_id=self.project_id, location=self.location,
+                                            dataset_id=self.dataset_id)
+            if not status.done:
+                status = parse_operation(hook.get_operation(name))
+        except HealthcareApiError as exc:
+            raise api_failure(exc) from None
         if status.done:
             return self._finish(context, hook, status)
-        timeout = _seconds(self.operation_timeout)
-        created = _parse_time(status.create_time)  # absolute from submission, also for a re-attached retry
-        deadline = (created.timestamp() if created else time.time()) + timeout if timeout else None
+        deadline = self._deadline(status)
+        if deadline is not None and time.time() >= deadline:
+            raise self._timeout(hook, status)
         if self.deferrable:
             self.defer(
                 trigger=HealthcareOperationTrigger(
@@ -289,7 +285,6 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
                     max_poll_interval=self.max_poll_interval, deadline=deadline, cancel_on_kill=self.cancel_on_kill),
                 method_name="execute_complete",
             )
-        planner = PollPlanner(self.poll_interval, self.max_poll_interval)
         last: list[int] = []
 
         def progress(s: OperationStatus) -> None:
@@ -298,24 +293,70 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
                 last[:] = [s.pending]
 
         try:
-            status = hook.wait_for_operation(name, planner, deadline, progress)
-        except TimeoutError:
-            hook.cancel_operation(name)
-            raise AirflowException(f"operation {name} was not done within {timeout:.0f}s; it was cancelled") from None
+            status = hook.wait_for_operation(name, PollPlanner(self.poll_interval, self.max_poll_interval), deadline,
+                                             progress)
+        except OperationDeadlineExceeded as exc:
+            raise self._timeout(hook, exc.last or status) from None
+        except HealthcareApiError as exc:
+            raise api_failure(exc) from None
         return self._finish(context, hook, status)
 
+    def _timeout(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> AirflowFailException:
+        """The deadline passed with the operation not done: final, since a retry would find it passed too."""
+        if not self.cancel_on_kill:
+            note = "it was left running (cancel_on_kill=False)"
+        else:
+            try:
+                hook.cancel_operation(status.name)
+                note = "it was cancelled"
+            except HealthcareApiError as exc:
+                note = f"cancelling it failed too ({exc}), so it may still be running"
+        return AirflowFailException(
+            f"Operation {status.name} was not done {_seconds(self.operation_timeout):.0f}s after its creation "
+            f"({status.create_time or 'unknown'}); {note}. Last counters: {summary(status)}")
+
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if event["status"] == "timeout":
+            raise AirflowFailException(f"{event['message']}. Last counters: {event['success']} succeeded, "
+                                       f"{event['failure']} failed, {event['pending']} pending")
         if event["status"] != "done":
-            raise AirflowException(f"Waiting for operation {event['operation_name']} failed: {event['message']}")
+            raise AirflowFailException(f"Waiting for operation {event['operation_name']} failed: {event['message']}")
         hook = self.get_hook()
-        return self._finish(context, hook, parse_operation(hook.get_operation(event["operation_name"])))
+        try:
+            status = parse_operation(hook.get_operation(event["operation_name"]))
+        except HealthcareApiError as exc:
+            raise api_failure(exc) from None
+        return self._finish(context, hook, status)
 
     def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
-        result = evaluate_operation(status, self.policy, hook, self.log, self.failed_sources_to_log)
-        state = context.get("task_state_store")
-        if state is not None:
-            state.set(COMPLETED_STATE_KEY, status.name)
-        return result
+        """Evaluate a finished operation by the contract (:mod:`dicom_pipelines.outcomes`)."""
+        kind = classify(status)
+        self.log.info("Operation %s done: %s", status.name, summary(status))
+        if status.failure and self.failed_sources_to_log:
+            for line in failed_source_lines(hook.get_operation_logs(status.logs_url, self.failed_sources_to_log)):
+                self.log.warning("%s", line)
+        if kind == EMPTY:
+            return self._on_empty(status)
+        if kind == CANCELLED and self._cancelled_by_deadline(status):
+            raise AirflowFailException(
+                f"Operation {status.name} was cancelled at its deadline ({_seconds(self.operation_timeout):.0f}s after "
+                f"its creation). [{summary(status)}]")
+        message = failure_message(status, kind, self.policy)
+        if message and kind == TRANSIENT:
+            raise AirflowException(message)
+        if message:
+            raise AirflowFailException(message)
+        if status.failure:
+            self.log.warning("%d failed instances are within the tolerance (%s)", status.failure,
+                             self.policy.describe())
+        return operation_result(status)
+
+    def _on_empty(self, status: OperationStatus) -> Any:
+        """Nothing was processed. For an export that is a valid (empty) result unless the API said otherwise."""
+        message = failure_message(status, EMPTY, self.policy)
+        if message:
+            raise AirflowFailException(message)
+        return operation_result(status)
 
     def on_kill(self) -> None:
         if self.cancel_on_kill and self._operation_name:
@@ -330,7 +371,7 @@ class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
         or ``**`` at the end, alone, optionally followed by a suffix (``gs://b/incoming/2026-11-24/**.dcm``).
     :param blob_storage_class: optional storage class for the imported blobs (``STANDARD``, ``NEARLINE``, ...).
     :param allow_empty_source: skip the task (instead of failing) when no object matches ``gcs_uri``,
-        e.g. for a night with no new studies.
+        e.g. for a night with no new studies. A source bucket that does not exist fails the task either way.
     """
 
     template_fields = (*HealthcareDicomOperationOperator.template_fields, "gcs_uri", "allow_empty_source")
@@ -343,13 +384,37 @@ class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
         self.blob_storage_class = blob_storage_class
         self.allow_empty_source = allow_empty_source
 
-    def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
-        if self.allow_empty_source and status.error_code == 5 and status.processed == 0:
-            raise AirflowSkipException(f"No objects matched {self.gcs_uri}: nothing to import ({status.error_message})")
-        return super()._finish(context, hook, status)
+    api_method = "ImportDicomData"
+
+    def _on_empty(self, status: OperationStatus) -> Any:
+        """No object matched: a quiet night, or a misconfiguration; the bucket's existence tells them apart."""
+        bucket = parse_gcs_uri(self.gcs_uri, "gcs_uri").bucket
+        exists = self._bucket_exists(bucket)
+        if exists is False:
+            raise AirflowFailException(
+                f"gcs_uri={self.gcs_uri!r}: the bucket gs://{bucket} does not exist, so nothing was imported "
+                f"({status.error_name}: {status.error_message})")
+        if not parse_bool(self.allow_empty_source, "allow_empty_source"):
+            raise AirflowFailException(
+                f"No objects matched gcs_uri={self.gcs_uri!r}: nothing was imported "
+                f"({status.error_message or status.error_name}). Set allow_empty_source to skip such runs instead.")
+        raise AirflowSkipException(f"No objects matched {self.gcs_uri}: nothing to import")
+
+    def _bucket_exists(self, bucket: str) -> bool | None:
+        """True or False, or None when the Airflow identity may not look (then an empty match is trusted)."""
+        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+        from google.api_core.exceptions import GoogleAPICallError
+
+        try:
+            return GCSHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain) \
+                .get_conn().bucket(bucket).exists()
+        except GoogleAPICallError as exc:
+            self.log.warning("Could not check whether gs://%s exists (%s); trusting the empty match", bucket, exc)
+            return None
 
     def validate(self) -> None:
         parse_import_uri(self.gcs_uri, "gcs_uri")
+        parse_bool(self.allow_empty_source, "allow_empty_source")
         allowed = ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE")
         if self.blob_storage_class is not None and self.blob_storage_class not in allowed:
             raise ValidationError("blob_storage_class", self.blob_storage_class, f"must be one of {allowed}")
@@ -375,6 +440,8 @@ class HealthcareDicomExportOperator(HealthcareDicomOperationOperator):
         self.uri_prefix = uri_prefix
         self.mime_type = mime_type
         self.filter_uri = filter_uri
+
+    api_method = "ExportDicomData"
 
     def validate(self) -> None:
         parse_gcs_uri(self.uri_prefix, "uri_prefix", allow_empty_object=True)
@@ -406,10 +473,12 @@ class HealthcareDicomExportToBigQueryOperator(HealthcareDicomOperationOperator):
         self.filter_uri = filter_uri
         self.include_source_store = include_source_store
 
+    api_method = "ExportDicomData"
+
     def validate(self) -> None:
         parse_bigquery_table_uri(self.table_uri, "table_uri")
-        if self.write_disposition not in _WRITE_DISPOSITIONS:
-            raise ValidationError("write_disposition", self.write_disposition, f"must be one of {_WRITE_DISPOSITIONS}")
+        if self.write_disposition not in WRITE_DISPOSITIONS:
+            raise ValidationError("write_disposition", self.write_disposition, f"must be one of {WRITE_DISPOSITIONS}")
         if self.filter_uri:
             parse_gcs_uri(self.filter_uri, "filter_uri")
 
@@ -426,6 +495,10 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
             self.store_name()
         except ValidationError as exc:
             raise AirflowFailException(str(exc)) from None
-        name = self.get_hook().ensure_dicom_store(self.project_id, self.location, self.dataset_id, self.dicom_store_id)
+        try:
+            name = self.get_hook().ensure_dicom_store(self.project_id, self.location, self.dataset_id,
+                                                      self.dicom_store_id)
+        except HealthcareApiError as exc:
+            raise api_failure(exc) from None
         self.persist_store_link(context)
         return name

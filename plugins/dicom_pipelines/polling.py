@@ -1,13 +1,17 @@
-"""When to poll a long-running operation next: backoff, plus a prediction from the progress counters.
+"""When to poll a long-running operation next: backoff, plus a landing prediction from the counters.
 
 Shared by the trigger (async), the operators' synchronous wait and the sensor, and simulated by
 ``bench/polling.py``. Pure: it is fed observations and a clock, and does no I/O.
 
+The promise: **no wait is longer than ``max_poll_interval``**, so completion is seen at most that late,
+whatever the operation's progress profile (steady, accelerating, a stall then a burst, or counters that
+only move at the end). No prediction can keep that promise with longer sleeps: a burst may end the
+operation right after a long sleep starts.
+
 Without usable progress it backs off exponentially from ``poll_interval`` to ``max_poll_interval``.
-Once ``pending`` has gone down between two observations, it estimates the completion time from the
-average rate since the first observation and sleeps most of the predicted remainder (at most
-``max_predicted_sleep``), then lands just after the predicted end. A one-hour operation is then
-detected with about ten calls, a second or two late, instead of the sixty calls of a fixed 60 s poll.
+Once ``pending`` goes down, it estimates the end from the recent rate (between the last two observations
+that moved) and, when that end falls inside the next wait, polls just after it instead, so a steady
+operation is seen done about ``landing_margin`` seconds late rather than up to ``max_poll_interval``.
 """
 
 from __future__ import annotations
@@ -20,11 +24,10 @@ class PollPlanner:
     poll_interval: float = 2.0
     max_poll_interval: float = 60.0
     backoff: float = 2.0
-    max_predicted_sleep: float = 900.0
-    approach_fraction: float = 0.75
     landing_margin: float = 1.0
     _delay: float = field(default=0.0, init=False)
-    _first: tuple[float, int] | None = field(default=None, init=False)
+    _last_move: tuple[float, int] | None = field(default=None, init=False)
+    _rate: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.poll_interval <= 0:
@@ -36,29 +39,30 @@ class PollPlanner:
         self._delay = self.poll_interval
 
     def predicted_remaining(self, now: float, processed: int, pending: int) -> float | None:
-        """Seconds until completion at the average rate seen so far, or None if unknown."""
-        if self._first is None:
-            self._first = (now, processed)
+        """Seconds until completion at the most recent rate seen, or None if unknown."""
+        if self._last_move is None:
+            self._last_move = (now, processed)
             return None
-        t0, p0 = self._first
-        if pending <= 0 or processed <= p0 or now <= t0:
+        t0, p0 = self._last_move
+        if processed > p0 and now > t0:
+            self._rate = (processed - p0) / (now - t0)
+            self._last_move = (now, processed)
+        if self._rate is None or pending <= 0:
             return None
-        rate = (processed - p0) / (now - t0)
-        return pending / rate
+        return max(0.0, pending / self._rate - (now - self._last_move[0]))
 
     def retry_delay(self) -> float:
-        """Wait after a transient error: the backoff step, leaving the progress estimate alone."""
+        """Wait after a transient error, or while progress is unknown: the backoff step."""
         delay = self._delay
         self._delay = min(self._delay * self.backoff, self.max_poll_interval)
         return delay
 
     def next_delay(self, now: float, processed: int, pending: int) -> float:
-        """Seconds to wait before the next poll, given the latest counters."""
+        """Seconds to wait before the next poll, given the latest counters; never more than ``max_poll_interval``."""
         remaining = self.predicted_remaining(now, processed, pending)
         if remaining is None:
             return self.retry_delay()
-        if remaining * (1 - self.approach_fraction) > 10 * self.landing_margin:
-            delay = remaining * self.approach_fraction
-        else:
-            delay = remaining + self.landing_margin
-        return max(self.poll_interval, min(delay, max(self.max_predicted_sleep, self.max_poll_interval)))
+        landing = remaining + self.landing_margin
+        if landing <= self.max_poll_interval:
+            return max(self.poll_interval, landing)
+        return self.max_poll_interval

@@ -1,4 +1,10 @@
-"""Sensor for a Healthcare operation started elsewhere ("submit in one task, wait in another")."""
+"""Sensor for a Healthcare operation started elsewhere ("submit in one task, wait in another").
+
+The sensor does not own the operation: it never submits one, and by default never cancels one,
+not even at its timeout. Every finished outcome is final for it (a retry would see the same
+operation), so a failure is raised without retry; a timeout raises ``AirflowSensorTimeout``, which
+``soft_fail`` turns into a skip.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,20 @@ from typing import Any, Sequence
 
 from airflow.configuration import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-from dicom_pipelines.hooks import CloudHealthcareDicomHook, parse_operation
-from dicom_pipelines.operators import FailurePolicy, evaluate_operation
+from dicom_pipelines.hooks import CloudHealthcareDicomHook, HealthcareApiError, OperationStatus, parse_operation
+from dicom_pipelines.outcomes import (
+    FailurePolicy,
+    classify,
+    failed_source_lines,
+    failure_message,
+    operation_result,
+    summary,
+)
 from dicom_pipelines.triggers import HealthcareOperationTrigger
 
-_OPERATION_RE = r"^projects/[^/]+/locations/[^/]+/datasets/[^/]+/operations/[^/]+$"
+_OPERATION_RE = r"^projects/[^/]+/locations/[^/]+/datasets/[^/]+/operations/[^/]+\Z"
 
 
 class HealthcareOperationSensor(BaseSensorOperator):
@@ -26,6 +39,8 @@ class HealthcareOperationSensor(BaseSensorOperator):
     :param max_failure_ratio: failed instances tolerated (fraction).
     :param deferrable: wait in the triggerer; ``poke_interval`` is then the trigger's first poll interval.
     :param max_poll_interval: cap of the trigger's backoff.
+    :param cancel_on_kill: cancel the operation on a user kill and at the timeout (default False: it is
+        not this task's operation).
     """
 
     template_fields: Sequence[str] = ("operation_name", "impersonation_chain")
@@ -34,7 +49,8 @@ class HealthcareOperationSensor(BaseSensorOperator):
                  impersonation_chain: str | Sequence[str] | None = None, api_version: str = "v1",
                  max_failures: int | None = None, max_failure_ratio: float | None = None,
                  deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-                 max_poll_interval: float = 60.0, cancel_on_kill: bool = False, **kwargs: Any):
+                 max_poll_interval: float = 60.0, cancel_on_kill: bool = False, failed_sources_to_log: int = 10,
+                 **kwargs: Any):
         super().__init__(**kwargs)
         self.operation_name = operation_name
         self.gcp_conn_id = gcp_conn_id
@@ -44,6 +60,7 @@ class HealthcareOperationSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.max_poll_interval = max_poll_interval
         self.cancel_on_kill = cancel_on_kill
+        self.failed_sources_to_log = failed_sources_to_log
 
     def _hook(self) -> CloudHealthcareDicomHook:
         return CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
@@ -54,14 +71,33 @@ class HealthcareOperationSensor(BaseSensorOperator):
                 f"operation_name={self.operation_name!r} is invalid: must be "
                 "projects/P/locations/L/datasets/D/operations/ID")
 
+    def _status(self, hook: CloudHealthcareDicomHook) -> OperationStatus:
+        """The operation now; 429/5xx were retried by the hook, other API errors are final."""
+        try:
+            return parse_operation(hook.get_operation(self.operation_name))
+        except HealthcareApiError as exc:
+            if exc.retryable:
+                raise
+            raise AirflowFailException(str(exc)) from None
+
+    def _evaluate(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> dict[str, Any]:
+        self.log.info("Operation %s done: %s", status.name, summary(status))
+        if status.failure and self.failed_sources_to_log:
+            for line in failed_source_lines(hook.get_operation_logs(status.logs_url, self.failed_sources_to_log)):
+                self.log.warning("%s", line)
+        message = failure_message(status, classify(status), self.policy)
+        if message:
+            raise AirflowFailException(message)
+        return operation_result(status)
+
     def execute(self, context: Any) -> Any:
         self._check()
         if not self.deferrable:
             return super().execute(context)
         hook = self._hook()
-        status = parse_operation(hook.get_operation(self.operation_name))
+        status = self._status(hook)
         if status.done:
-            return evaluate_operation(status, self.policy, hook, self.log)
+            return self._evaluate(hook, status)
         timeout = self.timeout.total_seconds() if isinstance(self.timeout, dt.timedelta) else float(self.timeout)
         self.defer(
             trigger=HealthcareOperationTrigger(
@@ -74,16 +110,21 @@ class HealthcareOperationSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
         hook = self._hook()
-        status = parse_operation(hook.get_operation(self.operation_name))
+        status = self._status(hook)
         if not status.done:
             self.log.info("Operation %s: %d succeeded, %d failed, %d pending", status.name, status.success,
                           status.failure, status.pending)
             return False
-        return PokeReturnValue(is_done=True, xcom_value=evaluate_operation(status, self.policy, hook, self.log))
+        return PokeReturnValue(is_done=True, xcom_value=self._evaluate(hook, status))
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if event["status"] == "timeout":
+            raise AirflowSensorTimeout(event["message"])
         if event["status"] != "done":
-            raise AirflowException(f"Waiting for operation {event['operation_name']} failed: {event['message']}")
+            raise AirflowFailException(f"Waiting for operation {event['operation_name']} failed: {event['message']}")
         hook = self._hook()
-        return evaluate_operation(parse_operation(hook.get_operation(event["operation_name"])), self.policy, hook,
-                                  self.log)
+        return self._evaluate(hook, self._status(hook))
+
+    def on_kill(self) -> None:
+        if self.cancel_on_kill:
+            self._hook().cancel_operation(self.operation_name)

@@ -18,7 +18,8 @@ from dicom_pipelines.polling import PollPlanner
 EVENT_KEYS = ("status", "message", "operation_name", "done", "success", "failure", "pending", "logs_url",
               "error_code", "error_message", "http_status", "polls")
 """``status`` is one of: ``done`` (the operation finished, successfully or not: read ``error_code``),
-``timeout`` (the deadline passed; the operation was cancelled), ``error`` (a non-retryable API error)."""
+``timeout`` (the deadline passed with the operation not done; cancelled if ``cancel_on_kill``),
+``error`` (a non-retryable API error while polling)."""
 
 
 def make_event(status: str, message: str, operation_name: str, op: OperationStatus | None = None,
@@ -48,10 +49,10 @@ class HealthcareOperationTrigger(BaseTrigger):
     :param api_version: ``v1`` or ``v1beta1``; use the version that started the operation.
     :param poll_interval: first and smallest wait between polls, in seconds.
     :param max_poll_interval: cap of the backoff when no progress prediction is possible.
-    :param deadline: absolute epoch seconds; when it passes, the operation is cancelled and a
-        ``timeout`` event is sent. None means no deadline.
-    :param cancel_on_kill: cancel the operation when a user kills the deferred task (never on a
-        triggerer restart).
+    :param deadline: absolute epoch seconds. The first poll after it that does not find the operation
+        done sends a ``timeout`` event. None means no deadline.
+    :param cancel_on_kill: whether this trigger may cancel the operation: at the deadline, and when a user
+        kills or clears the deferred task (never on a triggerer restart). False leaves it running always.
     """
 
     def __init__(self, operation_name: str, gcp_conn_id: str = "google_cloud_default",
@@ -98,28 +99,28 @@ class HealthcareOperationTrigger(BaseTrigger):
         name = self.operation_name
         try:
             while True:
-                if self.deadline is not None and time.time() >= self.deadline:
-                    yield TriggerEvent(await self._cancel_for_deadline(hook, polls))
-                    return
                 polls += 1
                 try:
                     status = parse_operation(await hook.get_operation(name))
                 except HealthcareApiError as exc:
-                    if exc.retryable:
-                        delay = planner.retry_delay()
-                        self.log.warning("Transient error polling %s: %s; retrying in %.1fs", name, exc, delay)
-                        await asyncio.sleep(self._clip(delay))
-                        continue
-                    yield TriggerEvent(make_event("error", str(exc), name, None, exc.http_status, polls))
+                    if not exc.retryable:
+                        yield TriggerEvent(make_event("error", str(exc), name, None, exc.http_status, polls))
+                        return
+                    delay = planner.retry_delay()
+                    self.log.warning("Transient error polling %s: %s; retrying in %.1fs", name, exc, delay)
+                else:
+                    if status.done:
+                        yield TriggerEvent(make_event("done", f"operation {name} is done", name, status, 200, polls))
+                        return
+                    if status.pending != last_pending:
+                        self.log.info("Operation %s: %d succeeded, %d failed, %d pending", name, status.success,
+                                      status.failure, status.pending)
+                        last_pending = status.pending
+                    delay = planner.next_delay(time.time(), status.processed, status.pending)
+                if self.deadline is not None and time.time() >= self.deadline:
+                    yield TriggerEvent(await self._deadline_event(hook, polls))
                     return
-                if status.done:
-                    yield TriggerEvent(make_event("done", f"operation {name} is done", name, status, 200, polls))
-                    return
-                if status.pending != last_pending:
-                    self.log.info("Operation %s: %d succeeded, %d failed, %d pending", name, status.success,
-                                  status.failure, status.pending)
-                    last_pending = status.pending
-                await asyncio.sleep(self._clip(planner.next_delay(time.time(), status.processed, status.pending)))
+                await asyncio.sleep(self._clip(delay))
         finally:
             await hook.close()
 
@@ -128,13 +129,17 @@ class HealthcareOperationTrigger(BaseTrigger):
             return delay
         return max(0.0, min(delay, self.deadline - time.time()))
 
-    async def _cancel_for_deadline(self, hook: CloudHealthcareDicomAsyncHook, polls: int) -> dict[str, Any]:
+    async def _deadline_event(self, hook: CloudHealthcareDicomAsyncHook, polls: int) -> dict[str, Any]:
+        """The deadline passed after a poll that found the operation running (or the API unreachable)."""
         name = self.operation_name
-        try:
-            await hook.cancel_operation(name)
-            note = "the operation was cancelled"
-        except HealthcareApiError as exc:
-            note = f"cancelling the operation failed too ({exc})"
+        if not self.cancel_on_kill:
+            note = "it was left running (cancel_on_kill=False)"
+        else:
+            try:
+                await hook.cancel_operation(name)
+                note = "it was cancelled"
+            except HealthcareApiError as exc:
+                note = f"cancelling it failed too ({exc}), so it may still be running"
         try:
             status: OperationStatus | None = parse_operation(await hook.get_operation(name))
         except HealthcareApiError:
@@ -144,14 +149,37 @@ class HealthcareOperationTrigger(BaseTrigger):
                           0, polls)
 
     async def on_kill(self) -> None:
-        """A user killed the deferred task: cancel the operation if asked to. Not called on triggerer restarts."""
+        """A user acted on the deferred task: cancel the operation, if asked to, unless it was marked success.
+
+        Airflow calls this on mark-failed, clear and mark-success, never on a triggerer restart or
+        redistribution. A user who marks the task successful declares the work done: cancelling the
+        operation would undo it, so it is left running.
+        """
         if not self.cancel_on_kill:
+            return
+        if await self._task_marked_success():
+            self.log.info("Task marked success by a user: operation %s is left running", self.operation_name)
             return
         hook = CloudHealthcareDicomAsyncHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
         try:
             await hook.cancel_operation(self.operation_name)
-            self.log.info("Cancelled operation %s because the task was killed", self.operation_name)
+            self.log.info("Cancelled operation %s because a user killed or cleared the task", self.operation_name)
         except HealthcareApiError as exc:
             self.log.error("Could not cancel operation %s: %s", self.operation_name, exc)
         finally:
             await hook.close()
+
+    async def _task_marked_success(self) -> bool:
+        ti = getattr(self, "task_instance", None)
+        if ti is None:
+            return False
+        try:
+            from asgiref.sync import sync_to_async
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+            states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+                dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index)
+            return states[ti.run_id][ti.task_id] == "success"
+        except Exception as exc:  # the state is only a hint; without it, the user action means a kill
+            self.log.warning("Could not read the task's state (%s); treating the user action as a kill", exc)
+            return False

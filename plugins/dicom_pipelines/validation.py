@@ -24,6 +24,7 @@ __all__ = [
     "parse_bigquery_table_uri",
     "parse_filter_file",
     "parse_filter_line",
+    "parse_bool",
     "resource_name",
 ]
 
@@ -320,3 +321,22 @@ def resource_name(project: str, location: str, dataset: str, store: str | None =
             raise ValidationError(field, value, "must be 1-256 letters, digits, '_', '-' or '.'")
     name = f"projects/{project}/locations/{location}/datasets/{dataset}"
     return name + (f"/dicomStores/{store}" if store is not None else "")
+
+
+_TRUE = ("true", "yes", "1")
+_FALSE = ("false", "no", "0")
+
+
+def parse_bool(value: object, field: str) -> bool:
+    """A flag given directly or rendered from a template: ``True``/``False`` or the words for them.
+
+    Python's truthiness would read the rendered string ``"False"`` as true, so words are matched exactly.
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValidationError(field, value, "must be true or false")

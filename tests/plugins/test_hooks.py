@@ -9,9 +9,11 @@ import pytest
 from googleapiclient.http import HttpMockSequence
 
 from dicom_pipelines.hooks import (
+    AmbiguousSubmissionError,
     CloudHealthcareDicomAsyncHook,
     CloudHealthcareDicomHook,
     HealthcareApiError,
+    OperationDeadlineExceeded,
     parse_operation,
     resolve_endpoint,
 )
@@ -92,17 +94,77 @@ def test_cancel_and_logs(hook):
     assert [e["source"].rsplit("/", 1)[1] for e in entries] == ["bad.txt"]
 
 
-def test_wait_deadline_raises_timeout(hook):
+def test_wait_deadline_raises_with_the_last_status(hook):
     name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("dl"), "s")
     _, uri = seed_import(5)
     admin("/admin/settings", {"latency_s": 0.5})
     try:
         op = hook.import_dicom(name, uri)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(OperationDeadlineExceeded) as exc:
             hook.wait_for_operation(op["name"], PollPlanner(0.1, 0.2), deadline=time.time() + 0.5)
+        assert exc.value.last is not None and exc.value.last.name == op["name"] and not exc.value.last.done
         hook.cancel_operation(op["name"])
     finally:
         admin("/admin/settings", {"latency_s": 0.0})
+
+
+def test_wait_deadline_holds_during_an_outage(hook, monkeypatch):
+    """Every poll fails with 503: the wait still ends at the deadline, not never."""
+    name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("outage"), "s")
+    _, uri = seed_import(3)
+    admin("/admin/settings", {"latency_s": 0.5})
+    op = hook.import_dicom(name, uri)
+    admin("/admin/faults", {"operations.get": {"rate": 1.0, "code": 503}})
+    try:
+            with pytest.raises(OperationDeadlineExceeded) as exc:
+            hook.wait_for_operation(op["name"], PollPlanner(0.05, 0.1), deadline=time.time() + 1.0,
+                                    sleep=lambda s: None if s <= 0 else time.sleep(min(s, 0.05)))
+        assert exc.value.last is None
+    finally:
+        admin("/admin/faults", {})
+        admin("/admin/settings", {"latency_s": 0.0})
+        hook.cancel_operation(op["name"])
+
+
+def test_submission_answered_503_after_the_server_acted_is_adopted_not_repeated(hook):
+    name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("amb"), "s")
+    _, uri = seed_import(2)
+    admin("/admin/faults", {"dicomStores.import": {"rate": 1.0, "code": 503, "after": True}})
+    try:
+        op = hook.import_dicom(name, uri)
+    finally:
+        admin("/admin/faults", {})
+    received = admin(f"/admin/operations?store={name}")
+    assert received["count"] == 1 and received["operations"][0]["name"] == op["name"]
+
+
+def test_submission_refused_with_429_or_503_before_acting_is_sent_again(hook):
+    name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("ref"), "s")
+    _, uri = seed_import(2)
+    admin("/admin/faults", {"seed": 3, "dicomStores.import": {"rate": 0.5, "codes": [429, 503]}})
+    try:
+        ops = [hook.import_dicom(name, uri)["name"] for _ in range(4)]
+        injected = admin("/admin/stats")["injected"]
+    finally:
+        admin("/admin/faults", {})
+    received = admin(f"/admin/operations?store={name}")
+    assert injected > 0 and [o["name"] for o in received["operations"]] == ops
+
+
+def test_ambiguous_submission_with_two_candidates_refuses_to_guess(hook):
+    """Two stores of one dataset submit at once and the answer is lost: the hook cannot tell which is its own."""
+    dataset = unique("two")
+    first = hook.ensure_dicom_store(PROJECT, LOCATION, dataset, "a")
+    hook.ensure_dicom_store(PROJECT, LOCATION, dataset, "b")
+    _, uri = seed_import(1)
+    hook.import_dicom(f"{first.rsplit('/', 1)[0]}/b", uri)  # the other store's import, just before
+    admin("/admin/faults", {"dicomStores.import": {"rate": 1.0, "code": 503, "after": True}})
+    try:
+        with pytest.raises(AmbiguousSubmissionError, match="2 ImportDicomData operations"):
+            hook.import_dicom(first, uri)
+    finally:
+        admin("/admin/faults", {})
+    assert admin(f"/admin/operations?store={first}")["count"] == 1
 
 
 def test_async_hook_gets_and_cancels(hook):

@@ -13,21 +13,39 @@ def test_backoff_without_progress_reaches_the_cap():
     assert delays[:6] == [2, 4, 8, 16, 32, 60] and set(delays[5:]) == {60}
 
 
-def simulate(duration: float, planner: PollPlanner, total: int = 1000) -> tuple[int, float]:
-    """Operation processing ``total`` items at a constant rate; returns (calls, detection delay)."""
-    t, calls = 0.0, 0
+PROFILES = {
+    "steady": lambda x: x,
+    "accelerating": lambda x: x * x,
+    "stall then burst": lambda x: 0.01 * x / 0.9 if x < 0.9 else 0.01 + 0.99 * (x - 0.9) / 0.1,
+    "counters at end": lambda x: 0.0,
+}
+
+
+def simulate(duration: float, planner: PollPlanner, profile, total: int = 10_000) -> tuple[int, float, float]:
+    """An operation whose counters follow ``profile``; returns (calls, detection delay, longest wait)."""
+    t, calls, longest = 0.0, 0, 0.0
     while True:
         calls += 1
-        done = min(total, int(total * t / duration))
         if t >= duration:
-            return calls, t - duration
-        t += planner.next_delay(t, done, total - done)
+            return calls, t - duration, longest
+        done = min(total, int(total * profile(t / duration)))
+        delay = planner.next_delay(t, done, total - done)
+        longest = max(longest, delay)
+        t += delay
 
 
-@pytest.mark.parametrize("duration", [60, 600, 3600])
-def test_prediction_keeps_calls_low_and_detection_prompt(duration):
-    calls, late = simulate(duration, PollPlanner(2.0, 60.0))
-    assert calls <= 20 and late <= 30
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("duration", [60.7, 600.7, 3600.7])
+def test_completion_is_seen_within_max_poll_interval_on_every_profile(duration, profile):
+    calls, late, longest = simulate(duration, PollPlanner(2.0, 60.0), PROFILES[profile])
+    assert longest <= 60.0 and late <= 60.0
+    assert calls <= duration / 60 + 10
+
+
+def test_a_steady_operation_is_seen_done_just_after_it_ends():
+    for duration in (60.7, 600.7, 3600.7):
+        _, late, _ = simulate(duration, PollPlanner(2.0, 60.0), PROFILES["steady"])
+        assert late <= 2.0
 
 
 def test_invalid_settings_are_refused():
