@@ -211,10 +211,10 @@ class App:
                 response = self._to_response(fn(req))
             except ApiError as exc:
                 response = self._error(exc)
-            return self._error(fault[0]) if fault else response
             except Exception as exc:  # a bug in the emulator: answer 500, keep serving
                 log.error("handler %s failed: %s", name, traceback.format_exc())
-                return self._error(ApiError(500, f"internal error in local {self.name}: {exc}"))
+                response = self._error(ApiError(500, f"internal error in local {self.name}: {exc}"))
+            return self._error(fault[0]) if fault else response
         if allowed_methods:
             return self._error(ApiError(405, f"Method {method} not allowed on {path}", "UNIMPLEMENTED"))
         return self._error(ApiError(404, f"The requested URL {path} was not found on this server.", "NOT_FOUND"))

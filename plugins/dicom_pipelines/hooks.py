@@ -61,6 +61,15 @@ class HealthcareApiError(AirflowException):
         """A POST that got this answer may still have been carried out: 5xx and lost connections, not 429."""
         return self.http_status >= 500 or self.http_status == 408
 
+    @classmethod
+    def from_body(cls, http_status: int, body: bytes | str, method: str) -> "HealthcareApiError":
+        try:
+            err = json.loads(body)["error"]
+            return cls(http_status, err.get("status", ""), err.get("message", ""), method)
+        except (ValueError, KeyError, TypeError):
+            text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
+            return cls(http_status, "", text[:500], method)
+
 
 class AmbiguousSubmissionError(HealthcareApiError):
     """A submission failed ambiguously and several operations could be ours: we refuse to guess."""
@@ -81,15 +90,6 @@ def parse_time(value: str) -> dt.datetime | None:
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
     except ValueError:
         return None
-
-    @classmethod
-    def from_body(cls, http_status: int, body: bytes | str, method: str) -> "HealthcareApiError":
-        try:
-            err = json.loads(body)["error"]
-            return cls(http_status, err.get("status", ""), err.get("message", ""), method)
-        except (ValueError, KeyError, TypeError):
-            text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
-            return cls(http_status, "", text[:500], method)
 
 
 @dataclass(frozen=True)
@@ -307,8 +307,9 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                                      "dicomStores.export", store_name, "ExportDicomData")
 
     # --- operations -------------------------------------------------------------------------
-    def get_operation(self, name: str) -> dict:
-        return self._execute(self._datasets().operations().get(name=name), "operations.get")
+    def get_operation(self, name: str, num_retries: int | None = None) -> dict:
+        """The operation; ``num_retries=0`` for polling loops, which retry transient errors with their own backoff."""
+        return self._execute(self._datasets().operations().get(name=name), "operations.get", num_retries)
 
     def list_operations(self, dataset_name: str, filter: str | None = None) -> list[dict]:
         ops, token = [], None
@@ -339,7 +340,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         last: OperationStatus | None = None
         while True:
             try:
-                last = parse_operation(self.get_operation(name))
+                last = parse_operation(self.get_operation(name, num_retries=0))
             except HealthcareApiError as exc:
                 if not exc.retryable:
                     raise

@@ -1,0 +1,215 @@
+"""The failure contract, row by row: pure classification, then each outcome through dag.test().
+
+dag.test() runs the fixture tasks (tests/dag_fixtures/contract_import.py) with Airflow's own
+retries (``retries=2``) and its real task state store. Each test checks the task's final state, the
+try it ended on (1 means Airflow did not retry), and how many operations the local Healthcare API
+received for the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicom_pipelines.hooks import CloudHealthcareDicomHook, parse_operation
+from dicom_pipelines.outcomes import (
+    CANCELLED,
+    EMPTY,
+    ERROR,
+    PARTIAL,
+    SUCCESS,
+    TRANSIENT,
+    FailurePolicy,
+    classify,
+    failure_message,
+)
+from tests.helpers import LOCATION, PROJECT, admin, new_bucket, seed_import, store_parts, unique
+
+FIXTURES = Path(__file__).resolve().parents[1] / "dag_fixtures" / "contract_import.py"
+
+
+def status(code: int = 0, success: int = 0, failure: int = 0, done: bool = True):
+    counter = {k: str(v) for k, v in (("success", success), ("failure", failure)) if v}
+    op = {"name": "projects/p/locations/l/datasets/d/operations/1", "done": done, "metadata": {"counter": counter}}
+    if code:
+        op["error"] = {"code": code, "message": "m"}
+    return parse_operation(op)
+
+
+# --- pure classification -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op,kind", [
+    (status(0, 5, 0), SUCCESS),
+    (status(3, 4, 1), PARTIAL),
+    (status(0, 4, 1), PARTIAL),  # failures reported without an error code still count
+    (status(9, 4, 1), PARTIAL),  # whatever code Google uses for a partial failure
+    (status(3, 0, 5), PARTIAL),  # total failure: the policy decides, like any partial one
+    (status(5, 0, 0), EMPTY),
+    (status(0, 0, 0), EMPTY),
+    (status(1, 2, 0), CANCELLED),
+    (status(10, 2, 1), TRANSIENT),  # a transient end wins over the counters: the retry redoes everything
+    (status(13), TRANSIENT),
+    (status(14), TRANSIENT),
+    (status(7), ERROR),
+    (status(3), ERROR),
+])
+def test_classify_by_counters_first(op, kind):
+    assert classify(op) == kind
+
+
+def test_classify_refuses_a_running_operation():
+    with pytest.raises(ValueError, match="not done"):
+        classify(status(done=False))
+
+
+def test_failure_messages_name_counts_policy_and_permissions():
+    assert failure_message(status(0, 5), SUCCESS, FailurePolicy()) is None
+    assert failure_message(status(3, 9, 1), PARTIAL, FailurePolicy(max_failures=1)) is None
+    assert "1 of 10 instances failed (10.0%), more than allowed (no failures allowed)" in \
+        failure_message(status(3, 9, 1), PARTIAL, FailurePolicy())
+    assert "all 3 instances failed" in failure_message(status(3, 0, 3), PARTIAL, FailurePolicy(max_failures=2))
+    assert "roles/storage.objectViewer" in failure_message(status(7), ERROR, FailurePolicy())
+    assert "the retry submits the operation again" in failure_message(status(10), TRANSIENT, FailurePolicy())
+
+
+# --- every row through dag.test() ------------------------------------------------------------------
+
+pytestmark_airflow = pytest.mark.usefixtures("stack", "airflow_db")
+
+
+@pytest.fixture(autouse=True)
+def reset_stack(request):
+    yield
+    if "stack" in request.fixturenames:
+        admin("/admin/settings", {"latency_s": 0.0, "force_failure": 0})
+        admin("/admin/faults", {})
+
+
+def fixture_dag(dag_id: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(FIXTURES)).get_dag(dag_id)
+
+
+def new_store() -> str:
+    return CloudHealthcareDicomHook().ensure_dicom_store(PROJECT, LOCATION, unique("ct"), "s")
+
+
+def operations(store: str) -> list[dict]:
+    return admin(f"/admin/operations?store={store}")["operations"]
+
+
+def run_import(store: str, uri: str, **conf):
+    run = fixture_dag("contract_import").test(run_conf={**store_parts(store), "gcs_uri": uri, **conf})
+    return next(ti for ti in run.get_task_instances() if ti.task_id == "import_dicom")
+
+
+def outcome(ti) -> tuple[str, int]:
+    return ti.state, ti.try_number
+
+
+@pytest.mark.usefixtures("stack", "airflow_db")
+class TestContractThroughAirflow:
+    def test_success(self):
+        store = new_store()
+        _, uri = seed_import(3)
+        assert outcome(run_import(store, uri)) == ("success", 1)
+        assert len(operations(store)) == 1
+
+    def test_partial_failure_within_tolerance_succeeds(self):
+        store = new_store()
+        _, uri = seed_import(3, extra={"junk.dcm": b"junk"})
+        assert outcome(run_import(store, uri, max_failures=1)) == ("success", 1)
+        assert len(operations(store)) == 1
+
+    def test_partial_failure_over_tolerance_fails_once_without_a_second_import(self):
+        store = new_store()
+        _, uri = seed_import(3, extra={"junk.dcm": b"junk"})
+        assert outcome(run_import(store, uri)) == ("failed", 1)
+        assert len(operations(store)) == 1
+
+    def test_total_failure_fails_once(self):
+        store = new_store()
+        bucket = new_bucket("bad")
+        for i in range(3):
+            bucket.blob(f"in/{i}.dcm").upload_from_string(b"not dicom")
+        assert outcome(run_import(store, f"gs://{bucket.name}/in/**")) == ("failed", 1)
+        ops = operations(store)
+        assert len(ops) == 1 and ops[0]["counter"] == {"failure": "3"}
+
+    def test_empty_match_skips_when_allowed_and_fails_once_otherwise(self):
+        store = new_store()
+        bucket = new_bucket("quiet")
+        assert outcome(run_import(store, f"gs://{bucket.name}/none/**", allow_empty=True)) == ("skipped", 1)
+        assert outcome(run_import(store, f"gs://{bucket.name}/none/**", allow_empty="False")) == ("failed", 1)
+        assert len(operations(store)) == 2
+
+    def test_missing_bucket_fails_even_when_empty_is_allowed(self):
+        store = new_store()
+        assert outcome(run_import(store, f"gs://{unique('nobucket')}/x/**", allow_empty=True)) == ("failed", 1)
+        assert len(operations(store)) == 1
+
+    def test_permission_denied_and_missing_store_fail_without_retry(self):
+        _, uri = seed_import(1)
+        missing_dataset = f"projects/{PROJECT}/locations/{LOCATION}/datasets/{unique('gone')}/dicomStores/s"
+        assert outcome(run_import(missing_dataset, uri)) == ("failed", 1)  # the API answers 403
+        missing_store = new_store().rsplit("/", 1)[0] + "/nostore"
+        assert outcome(run_import(missing_store, uri)) == ("failed", 1)  # 404
+
+    def test_invalid_input_fails_before_any_call(self):
+        store = new_store()
+        assert outcome(run_import(store, "gs://bucket/a/**/b.dcm")) == ("failed", 1)
+        assert outcome(run_import(store, "gs://bucket/a/*.dcm", max_failures=-1)) == ("failed", 1)
+        assert outcome(run_import(store, "gs://bucket/a/*.dcm", allow_empty="maybe")) == ("failed", 1)
+        assert operations(store) == []
+
+    def test_transient_operation_error_is_retried_and_resubmitted(self):
+        store = new_store()
+        _, uri = seed_import(2)
+        admin("/admin/settings", {"force_failure": 1})
+        assert outcome(run_import(store, uri)) == ("success", 2)
+        ops = operations(store)
+        assert [o["error"]["code"] if o["error"] else 0 for o in ops] == [13, 0]
+
+    def test_deadline_fails_once_and_cancels_only_when_allowed(self):
+        store = new_store()
+        _, uri = seed_import(20)
+        admin("/admin/settings", {"latency_s": 0.3})
+        run = fixture_dag("contract_import_deadline").test(run_conf={**store_parts(store), "gcs_uri": uri})
+        states = {ti.task_id: (ti.state, ti.try_number) for ti in run.get_task_instances()}
+        assert states == {"import_cancel_true": ("failed", 1), "import_cancel_false": ("failed", 1)}
+        ops = operations(store)
+        assert len(ops) == 2 and sorted(o["cancelRequested"] for o in ops) == [False, True]
+
+    def test_worker_killed_after_submit_retry_adopts_the_unrecorded_operation(self):
+        """The worker died between the POST and recording the name: the next try finds the operation."""
+        store = new_store()
+        _, uri = seed_import(3)
+        assert outcome(run_import(store, uri, earlier_try="unrecorded")) == ("success", 1)
+        assert len(operations(store)) == 1
+
+    def test_worker_killed_while_waiting_retry_reattaches(self):
+        store = new_store()
+        _, uri = seed_import(6)
+        admin("/admin/settings", {"latency_s": 0.2})
+        assert outcome(run_import(store, uri, earlier_try="recorded")) == ("success", 1)
+        assert len(operations(store)) == 1
+
+    def test_a_cleared_task_submits_a_new_operation(self):
+        """A user's clear raises max_tries, so the stored operation belongs to an older generation."""
+        store = new_store()
+        _, uri = seed_import(2)
+        assert outcome(run_import(store, uri, earlier_try="cleared")) == ("success", 1)
+        assert len(operations(store)) == 2
+
+
+@pytest.mark.usefixtures("stack", "airflow_db")
+def test_sensor_timeout_fails_without_retry_or_skips_with_soft_fail_and_never_cancels():
+    from tests.helpers import start_import
+
+    name = start_import(20, latency=0.3)
+    run = fixture_dag("contract_sensor").test(run_conf={"operation_name": name})
+    states = {ti.task_id: (ti.state, ti.try_number) for ti in run.get_task_instances()}
+    assert states == {"wait_soft_fail_true": ("skipped", 1), "wait_soft_fail_false": ("failed", 1)}
+    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
