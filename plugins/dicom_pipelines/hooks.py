@@ -33,8 +33,10 @@ from airflow.sdk.exceptions import AirflowException
 from dicom_pipelines.polling import PollPlanner
 
 DEFAULT_ENDPOINT = "https://healthcare.googleapis.com/"
-SUBMIT_CLOCK_SKEW_S = 10.0
-"""How far the server's ``createTime`` may precede our clock when looking up an operation we may have started."""
+SUBMIT_CLOCK_SKEW_S = 1.0
+"""How far the server's clock may differ from ours when looking up an operation we may have started."""
+SUBMIT_TIMEOUT_S = 60.0
+"""The longest a submission request can take: what an operation started by an unrecorded submission allows."""
 ENDPOINT_ENV = "HEALTHCARE_API_ENDPOINT"
 RETRYABLE_HTTP = frozenset({408, 429, 500, 502, 503, 504})
 _CODE_NAMES = {0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
@@ -206,7 +208,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         started it and the POST is sent again; several cannot be told apart and raise
         :class:`AmbiguousSubmissionError`. A 429 is a refusal, so it is simply retried after a backoff.
         """
-        since = time.time() - SUBMIT_CLOCK_SKEW_S
+        since = time.time()
         dataset = store_name.split("/dicomStores/")[0]
         delay = 1.0
         for attempt in range(self.num_retries + 1):
@@ -216,7 +218,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 if not exc.retryable or attempt == self.num_retries:
                     raise
                 if exc.maybe_accepted:
-                    started = self.find_operations_started(dataset, api_method, since)
+                    started = self.find_operations_started(dataset, api_method, since, time.time())
                     if len(started) == 1:
                         self.log.warning("%s answered HTTP %s, but operation %s was started: adopting it", method,
                                          exc.http_status, started[0]["name"])
@@ -234,16 +236,22 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def find_operations_started(self, dataset_name: str, api_method: str, since: float) -> list[dict]:
-        """Operations of ``api_method`` (e.g. ``ImportDicomData``) in the dataset created at or after ``since``.
+    def find_operations_started(self, dataset_name: str, api_method: str, since: float, until: float) -> list[dict]:
+        """Operations of ``api_method`` (e.g. ``ImportDicomData``) in the dataset that a request sent between
+        ``since`` and ``until`` (epoch seconds, our clock) may have started.
 
-        Operations name neither their store nor their request, so method and time are all there is to match.
+        Operations name neither their store nor their request, so method and time are all there is to match:
+        created in that window (widened by :data:`SUBMIT_CLOCK_SKEW_S`) and not ended before it opened.
+        Another client's operation of the same method started in that window matches too: the caller
+        refuses to choose between several, and the README states the residual risk.
         """
         found = []
         for op in self.list_operations(dataset_name):
             meta = op.get("metadata") or {}
-            created = parse_time(meta.get("createTime", ""))
-            if meta.get("apiMethodName", "").endswith("." + api_method) and created and created.timestamp() >= since:
+            created, ended = parse_time(meta.get("createTime", "")), parse_time(meta.get("endTime", ""))
+            if (meta.get("apiMethodName", "").endswith("." + api_method) and created
+                    and since - SUBMIT_CLOCK_SKEW_S <= created.timestamp() <= until + SUBMIT_CLOCK_SKEW_S
+                    and not (ended and ended.timestamp() < since)):
                 found.append(op)
         return found
 

@@ -27,7 +27,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from dicom_pipelines.hooks import (
-    SUBMIT_CLOCK_SKEW_S,
+    SUBMIT_TIMEOUT_S,
     AmbiguousSubmissionError,
     CloudHealthcareDicomHook,
     HealthcareApiError,
@@ -212,8 +212,9 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         if not name:
             if entry.get("submit_started") is None:
                 return None
-            since = float(entry["submit_started"]) - SUBMIT_CLOCK_SKEW_S
-            started = hook.find_operations_started(store.split("/dicomStores/")[0], self.api_method, since)
+            since = float(entry["submit_started"])
+            started = hook.find_operations_started(store.split("/dicomStores/")[0], self.api_method, since,
+                                                   since + SUBMIT_TIMEOUT_S)
             if len(started) > 1:
                 raise AirflowFailException(
                     f"An earlier try started submitting but did not record the operation, and {len(started)} "

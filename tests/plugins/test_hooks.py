@@ -108,7 +108,7 @@ def test_wait_deadline_raises_with_the_last_status(hook):
         admin("/admin/settings", {"latency_s": 0.0})
 
 
-def test_wait_deadline_holds_during_an_outage(hook, monkeypatch):
+def test_wait_deadline_holds_during_an_outage(hook):
     """Every poll fails with 503: the wait still ends at the deadline, not never."""
     name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("outage"), "s")
     _, uri = seed_import(3)
@@ -116,7 +116,7 @@ def test_wait_deadline_holds_during_an_outage(hook, monkeypatch):
     op = hook.import_dicom(name, uri)
     admin("/admin/faults", {"operations.get": {"rate": 1.0, "code": 503}})
     try:
-            with pytest.raises(OperationDeadlineExceeded) as exc:
+        with pytest.raises(OperationDeadlineExceeded) as exc:
             hook.wait_for_operation(op["name"], PollPlanner(0.05, 0.1), deadline=time.time() + 1.0,
                                     sleep=lambda s: None if s <= 0 else time.sleep(min(s, 0.05)))
         assert exc.value.last is None
@@ -143,7 +143,10 @@ def test_submission_refused_with_429_or_503_before_acting_is_sent_again(hook):
     _, uri = seed_import(2)
     admin("/admin/faults", {"seed": 3, "dicomStores.import": {"rate": 0.5, "codes": [429, 503]}})
     try:
-        ops = [hook.import_dicom(name, uri)["name"] for _ in range(4)]
+        ops = []
+        for _ in range(4):  # one after the other, as the nightly runs do
+            ops.append(hook.import_dicom(name, uri)["name"])
+            hook.wait_for_operation(ops[-1], PollPlanner(0.05, 0.1))
         injected = admin("/admin/stats")["injected"]
     finally:
         admin("/admin/faults", {})
@@ -156,14 +159,16 @@ def test_ambiguous_submission_with_two_candidates_refuses_to_guess(hook):
     dataset = unique("two")
     first = hook.ensure_dicom_store(PROJECT, LOCATION, dataset, "a")
     hook.ensure_dicom_store(PROJECT, LOCATION, dataset, "b")
-    _, uri = seed_import(1)
-    hook.import_dicom(f"{first.rsplit('/', 1)[0]}/b", uri)  # the other store's import, just before
+    _, uri = seed_import(4)
+    admin("/admin/settings", {"latency_s": 0.5})
+    hook.import_dicom(f"{first.rsplit('/', 1)[0]}/b", uri)  # the other store's import, running
     admin("/admin/faults", {"dicomStores.import": {"rate": 1.0, "code": 503, "after": True}})
     try:
         with pytest.raises(AmbiguousSubmissionError, match="2 ImportDicomData operations"):
             hook.import_dicom(first, uri)
     finally:
         admin("/admin/faults", {})
+        admin("/admin/settings", {"latency_s": 0.0})
     assert admin(f"/admin/operations?store={first}")["count"] == 1
 
 

@@ -16,7 +16,6 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from dicom_pipelines.hooks import CloudHealthcareDicomHook
 from dicom_pipelines.operators import (
-    COMPLETED_STATE_KEY,
     OPERATION_STATE_KEY,
     HealthcareDicomExportOperator,
     HealthcareDicomExportToBigQueryOperator,
@@ -25,7 +24,7 @@ from dicom_pipelines.operators import (
 )
 from dicom_pipelines.triggers import HealthcareOperationTrigger, make_event
 from tests.helpers import (
-    LOCATION, PROJECT, FakeStateStore, admin, gcs, import_ops, make_context, new_bucket, seed_import, store_parts, unique,
+    LOCATION, PROJECT, FakeStateStore, FakeTI, admin, gcs, import_ops, make_context, new_bucket, seed_import, store_parts, unique,
 )
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -93,7 +92,7 @@ def test_defers_after_submit_and_check_once():
         op.execute(ctx)
     trigger = deferred.value.trigger
     assert isinstance(trigger, HealthcareOperationTrigger) and deferred.value.method_name == "execute_complete"
-    assert trigger.operation_name == ctx["task_state_store"].get(OPERATION_STATE_KEY)
+    assert trigger.operation_name == ctx["task_state_store"].get(OPERATION_STATE_KEY)["name"]
     assert trigger.deadline is not None and trigger.deadline > time.time() + 500
     assert ctx["ti"].xcom["healthcare_operation_link"]["operation_id"] == trigger.operation_name.rsplit("/", 1)[1]
     assert ctx["ti"].xcom["healthcare_dicom_store_link"]["dicom_store_id"] == "s"
@@ -115,7 +114,7 @@ def test_execute_complete_success_result_shape():
 
 def test_execute_complete_partial_failure_default_fails_with_counts(capfd):
     store, name = _finished_import({"junk.dcm": b"junk"})
-    with pytest.raises(AirflowException, match=r"1 of 4 instances failed .*no failures allowed"):
+    with pytest.raises(AirflowFailException, match=r"1 of 4 instances failed .*no failures allowed"):
         importer(store, "gs://bucket/x").execute_complete(make_context(), make_event("done", "", name))
     out = "".join(capfd.readouterr())
     assert "Failed: gs://" in out and "junk.dcm" in out and "Synthetic" not in out
@@ -129,21 +128,22 @@ def test_execute_complete_failure_tolerance(kw, ok):
     if ok:
         assert op.execute_complete(make_context(), make_event("done", "", name))["failure"] == 1
     else:
-        with pytest.raises(AirflowException, match="more than allowed"):
+        with pytest.raises(AirflowFailException, match="more than allowed"):
             op.execute_complete(make_context(), make_event("done", "", name))
 
 
 def test_execute_complete_error_timeout_and_operation_error_events():
     op = importer(new_store(), "gs://bucket/x")
-    with pytest.raises(AirflowException, match="HTTP 403"):
+    with pytest.raises(AirflowFailException, match="HTTP 403"):
         op.execute_complete(make_context(), make_event("error", "HTTP 403 denied", "projects/p/operations/1"))
-    with pytest.raises(AirflowException, match="deadline"):
+    with pytest.raises(AirflowFailException, match="deadline"):
         op.execute_complete(make_context(), make_event("timeout", "not done by its deadline", "projects/p/operations/1"))
     store = new_store()
     admin("/admin/settings", {"force_failure": 1})
     _, uri = seed_import(1)
-    with pytest.raises(AirflowException, match=r"INTERNAL \(13\)"):
+    with pytest.raises(AirflowException, match=r"INTERNAL \(13\).*the retry submits the operation again") as err:
         importer(store, uri).execute(make_context())
+    assert not isinstance(err.value, AirflowFailException)
 
 
 def test_empty_source_skips_when_allowed():
@@ -151,30 +151,34 @@ def test_empty_source_skips_when_allowed():
     bucket = new_bucket("empty")
     with pytest.raises(AirflowSkipException, match="No objects matched"):
         importer(store, f"gs://{bucket.name}/nothing/**", allow_empty_source=True).execute(make_context())
-    with pytest.raises(AirflowException, match="NOT_FOUND"):
+    with pytest.raises(AirflowFailException, match="No objects matched.*allow_empty_source"):
         importer(store, f"gs://{bucket.name}/nothing/**").execute(make_context())
+    with pytest.raises(AirflowFailException, match="does not exist"):
+        importer(store, f"gs://{unique('missing')}/x/**", allow_empty_source=True).execute(make_context())
 
 
-def test_sync_wait_deadline_cancels_the_operation():
-    store = new_store()
-    _, uri = seed_import(10)
-    admin("/admin/settings", {"latency_s": 0.5})
-    with pytest.raises(AirflowException, match="cancelled"):
-        importer(store, uri, operation_timeout=1).execute(make_context())
-    time.sleep(0.6)
-    ops = import_ops(store)
-    assert len(ops) == 1 and ops[0]["metadata"].get("cancelRequested")
+def test_sync_wait_deadline_cancels_the_operation_unless_told_not_to():
+    for cancel in (True, False):
+        store = new_store()
+        _, uri = seed_import(10)
+        admin("/admin/settings", {"latency_s": 0.5})
+        with pytest.raises(AirflowFailException, match="cancelled" if cancel else "left running"):
+            importer(store, uri, operation_timeout=1, cancel_on_kill=cancel).execute(make_context())
+        assert import_ops(store)[0]["metadata"].get("cancelRequested", False) is cancel
+        admin("/admin/settings", {"latency_s": 0.0})
 
 
-def test_twenty_percent_503_still_succeeds():
+def test_twenty_percent_503_still_succeeds_with_one_operation():
     store = new_store()
     _, uri = seed_import(20)
     admin("/admin/settings", {"latency_s": 0.05})
-    admin("/admin/faults", {"*": {"rate": 0.2, "code": 503}})
+    admin("/admin/faults", {"seed": 11, "*": {"rate": 0.2, "codes": [429, 503]},
+                            "dicomStores.import": {"rate": 0.5, "code": 503, "after": True}})
     result = importer(store, uri, poll_interval=0.03, max_poll_interval=0.05).execute(make_context())
+    injected = admin("/admin/stats")["injected"]
     admin("/admin/faults", {})
     assert (result["success"], result["failure"]) == (20, 0)
-    assert admin("/admin/stats")["injected"] > 0
+    assert injected > 0 and len(import_ops(store)) == 1
 
 
 def test_export_and_bigquery_export_operators():
@@ -217,16 +221,18 @@ KILLABLE = textwrap.dedent('''
                 json.dump({key: value}, fh)
 
     class TI:
+        max_tries = 2
         def xcom_push(self, key, value):
             pass
 
-    op = HealthcareDicomImportOperator(task_id="imp", gcs_uri=uri, deferrable=False, poll_interval=0.1,
+    op = HealthcareDicomImportOperator(task_id="imp", gcs_uri=uri, deferrable=False, poll_interval=0.1, retries=2,
                                        **json.loads(store_json))
     op.execute({"ti": TI(), "task_state_store": FileStateStore()})
 ''')
 
 
-def test_killed_task_retry_reattaches_without_a_duplicate(tmp_path):
+def test_killed_worker_retry_reattaches_without_a_duplicate(tmp_path):
+    """A real process is killed with SIGKILL while it waits; the next try finds what it recorded."""
     store = new_store()
     _, uri = seed_import(8)
     admin("/admin/settings", {"latency_s": 0.3})
@@ -235,41 +241,20 @@ def test_killed_task_retry_reattaches_without_a_duplicate(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(state_file), json.dumps(store_parts(store)), uri],
                             env=env, start_new_session=True)
     for _ in range(300):
-        if state_file.exists() and state_file.stat().st_size:
+        if state_file.exists() and "name" in state_file.read_text():
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the worker dies after submitting
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    first = json.loads(state_file.read_text())[OPERATION_STATE_KEY]
-    retry = importer(store, uri)
-    result = retry.execute(make_context(FakeStateStore({OPERATION_STATE_KEY: first})))
-    assert result["operation_name"] == first and result["success"] == 8
-    assert [o["name"] for o in import_ops(store)] == [first]
-    # a retry after the operation succeeded (the worker died before the task did) does not submit either
-    again = importer(store, uri).execute(make_context(FakeStateStore({OPERATION_STATE_KEY: first})))
-    assert again["operation_name"] == first and len(import_ops(store)) == 1
+    entry = json.loads(state_file.read_text())[OPERATION_STATE_KEY]
 
+    class TI(FakeTI):
+        max_tries = 2
 
-def test_a_cleared_successful_task_submits_again():
-    store = new_store()
-    _, uri = seed_import(2)
-    state = FakeStateStore()
-    first = importer(store, uri).execute(make_context(state))
-    assert state.get(COMPLETED_STATE_KEY) == first["operation_name"]
-    second = importer(store, uri).execute(make_context(state))
-    assert second["operation_name"] != first["operation_name"] and len(import_ops(store)) == 2
-
-
-def test_retry_after_a_failed_operation_submits_anew():
-    store = new_store()
-    _, uri = seed_import(2)
-    admin("/admin/settings", {"force_failure": 1})
-    state = FakeStateStore()
-    with pytest.raises(AirflowException):
-        importer(store, uri).execute(make_context(state))
-    failed = state.get(OPERATION_STATE_KEY)
-    result = importer(store, uri).execute(make_context(state))
-    assert result["operation_name"] != failed and len(import_ops(store)) == 2
+    ctx = {"ti": TI(), "task_state_store": FakeStateStore({OPERATION_STATE_KEY: entry})}
+    result = importer(store, uri, retries=2).execute(ctx)
+    assert result["operation_name"] == entry["name"] and result["success"] == 8
+    assert [o["name"] for o in import_ops(store)] == [entry["name"]]
 
 
 def test_on_kill_cancels_when_asked():

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from dicom_pipelines.hooks import CloudHealthcareDicomHook, parse_operation
+from dicom_pipelines.polling import PollPlanner
 from dicom_pipelines.triggers import EVENT_KEYS, HealthcareOperationTrigger
 from tests.helpers import LOCATION, PROJECT, admin, start_import
 
@@ -99,3 +100,29 @@ def test_user_kill_cancels_but_triggerer_restart_does_not():
     assert not parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
     asyncio.run(HealthcareOperationTrigger(name).on_kill())
     assert parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
+
+
+def test_an_operation_done_before_the_deadline_check_is_reported_done():
+    """The triggerer was down past the deadline while the operation succeeded: that is a success, not a timeout."""
+    name = start_import(2)
+    CloudHealthcareDicomHook().wait_for_operation(name, PollPlanner(0.05, 0.1))
+    event = first_event(HealthcareOperationTrigger(name, poll_interval=0.1, deadline=time.time() - 60))
+    assert (event["status"], event["success"]) == ("done", 2)
+
+
+def test_deadline_leaves_the_operation_running_without_cancel_on_kill():
+    name = start_import(10, latency=0.5)
+    event = first_event(HealthcareOperationTrigger(name, poll_interval=0.1, deadline=time.time() + 0.5,
+                                                   cancel_on_kill=False))
+    assert event["status"] == "timeout" and "left running" in event["message"]
+    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
+
+
+def test_an_outage_longer_than_the_deadline_ends_in_timeout():
+    name = start_import(5, latency=0.5)
+    admin("/admin/faults", {"*": {"rate": 1.0, "code": 503}})
+    event = first_event(HealthcareOperationTrigger(name, poll_interval=0.1, max_poll_interval=0.2,
+                                                   deadline=time.time() + 1.0))
+    admin("/admin/faults", {})
+    assert event["status"] == "timeout" and "cancelling it failed too" in event["message"]
+    assert event["polls"] >= 3
