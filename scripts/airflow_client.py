@@ -76,3 +76,42 @@ class AirflowClient:
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}/xcomEntries/{key}"
         return self.ok("GET", path, params={"deserialize": "true"})["value"]
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict:
+        return self.ok("GET", f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}")
+
+    def wait_task_state(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...],
+                        timeout: float = 120) -> dict:
+        deadline = time.time() + timeout
+        path = f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}"
+        while time.time() < deadline:
+            resp = self.request("GET", path)
+            if resp.status_code != 404:  # 404: the run is queued and its task instances do not exist yet
+                resp.raise_for_status()
+                if resp.json()["state"] in states:
+                    return resp.json()
+            time.sleep(0.5)
+        raise TimeoutError(f"{dag_id}.{task_id} in {run_id} not in {states} after {timeout}s")
+
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        """What a user does with "Mark as failed/success" in the UI."""
+        self.ok("PATCH", f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}",
+                json={"new_state": state})
+
+    def clear_task(self, dag_id: str, run_id: str, task_id: str) -> None:
+        """What a user does with "Clear" on one task in the UI."""
+        self.ok("POST", f"/dags/{dag_id}/clearTaskInstances",
+                json={"dag_run_id": run_id, "task_ids": [task_id], "dry_run": False, "only_failed": False,
+                      "reset_dag_runs": True})
+
+    def wait_runs(self, dag_id: str, count: int, timeout: float = 300, **params: Any) -> list[dict]:
+        """Wait until ``count`` runs matching ``params`` have finished; returns them."""
+        deadline = time.time() + timeout
+        runs: list[dict] = []
+        while time.time() < deadline:
+            runs = self.runs(dag_id, **params)
+            if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs):
+                return runs
+            time.sleep(2)
+        raise TimeoutError(f"{dag_id}: {len(runs)} runs, not all finished after {timeout}s: "
+                           f"{[(r['dag_run_id'], r['state']) for r in runs]}")

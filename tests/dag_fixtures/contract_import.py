@@ -23,8 +23,9 @@ with DAG("contract_import", schedule=None, start_date=START, tags=["test"], rend
     def earlier_try(**context) -> None:
         """Plays an earlier try of import_dicom that died: submits, then leaves the state store as it would.
 
-        ``earlier_try``: None (no earlier try), ``unrecorded`` (died between the POST and recording the
-        name), ``recorded`` (died while waiting) or ``cleared`` (recorded in an older generation).
+        ``earlier_try``: None (no earlier try), ``before_post`` (died before its request left),
+        ``unrecorded`` (died between the POST and recording the name), ``recorded`` (died while waiting) or
+        ``cleared`` (recorded in an older generation).
         """
         import json
         import time
@@ -42,9 +43,10 @@ with DAG("contract_import", schedule=None, start_date=START, tags=["test"], rend
         store = f"projects/{p['project_id']}/locations/{p['location']}/datasets/{p['dataset_id']}/dicomStores/" \
                 f"{p['dicom_store_id']}"
         entry = {"generation": -3 if mode == "cleared" else 0, "submit_started": time.time()}
-        name = CloudHealthcareDicomHook().import_dicom(store, p["gcs_uri"])["name"]
-        if mode != "unrecorded":
-            entry["name"] = name
+        if mode != "before_post":
+            name = CloudHealthcareDicomHook().import_dicom(store, p["gcs_uri"])["name"]
+            if mode != "unrecorded":
+                entry["name"] = name
         scope = TaskScope(dag_id=context["dag"].dag_id, run_id=context["run_id"], task_id="import_dicom", map_index=-1)
         with create_session() as session:
             get_state_backend().set(scope, OPERATION_STATE_KEY, json.dumps(entry), expires_at=None, session=session)

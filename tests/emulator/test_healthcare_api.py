@@ -421,3 +421,30 @@ def test_import_of_ten_thousand_small_instances():
     assert op["metadata"]["counter"] == {"success": "10000"}
     metrics = healthcare().projects().locations().datasets().dicomStores().getDICOMStoreMetrics(name=store).execute()
     assert (metrics["instanceCount"], metrics["seriesCount"], metrics["studyCount"]) == ("10000", "10", "1")
+
+
+def test_faults_after_acting_and_seeded_draws_and_operations_per_store():
+    base = os.environ["HEALTHCARE_API_ENDPOINT"]
+    store = new_store()
+    bucket = new_bucket("fa")
+    upload(bucket, "a.dcm", make_instance("1.8", "1.8.1", "1.8.1.1").data)
+    body = {"gcsSource": {"uri": f"gs://{bucket.name}/a.dcm"}}
+    admin("/admin/faults", {"dicomStores.import": {"rate": 1.0, "code": 503, "after": True}})
+    try:
+        resp = requests.post(f"{base}/v1/{store}:import", json=body, timeout=30)
+    finally:
+        admin("/admin/faults", {})
+    assert resp.status_code == 503
+    received = admin(f"/admin/operations?store={store}")
+    assert received["count"] == 1 and received["operations"][0]["method"] == "ImportDicomData"
+    assert received["operations"][0]["request"] == body
+
+    def draws(seed: int) -> list[int]:
+        admin("/admin/faults", {"seed": seed, "dicomStores.getDICOMStoreMetrics": {"rate": 0.5, "codes": [429, 503]}})
+        try:
+            return [requests.get(f"{base}/v1/{store}:getDICOMStoreMetrics", timeout=30).status_code for _ in range(12)]
+        finally:
+            admin("/admin/faults", {})
+
+    first = draws(5)
+    assert first == draws(5) and {429, 503, 200} == set(first)

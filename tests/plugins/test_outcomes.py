@@ -182,6 +182,12 @@ class TestContractThroughAirflow:
         ops = operations(store)
         assert len(ops) == 2 and sorted(o["cancelRequested"] for o in ops) == [False, True]
 
+    def test_worker_killed_before_submit_retry_submits_once(self):
+        store = new_store()
+        _, uri = seed_import(3)
+        assert outcome(run_import(store, uri, earlier_try="before_post")) == ("success", 1)
+        assert len(operations(store)) == 1
+
     def test_worker_killed_after_submit_retry_adopts_the_unrecorded_operation(self):
         """The worker died between the POST and recording the name: the next try finds the operation."""
         store = new_store()

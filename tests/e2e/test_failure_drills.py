@@ -1,0 +1,235 @@
+"""Reliability drills: a real Airflow on PostgreSQL with the local stack, driven through the REST API.
+
+Each drill breaks something the way production breaks (API faults, a killed triggerer or
+scheduler, the Healthcare API restarting, a user acting on a deferred task) and checks the
+failure contract: every run ends as documented, each task started exactly the operations the
+contract allows, and for every import imported + failed = objects matching the pattern. Each
+drill prints its figures. Every drill has its own store, so the local API's per-store operation
+list counts exactly that drill's operations.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import zlib
+
+import pytest
+import requests
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from scripts.airflow_client import AirflowClient
+from scripts.dicom_samples import make_study
+from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, Stack
+from tests.conftest import free_port_base
+
+pytestmark = pytest.mark.drills
+
+IMPORT, FILTERED = "dicom_nightly_import", "dicom_filtered_export"
+BUCKET = "dicom-drills"
+STORE_PATH = (f"projects/{DEMO_IDS['GCP_PROJECT']}/locations/{DEMO_IDS['HEALTHCARE_LOCATION']}/datasets/"
+              f"{DEMO_IDS['HEALTHCARE_DATASET']}/dicomStores/")
+
+
+@pytest.fixture(scope="module")
+def drill_env(tmp_path_factory):
+    saved = dict(os.environ)
+    os.environ["DICOM_IMPORT_START_DATE"] = "2026-11-24"
+    stack = Stack(tmp_path_factory.mktemp("drills"), free_port_base(), db="postgres", latency=0.3)
+    try:
+        stack.start_stack()
+        stack.start_airflow()
+        env = stack.stack_env()
+        os.environ["STORAGE_EMULATOR_HOST"] = env["STORAGE_EMULATOR_HOST"]
+        gcs = storage.Client(project=DEMO_IDS["GCP_PROJECT"], credentials=AnonymousCredentials())
+        for name in (BUCKET, DEMO_IDS["SOURCE_BUCKET"], DEMO_IDS["EXPORT_BUCKET"]):
+            gcs.create_bucket(name)
+        client = AirflowClient(f"http://127.0.0.1:{stack.ports.airflow}", AIRFLOW_USERNAME, AIRFLOW_LOCAL_PASSWORD)
+        client.wait_for_dags([IMPORT, FILTERED])
+        client.unpause(IMPORT)
+        client.unpause(FILTERED)
+        yield stack, client, gcs, env["HEALTHCARE_API_ENDPOINT"]
+    finally:
+        stack.stop_airflow()
+        stack.stop_stack()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def seed_nights(gcs: storage.Client, drill: str, days: list[str], good: int = 3, bad: int = 1) -> dict[str, int]:
+    """``good`` DICOM files and ``bad`` non-DICOM ``.dcm`` files per night, plus a ``.txt`` the pattern skips.
+
+    Returns the number of objects each night's pattern (``**.dcm``) matches.
+    """
+    bucket = gcs.bucket(BUCKET)
+    matched = {}
+    for n, day in enumerate(days):
+        study = make_study("CT", day.replace("-", ""), per_series=good, patient_id=f"{drill}-{n}",
+                           seed=zlib.crc32(drill.encode()) % 1000 + n, deterministic=True)
+        for inst in study:
+            bucket.blob(f"{drill}/{day}/{inst.sop}.dcm").upload_from_string(inst.data)
+        for i in range(bad):
+            bucket.blob(f"{drill}/{day}/broken-{i}.dcm").upload_from_string(b"not a DICOM file")
+        bucket.blob(f"{drill}/{day}/readme.txt").upload_from_string(b"not matched")
+        matched[day] = good + bad
+    return matched
+
+
+def night_conf(drill: str) -> dict:
+    return {"dicom_store_id": drill, "source_bucket": BUCKET, "source_prefix": drill, "max_failure_ratio": 0.5}
+
+
+def operations(endpoint: str, store_id: str) -> list[dict]:
+    resp = requests.get(f"{endpoint}/admin/operations", params={"store": STORE_PATH + store_id}, timeout=30)
+    resp.raise_for_status()
+    return resp.json()["operations"]
+
+
+def imports_of(ops: list[dict]) -> list[dict]:
+    return [o for o in ops if o["method"] == "ImportDicomData"]
+
+
+def check_accounting(client: AirflowClient, runs: list[dict], matched: dict[str, int]) -> list[str]:
+    """Every run succeeded and its import counted every matching object; returns printable lines."""
+    lines = []
+    for run in sorted(runs, key=lambda r: r["data_interval_start"]):
+        assert run["state"] == "success", (run["dag_run_id"], client.task_states(IMPORT, run["dag_run_id"]))
+        day = run["data_interval_start"][:10]
+        result = client.xcom(IMPORT, run["dag_run_id"], "import_dicom")
+        assert result["success"] + result["failure"] == matched[day], (day, result)
+        lines.append(f"  {day}: matched {matched[day]}, imported {result['success']} + failed {result['failure']}")
+    return lines
+
+
+def backfill_and_wait(client: AirflowClient, drill: str, days: list[str], timeout: float = 400,
+                      during=None) -> list[dict]:
+    client.backfill(IMPORT, f"{days[0]}T00:00:00Z", f"{days[-1]}T00:00:00Z", night_conf(drill), max_active_runs=1)
+    if during:
+        during()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = [r for r in client.runs(IMPORT, run_type="backfill") if r["conf"].get("dicom_store_id") == drill]
+        if len(runs) == len(days) and all(r["state"] in ("success", "failed") for r in runs):
+            return runs
+        time.sleep(2)
+    raise TimeoutError(f"{drill}: backfill not done: {[(r['dag_run_id'], r['state']) for r in runs]}")
+
+
+def trigger_night(client: AirflowClient, drill: str, day: str, run_id: str, hour: int) -> str:
+    """A manual run importing ``day``'s folder. Its logical date must be after the DAG's start date (else
+    Airflow creates no task instances): each drill takes its own hour of 2026-11-24."""
+    conf = {**night_conf(drill), "gcs_uri": f"gs://{BUCKET}/{drill}/{day}/**.dcm"}
+    client.trigger(IMPORT, conf, run_id=run_id, logical_date=f"2026-11-24T{hour:02d}:00:00Z")
+    return run_id
+
+
+def test_drill_api_faults_during_backfill_and_filtered_export(drill_env):
+    """20 % of Healthcare API calls answer 429/503, a fifth of submissions only after the server acted."""
+    stack, client, gcs, endpoint = drill_env
+    drill, days = "faults", ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+    matched = seed_nights(gcs, drill, days)
+    requests.post(f"{endpoint}/admin/faults", timeout=30, json={
+        "seed": 16, "*": {"rate": 0.2, "codes": [429, 503]},
+        "dicomStores.import": {"rate": 0.2, "code": 503, "after": True},
+        "dicomStores.export": {"rate": 0.2, "code": 503, "after": True}}).raise_for_status()
+    try:
+        runs = backfill_and_wait(client, drill, days)
+        lines = check_accounting(client, runs, matched)
+        export = client.trigger(FILTERED, {"dicom_store_id": drill, "modalities": ["CT"],
+                                           "destination_prefix": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/drill-faults"})
+        exported = client.wait_run(FILTERED, export["dag_run_id"], timeout=400)
+        injected = requests.get(f"{endpoint}/admin/stats", timeout=30).json()["injected"]
+    finally:
+        requests.post(f"{endpoint}/admin/faults", json={}, timeout=30)
+    assert exported["state"] == "success", client.task_states(FILTERED, export["dag_run_id"])
+    ops = operations(endpoint, drill)
+    exports = [o for o in ops if o["method"] == "ExportDicomData"]
+    print(f"\n[drill faults] {len(runs)} nights + 1 filtered export, {injected} faults injected; "
+          f"operations: {len(imports_of(ops))} imports for {len(days)} import tasks, {len(exports)} exports "
+          f"for 2 export tasks", *lines, sep="\n")
+    assert injected > 0
+    assert len(imports_of(ops)) == len(days) and len(exports) == 2
+
+
+def test_drill_triggerer_killed_while_an_import_is_deferred(drill_env):
+    stack, client, gcs, endpoint = drill_env
+    drill, day = "triggerer", "2026-11-10"
+    matched = seed_nights(gcs, drill, [day], good=30)
+    run_id = trigger_night(client, drill, day, "drill-triggerer", 1)
+    client.wait_task_state(IMPORT, run_id, "import_dicom", ("deferred",))
+    stack.stop("triggerer", signal.SIGKILL)
+    time.sleep(3)
+    stack.start_airflow()
+    run = client.wait_run(IMPORT, run_id, timeout=300)
+    ops = imports_of(operations(endpoint, drill))
+    lines = check_accounting(client, [run], matched)
+    print(f"\n[drill triggerer] killed with SIGKILL while deferred, restarted; run {run['state']}; "
+          f"{len(ops)} import operation(s), cancelled: {[o['cancelRequested'] for o in ops]}", *lines, sep="\n")
+    assert len(ops) == 1 and not ops[0]["cancelRequested"]
+
+
+def test_drill_healthcare_api_restarts_while_an_import_runs(drill_env):
+    """The operation ends ABORTED; Airflow retries the task, which submits again; nothing is lost."""
+    stack, client, gcs, endpoint = drill_env
+    drill, day = "restart", "2026-11-11"
+    matched = seed_nights(gcs, drill, [day], good=30, bad=2)
+    run_id = trigger_night(client, drill, day, "drill-restart", 2)
+    client.wait_task_state(IMPORT, run_id, "import_dicom", ("deferred",))
+    stack.stop("healthcare", signal.SIGKILL)
+    time.sleep(2)
+    stack.start_stack()
+    run = client.wait_run(IMPORT, run_id, timeout=400)
+    ops = imports_of(operations(endpoint, drill))
+    ti = client.task_instance(IMPORT, run_id, "import_dicom")
+    lines = check_accounting(client, [run], matched)
+    print(f"\n[drill api restart] run {run['state']} after {ti['try_number']} tries; operations: "
+          f"{[(o['error'] or {}).get('code', 0) for o in ops]} (10 = ABORTED by the restart)", *lines, sep="\n")
+    assert [(o["error"] or {}).get("code", 0) for o in ops] == [10, 0] and ti["try_number"] == 2
+
+
+def test_drill_scheduler_killed_twice_during_a_backfill(drill_env):
+    stack, client, gcs, endpoint = drill_env
+    drill, days = "scheduler", ["2026-11-05", "2026-11-06", "2026-11-07"]
+    matched = seed_nights(gcs, drill, days)
+    kills = []
+
+    def kill_twice() -> None:
+        for wait in (6, 12):
+            time.sleep(wait)
+            stack.stop("scheduler", signal.SIGKILL)
+            kills.append(time.strftime("%H:%M:%S"))
+            time.sleep(2)
+            stack.start_airflow()
+
+    runs = backfill_and_wait(client, drill, days, during=kill_twice)
+    lines = check_accounting(client, runs, matched)
+    ops = imports_of(operations(endpoint, drill))
+    tries = [client.task_instance(IMPORT, r["dag_run_id"], "import_dicom")["try_number"] for r in runs]
+    print(f"\n[drill scheduler] killed with SIGKILL at {kills}; {len(runs)} nights, import tries {tries}, "
+          f"{len(ops)} import operations", *lines, sep="\n")
+    assert len(runs) == len(days) and len(ops) == len(days)
+
+
+def test_drill_user_actions_on_a_deferred_import(drill_env):
+    """Mark failed cancels; mark success leaves it running; clear cancels and submits a new one."""
+    stack, client, gcs, endpoint = drill_env
+    outcomes = {}
+    for n, action in enumerate(("failed", "success", "clear")):
+        drill, day = f"user-{action}", f"2026-11-1{5 + n}"
+        seed_nights(gcs, drill, [day], good=30, bad=0)
+        run_id = trigger_night(client, drill, day, f"drill-user-{action}", 3 + n)
+        client.wait_task_state(IMPORT, run_id, "import_dicom", ("deferred",))
+        if action == "clear":
+            client.clear_task(IMPORT, run_id, "import_dicom")
+        else:
+            client.set_task_state(IMPORT, run_id, "import_dicom", action)
+        run = client.wait_run(IMPORT, run_id, timeout=300)
+        time.sleep(1)
+        ops = imports_of(operations(endpoint, drill))
+        outcomes[action] = (run["state"], [o["cancelRequested"] for o in ops])
+    print(f"\n[drill user actions] run state and cancelRequested per operation: {outcomes}")
+    assert outcomes["failed"] == ("failed", [True])
+    assert outcomes["success"][1] == [False]
+    assert outcomes["clear"] == ("success", [True, False])
