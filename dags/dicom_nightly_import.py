@@ -79,7 +79,9 @@ with DAG(
     @task(outlets=[STORE_ASSET])
     def verify(store_name: str, before: int, result: dict, **context) -> dict:
         """Instance-count delta from the store metrics, next to the operation's counters."""
-        from dicom_pipelines.pipeline_tasks import store_instance_count
+        from dicom_pipelines.pipeline_tasks import require_result, store_instance_count
+
+        require_result(result, "import_dicom")
 
         after = store_instance_count(GCP_CONN_ID, store_name)
         summary = {"instances_before": before, "instances_after": after, "new_instances": after - before,

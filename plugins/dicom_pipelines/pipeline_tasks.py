@@ -24,6 +24,13 @@ def default_export_prefix(params: dict, run_id: str) -> str:
     return params.get("destination_prefix") or f"gs://{params['export_bucket']}/exports/{safe_table_suffix(run_id)}"
 
 
+def require_result(result: dict | None, task_id: str) -> None:
+    """Skip a check whose operation task left no result: a user marked that task successful while it waited."""
+    if result is None:
+        raise AirflowSkipException(f"{task_id} has no operation result (a user marked it successful before its "
+                                   "operation finished): there are no counters to check")
+
+
 def store_instance_count(gcp_conn_id: str, store_name: str) -> int:
     from dicom_pipelines.hooks import CloudHealthcareDicomHook
 
@@ -95,5 +102,6 @@ def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, exp
 @task(task_id="verify_export")
 def verify_export(result: dict, gcp_conn_id: str = "google_cloud_default", **context: Any) -> dict[str, Any]:
     """Task: the objects under the run's export prefix match the export operation's counters."""
+    require_result(result, "export_dicom")
     params = context["params"]
     return count_exported(gcp_conn_id, default_export_prefix(params, context["run_id"]), params["mime_type"], result)
