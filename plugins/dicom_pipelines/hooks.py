@@ -366,6 +366,10 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 delay = min(delay, max(0.0, deadline - time.time()))
             sleep(delay)
 
+    def failed_entries(self, status: OperationStatus, limit: int) -> list[dict]:
+        """Up to ``limit`` per-instance error entries of a finished operation that had failures."""
+        return self.get_operation_logs(status.logs_url, limit) if status.failure and limit else []
+
     def get_operation_logs(self, logs_url: str, limit: int = 10) -> list[dict]:
         """Per-instance error entries, where the endpoint serves them as JSON (the local stack does).
 

@@ -43,8 +43,8 @@ from dicom_pipelines.outcomes import (
     TRANSIENT,
     FailurePolicy,
     classify,
-    failed_source_lines,
     failure_message,
+    log_finished,
     operation_result,
     summary,
 )
@@ -332,10 +332,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
     def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
         """Evaluate a finished operation by the contract (:mod:`dicom_pipelines.outcomes`)."""
         kind = classify(status)
-        self.log.info("Operation %s done: %s", status.name, summary(status))
-        if status.failure and self.failed_sources_to_log:
-            for line in failed_source_lines(hook.get_operation_logs(status.logs_url, self.failed_sources_to_log)):
-                self.log.warning("%s", line)
+        log_finished(self.log, status, hook.failed_entries(status, self.failed_sources_to_log))
         if kind == EMPTY:
             return self._on_empty(status)
         if kind == CANCELLED and self._cancelled_by_deadline(status):

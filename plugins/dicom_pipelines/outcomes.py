@@ -156,3 +156,10 @@ def failed_source_lines(entries: list[dict]) -> list[str]:
         err = entry.get("error") or {}
         lines.append(f"Failed: {where}: code {err.get('code')}: {err.get('message')}")
     return lines
+
+
+def log_finished(log: Any, status: OperationStatus, failed_entries: list[dict]) -> None:
+    """The task log of a finished operation: its counters, then each failed file named with its error."""
+    log.info("Operation %s done: %s", status.name, summary(status))
+    for line in failed_source_lines(failed_entries):
+        log.warning("%s", line)

@@ -18,14 +18,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from dicom_pipelines.hooks import CloudHealthcareDicomHook, HealthcareApiError, OperationStatus, parse_operation
-from dicom_pipelines.outcomes import (
-    FailurePolicy,
-    classify,
-    failed_source_lines,
-    failure_message,
-    operation_result,
-    summary,
-)
+from dicom_pipelines.outcomes import FailurePolicy, classify, failure_message, log_finished, operation_result
 from dicom_pipelines.triggers import HealthcareOperationTrigger
 
 _OPERATION_RE = r"^projects/[^/]+/locations/[^/]+/datasets/[^/]+/operations/[^/]+\Z"
@@ -81,10 +74,7 @@ class HealthcareOperationSensor(BaseSensorOperator):
             raise AirflowFailException(str(exc)) from None
 
     def _evaluate(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> dict[str, Any]:
-        self.log.info("Operation %s done: %s", status.name, summary(status))
-        if status.failure and self.failed_sources_to_log:
-            for line in failed_source_lines(hook.get_operation_logs(status.logs_url, self.failed_sources_to_log)):
-                self.log.warning("%s", line)
+        log_finished(self.log, status, hook.failed_entries(status, self.failed_sources_to_log))
         message = failure_message(status, classify(status), self.policy)
         if message:
             raise AirflowFailException(message)
