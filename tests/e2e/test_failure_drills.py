@@ -50,6 +50,9 @@ def drill_env(tmp_path_factory):
         client.wait_for_dags([IMPORT, FILTERED])
         client.unpause(IMPORT)
         client.unpause(FILTERED)
+        # Catchup's own night (an empty folder of the default store) must not overlap the drills: a
+        # concurrent import in the same dataset would make an ambiguous submission truly ambiguous.
+        client.wait_runs(IMPORT, 1, run_type="scheduled")
         yield stack, client, gcs, env["HEALTHCARE_API_ENDPOINT"]
     finally:
         stack.stop_airflow()
