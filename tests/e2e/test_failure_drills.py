@@ -84,6 +84,12 @@ def night_conf(drill: str) -> dict:
     return {"dicom_store_id": drill, "source_bucket": BUCKET, "source_prefix": drill, "max_failure_ratio": 0.5}
 
 
+def report(capsys: pytest.CaptureFixture, *lines: str) -> None:
+    """Print a drill's figures in the test run's output, even when output is captured (``make test``)."""
+    with capsys.disabled():
+        print(*lines, sep="\n")
+
+
 def operations(endpoint: str, store_id: str) -> list[dict]:
     resp = requests.get(f"{endpoint}/admin/operations", params={"store": STORE_PATH + store_id}, timeout=30)
     resp.raise_for_status()
@@ -149,7 +155,7 @@ def deferred_import(client: AirflowClient, gcs: storage.Client, endpoint: str, d
     return run_id, matched
 
 
-def test_drill_api_faults_during_backfill_and_filtered_export(drill_env):
+def test_drill_api_faults_during_backfill_and_filtered_export(drill_env, capsys):
     """20 % of Healthcare API calls answer 429/503, a fifth of submissions only after the server acted."""
     stack, client, gcs, endpoint = drill_env
     drill, days = "faults", ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
@@ -170,14 +176,14 @@ def test_drill_api_faults_during_backfill_and_filtered_export(drill_env):
     assert exported["state"] == "success", client.task_states(FILTERED, export["dag_run_id"])
     ops = operations(endpoint, drill)
     exports = [o for o in ops if o["method"] == "ExportDicomData"]
-    print(f"\n[drill faults] {len(runs)} nights + 1 filtered export, {injected} faults injected; "
-          f"operations: {len(imports_of(ops))} imports for {len(days)} import tasks, {len(exports)} exports "
-          f"for 2 export tasks", *lines, sep="\n")
+    report(capsys, f"\n[drill faults] {len(runs)} nights + 1 filtered export, {injected} faults injected; "
+                   f"operations: {len(imports_of(ops))} imports for {len(days)} import tasks, {len(exports)} exports "
+                   f"for 2 export tasks", *lines)
     assert injected > 0
     assert len(imports_of(ops)) == len(days) and len(exports) == 2
 
 
-def test_drill_triggerer_killed_while_an_import_is_deferred(drill_env):
+def test_drill_triggerer_killed_while_an_import_is_deferred(drill_env, capsys):
     stack, client, gcs, endpoint = drill_env
     drill = "triggerer"
     run_id, matched = deferred_import(client, gcs, endpoint, drill, 1)
@@ -187,12 +193,12 @@ def test_drill_triggerer_killed_while_an_import_is_deferred(drill_env):
     run = client.wait_run(IMPORT, run_id, timeout=300)
     ops = imports_of(operations(endpoint, drill))
     lines = check_accounting(client, [run], matched)
-    print(f"\n[drill triggerer] killed with SIGKILL while deferred, restarted; run {run['state']}; "
-          f"{len(ops)} import operation(s), cancelled: {[o['cancelRequested'] for o in ops]}", *lines, sep="\n")
+    report(capsys, f"\n[drill triggerer] killed with SIGKILL while deferred, restarted; run {run['state']}; "
+                   f"{len(ops)} import operation(s), cancelled: {[o['cancelRequested'] for o in ops]}", *lines)
     assert len(ops) == 1 and not ops[0]["cancelRequested"]
 
 
-def test_drill_healthcare_api_restarts_while_an_import_runs(drill_env):
+def test_drill_healthcare_api_restarts_while_an_import_runs(drill_env, capsys):
     """The operation ends ABORTED; Airflow retries the task, which submits again; nothing is lost."""
     stack, client, gcs, endpoint = drill_env
     drill = "restart"
@@ -204,12 +210,12 @@ def test_drill_healthcare_api_restarts_while_an_import_runs(drill_env):
     ops = imports_of(operations(endpoint, drill))
     ti = client.task_instance(IMPORT, run_id, "import_dicom")
     lines = check_accounting(client, [run], matched)
-    print(f"\n[drill api restart] run {run['state']} after {ti['try_number']} tries; operations: "
-          f"{[(o['error'] or {}).get('code', 0) for o in ops]} (10 = ABORTED by the restart)", *lines, sep="\n")
+    report(capsys, f"\n[drill api restart] run {run['state']} after {ti['try_number']} tries; operations: "
+                   f"{[(o['error'] or {}).get('code', 0) for o in ops]} (10 = ABORTED by the restart)", *lines)
     assert [(o["error"] or {}).get("code", 0) for o in ops] == [10, 3] and ti["try_number"] == 2  # 3: 2 bad files
 
 
-def test_drill_scheduler_killed_twice_during_a_backfill(drill_env):
+def test_drill_scheduler_killed_twice_during_a_backfill(drill_env, capsys):
     stack, client, gcs, endpoint = drill_env
     drill, days = "scheduler", ["2026-11-05", "2026-11-06", "2026-11-07"]
     matched = seed_nights(gcs, drill, days)
@@ -227,8 +233,8 @@ def test_drill_scheduler_killed_twice_during_a_backfill(drill_env):
     lines = check_accounting(client, runs, matched)
     ops = imports_of(operations(endpoint, drill))
     tries = [client.task_instance(IMPORT, r["dag_run_id"], "import_dicom")["try_number"] for r in runs]
-    print(f"\n[drill scheduler] killed with SIGKILL at {kills}; {len(runs)} nights, import tries {tries}, "
-          f"{len(ops)} import operations", *lines, sep="\n")
+    report(capsys, f"\n[drill scheduler] killed with SIGKILL at {kills}; {len(runs)} nights, import tries {tries}, "
+                   f"{len(ops)} import operations", *lines)
     assert len(runs) == len(days) and len(ops) == len(days)
 
 
@@ -242,7 +248,7 @@ def settled_imports(endpoint: str, store_id: str, timeout: float = 60) -> list[d
         time.sleep(0.5)
 
 
-def test_drill_user_actions_on_a_deferred_import(drill_env):
+def test_drill_user_actions_on_a_deferred_import(drill_env, capsys):
     """Mark failed cancels; mark success leaves it running to completion; clear cancels and submits anew."""
     stack, client, gcs, endpoint = drill_env
     outcomes = {}
@@ -258,5 +264,6 @@ def test_drill_user_actions_on_a_deferred_import(drill_env):
         outcomes[action] = (state, [(o["error"] or {}).get("code", 0) for o in settled_imports(endpoint, drill)])
         if action == "success":  # no counters to check, said in words rather than a TypeError and 3 tries
             assert client.task_states(IMPORT, run_id)["verify"] == "skipped"
-    print(f"\n[drill user actions] import task state and each operation's end code (1 = CANCELLED): {outcomes}")
+    report(capsys, "\n[drill user actions] import task state and each operation's end code (1 = CANCELLED): "
+                   f"{outcomes}")
     assert outcomes == {"failed": ("failed", [1]), "success": ("success", [0]), "clear": ("success", [1, 0])}
