@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STACK := $(PY) -m scripts.stack
 
-.PHONY: setup system-packages demo test stack up down stop stack-stop status bench
+.PHONY: setup system-packages demo test check stack up down stop stack-stop status bench
 
 $(STAMP): requirements.txt constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -29,7 +29,13 @@ setup: $(STAMP) system-packages
 demo: setup
 	$(PY) -m scripts.demo
 
-test: setup
+# Static checks first (configured in pyproject.toml): a finding fails `make test` before any test runs.
+check: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: check
 	$(PY) -m pytest
 
 stack: setup

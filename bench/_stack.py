@@ -34,8 +34,9 @@ def local_stack(**kwargs):
         stack = Stack(Path(tmp), _free_base(), **kwargs)
         stack.start_stack()
         env = stack.stack_env()
-        os.environ.update({k: env[k] for k in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST",
-                                               "HEALTHCARE_API_ENDPOINT")})
+        os.environ.update(
+            {k: env[k] for k in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "HEALTHCARE_API_ENDPOINT")}
+        )
         try:
             yield stack
         finally:

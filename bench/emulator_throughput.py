@@ -51,15 +51,33 @@ def main() -> None:
         raw_s = time.perf_counter() - t0
         assert raw_bytes == total_bytes
 
-        svc = build("healthcare", "v1", static_discovery=True, credentials=AnonymousCredentials(),
-                    client_options={"api_endpoint": os.environ["HEALTHCARE_API_ENDPOINT"]}, cache_discovery=False)
+        svc = build(
+            "healthcare",
+            "v1",
+            static_discovery=True,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": os.environ["HEALTHCARE_API_ENDPOINT"]},
+            cache_discovery=False,
+        )
         parent = "projects/bench/locations/l"
         svc.projects().locations().datasets().create(parent=parent, datasetId="d", body={}).execute()
-        store = svc.projects().locations().datasets().dicomStores().create(
-            parent=f"{parent}/datasets/d", dicomStoreId="s", body={}).execute()["name"]
+        store = (
+            svc.projects()
+            .locations()
+            .datasets()
+            .dicomStores()
+            .create(parent=f"{parent}/datasets/d", dicomStoreId="s", body={})
+            .execute()["name"]
+        )
         t0 = time.perf_counter()
-        op = svc.projects().locations().datasets().dicomStores().import_(
-            name=store, body={"gcsSource": {"uri": "gs://bench/in/**.dcm"}}).execute()
+        op = (
+            svc.projects()
+            .locations()
+            .datasets()
+            .dicomStores()
+            .import_(name=store, body={"gcsSource": {"uri": "gs://bench/in/**.dcm"}})
+            .execute()
+        )
         while True:
             cur = svc.projects().locations().datasets().operations().get(name=op["name"]).execute()
             if cur.get("done"):
@@ -70,8 +88,10 @@ def main() -> None:
         assert counter.get("success") == str(args.instances), cur
 
     mb = total_bytes / 1e6
-    print(f"instances: {args.instances}, {mb:.1f} MB ({total_bytes / args.instances / 1024:.1f} KB each); "
-          f"upload took {upload_s:.1f}s")
+    print(
+        f"instances: {args.instances}, {mb:.1f} MB ({total_bytes / args.instances / 1024:.1f} KB each); "
+        f"upload took {upload_s:.1f}s"
+    )
     print(f"import:        {args.instances / import_s:8.1f} instances/s  {mb / import_s:7.1f} MB/s  ({import_s:.2f}s)")
     print(f"raw download:  {args.instances / raw_s:8.1f} objects/s    {mb / raw_s:7.1f} MB/s  ({raw_s:.2f}s)")
     print(f"ratio import/raw: {raw_s / import_s:.2f}x")

@@ -74,16 +74,20 @@ class FakeOperationHook:
 def run_trigger(duration: float, profile) -> tuple[int, float]:
     clock = Clock()
     hook = FakeOperationHook(clock, duration, profile)
-    trigger = HealthcareOperationTrigger("projects/p/locations/l/datasets/d/operations/1", poll_interval=2.0,
-                                         max_poll_interval=MAX_POLL_INTERVAL)
+    trigger = HealthcareOperationTrigger(
+        "projects/p/locations/l/datasets/d/operations/1", poll_interval=2.0, max_poll_interval=MAX_POLL_INTERVAL
+    )
     trigger._hook = hook
 
     async def go() -> None:
         async for _ in trigger.run():
             return
 
-    with mock.patch.object(triggers.time, "time", clock.time), mock.patch.object(triggers.asyncio, "sleep", clock.sleep), \
-            mock.patch.object(triggers.HealthcareOperationTrigger, "log"):
+    with (
+        mock.patch.object(triggers.time, "time", clock.time),
+        mock.patch.object(triggers.asyncio, "sleep", clock.sleep),
+        mock.patch.object(triggers.HealthcareOperationTrigger, "log"),
+    ):
         asyncio.run(go())
     return hook.calls, clock.now - duration
 
@@ -103,8 +107,10 @@ def run_fixed(duration: float, interval: float) -> tuple[int, float]:
 def main() -> None:
     durations = (("1 min", 60.7), ("10 min", 600.7), ("1 h", 3600.7))  # +0.7 s: no lucky round numbers
     print(f"our trigger (poll_interval 2 s, max_poll_interval {MAX_POLL_INTERVAL:.0f} s) vs fixed 5 s polling")
-    print(f"{'profile':>17} {'operation':>9} | {'ours: calls':>11} {'late (s)':>9} | {'fixed 5 s: calls':>16} "
-          f"{'late (s)':>9}")
+    print(
+        f"{'profile':>17} {'operation':>9} | {'ours: calls':>11} {'late (s)':>9} | {'fixed 5 s: calls':>16} "
+        f"{'late (s)':>9}"
+    )
     worst = 0.0
     for name, profile in PROFILES.items():
         for label, duration in durations:
@@ -112,8 +118,10 @@ def main() -> None:
             worst = max(worst, late)
             five = run_fixed(duration, 5.0)
             print(f"{name:>17} {label:>9} | {calls:>11} {late:>9.1f} | {five[0]:>16} {five[1]:>9.1f}")
-    print(f"latest detection on any profile: {worst:.1f} s after completion "
-          f"(promise: at most max_poll_interval = {MAX_POLL_INTERVAL:.0f} s)")
+    print(
+        f"latest detection on any profile: {worst:.1f} s after completion "
+        f"(promise: at most max_poll_interval = {MAX_POLL_INTERVAL:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

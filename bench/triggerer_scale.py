@@ -36,15 +36,21 @@ def main() -> None:
     ap.add_argument("--operations", type=int, default=1000)
     ap.add_argument("--duration", type=float, default=120.0, help="seconds each operation runs")
     args = ap.parse_args()
-    os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = '{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true}}'
+    os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = (
+        '{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true}}'
+    )
     with local_stack():
         base = os.environ["HEALTHCARE_API_ENDPOINT"]
         parent = "projects/bench/locations/l"
         requests.post(f"{base}/v1/{parent}/datasets", params={"datasetId": "d"}, json={}, timeout=30).raise_for_status()
-        names = requests.post(f"{base}/v1/{parent}/datasets/d/admin/syntheticOperations", timeout=300, json={
-            "count": args.operations, "durationSeconds": args.duration, "instances": 1000}).json()["operations"]
+        names = requests.post(
+            f"{base}/v1/{parent}/datasets/d/admin/syntheticOperations",
+            timeout=300,
+            json={"count": args.operations, "durationSeconds": args.duration, "instances": 1000},
+        ).json()["operations"]
         started = time.time()
         import dicom_pipelines.triggers  # noqa: F401 - its import cost is not part of the measured delta
+
         proc = psutil.Process()
         rss0 = proc.memory_info().rss
         cpu0 = proc.cpu_times()
@@ -60,8 +66,10 @@ def main() -> None:
     statuses = {s: sum(1 for x, _ in results if x == s) for s in {x for x, _ in results}}
     cpu_s = (cpu.user - cpu0.user) + (cpu.system - cpu0.system)
     print(f"operations: {args.operations} x {args.duration:.0f}s, events: {statuses}")
-    print(f"RSS delta: {(rss_peak - rss0) / 1e6:.1f} MB   CPU: {100 * cpu_s / wall:.1f}% of one core "
-          f"({cpu_s:.1f}s CPU over {wall:.1f}s)")
+    print(
+        f"RSS delta: {(rss_peak - rss0) / 1e6:.1f} MB   CPU: {100 * cpu_s / wall:.1f}% of one core "
+        f"({cpu_s:.1f}s CPU over {wall:.1f}s)"
+    )
     print(f"operations.get calls: {calls} ({calls / args.operations:.1f} per operation)")
     print(f"detection delay: median {lateness[len(lateness) // 2]:.1f}s, max {lateness[-1]:.1f}s")
 

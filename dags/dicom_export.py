@@ -21,7 +21,7 @@ with DAG(
     dag_id="dicom_export",
     description="Export the whole DICOM store to GCS",
     schedule=None,
-    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
     catchup=False,
     tags=["dicom", "healthcare", "export"],
     default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
@@ -34,11 +34,13 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     export = HealthcareDicomExportOperator(
-        task_id="export_dicom", **STORE_FROM_PARAMS, gcp_conn_id=GCP_CONN_ID,
+        task_id="export_dicom",
+        **STORE_FROM_PARAMS,
+        gcp_conn_id=GCP_CONN_ID,
         uri_prefix=EXPORT_PREFIX,
         mime_type="{{ params.mime_type }}",
         max_failures="{{ params.max_failures }}",
         max_failure_ratio="{{ params.max_failure_ratio }}",
     )
 
-    verify_export(export.output, gcp_conn_id=GCP_CONN_ID)
+    verify_export(export.output, gcp_conn_id=GCP_CONN_ID)  # type: ignore[arg-type]  # resolved at run time

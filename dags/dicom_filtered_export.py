@@ -47,16 +47,20 @@ FILTER_OBJECT = "filters/{{ run_id | bq_safe }}.txt"
 
 
 def _string_param(name: str) -> dict:
-    return {"name": name, "parameterType": {"type": "STRING"},
-            "parameterValue": {"value": "{{ params.%s | join(',') if params.%s is not string else params.%s }}"
-                               % (name, name, name)}}
+    return {
+        "name": name,
+        "parameterType": {"type": "STRING"},
+        "parameterValue": {
+            "value": f"{{{{ params.{name} | join(',') if params.{name} is not string else params.{name} }}}}"
+        },
+    }
 
 
 with DAG(
     dag_id="dicom_filtered_export",
     description="Export the DICOM instances matching criteria, using BigQuery to build the filter file",
     schedule=None,
-    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=4,
     tags=["dicom", "healthcare", "export", "bigquery"],
@@ -66,28 +70,59 @@ with DAG(
     user_defined_macros={"metadata_table": lambda run_id: "meta_" + safe_table_suffix(run_id)},
     params={
         **store_params(),
-        "modalities": Param([], type="array", items={"type": "string", "pattern": r"^[A-Z0-9]{1,16}$"},
-                            description="Modalities to export, e.g. [\"CT\", \"MR\"]. Empty: any."),
-        "study_date_from": Param("", type="string", pattern=DATE_PATTERN,
-                                 description="First StudyDate to export (YYYY-MM-DD). Empty: no lower bound."),
-        "study_date_to": Param("", type="string", pattern=DATE_PATTERN,
-                               description="Last StudyDate to export (YYYY-MM-DD). Empty: no upper bound."),
-        "patient_ids": Param([], type="array", items={"type": "string", "pattern": r"^[^,\\]{1,64}$"},
-                             description="Only these PatientIDs. Empty: any."),
-        "study_uids": Param([], type="array", items={"type": "string", "pattern": UID_PATTERN},
-                            description="Only these StudyInstanceUIDs. Empty: any."),
-        "granularity": Param("series", type="string", enum=["study", "series", "instance"],
-                             description="Filter-file lines per study, per series or per instance."),
-        "bigquery_dataset": Param(env("BIGQUERY_DATASET", "dicom_metadata"), type="string",
-                                  pattern=BQ_DATASET_PATTERN, description="BigQuery dataset for the work tables."),
+        "modalities": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": r"^[A-Z0-9]{1,16}$"},
+            description='Modalities to export, e.g. ["CT", "MR"]. Empty: any.',
+        ),
+        "study_date_from": Param(
+            "",
+            type="string",
+            pattern=DATE_PATTERN,
+            description="First StudyDate to export (YYYY-MM-DD). Empty: no lower bound.",
+        ),
+        "study_date_to": Param(
+            "",
+            type="string",
+            pattern=DATE_PATTERN,
+            description="Last StudyDate to export (YYYY-MM-DD). Empty: no upper bound.",
+        ),
+        "patient_ids": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": r"^[^,\\]{1,64}$"},
+            description="Only these PatientIDs. Empty: any.",
+        ),
+        "study_uids": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": UID_PATTERN},
+            description="Only these StudyInstanceUIDs. Empty: any.",
+        ),
+        "granularity": Param(
+            "series",
+            type="string",
+            enum=["study", "series", "instance"],
+            description="Filter-file lines per study, per series or per instance.",
+        ),
+        "bigquery_dataset": Param(
+            env("BIGQUERY_DATASET", "dicom_metadata"),
+            type="string",
+            pattern=BQ_DATASET_PATTERN,
+            description="BigQuery dataset for the work tables.",
+        ),
         **export_params(),
-        "filter_uri": Param(None, type=["null", "string"], pattern=GCS_URI_PATTERN,
-                            description="A filter file you uploaded yourself; skips the BigQuery steps."),
+        "filter_uri": Param(
+            None,
+            type=["null", "string"],
+            pattern=GCS_URI_PATTERN,
+            description="A filter file you uploaded yourself; skips the BigQuery steps.",
+        ),
         **tolerance_params(),
     },
     doc_md=__doc__,
 ) as dag:
-    store_kwargs = {**STORE_FROM_PARAMS, "gcp_conn_id": GCP_CONN_ID}
 
     @task.branch
     def choose_filter_source(**context) -> str:
@@ -96,12 +131,18 @@ with DAG(
     use_given_filter = EmptyOperator(task_id="use_given_filter")
 
     ensure_work_dataset = BigQueryCreateEmptyDatasetOperator(
-        task_id="ensure_work_dataset", gcp_conn_id=GCP_CONN_ID, project_id="{{ params.project_id }}",
-        dataset_id="{{ params.bigquery_dataset }}", if_exists="ignore",
+        task_id="ensure_work_dataset",
+        gcp_conn_id=GCP_CONN_ID,
+        project_id="{{ params.project_id }}",
+        dataset_id="{{ params.bigquery_dataset }}",
+        if_exists="ignore",
     )
 
     export_metadata = HealthcareDicomExportToBigQueryOperator(
-        task_id="export_metadata", **store_kwargs, write_disposition="WRITE_TRUNCATE",
+        task_id="export_metadata",
+        **STORE_FROM_PARAMS,
+        gcp_conn_id=GCP_CONN_ID,
+        write_disposition="WRITE_TRUNCATE",
         table_uri="bq://{{ params.project_id }}.{{ params.bigquery_dataset }}." + META_TABLE,
     )
 
@@ -115,10 +156,15 @@ with DAG(
                 "query": "{% include 'sql/filter_paths.sql' %}",
                 "useLegacySql": False,
                 "parameterMode": "NAMED",
-                "queryParameters": [_string_param(n) for n in
-                                    ("modalities", "study_date_from", "study_date_to", "patient_ids", "study_uids")],
-                "destinationTable": {"projectId": "{{ params.project_id }}",
-                                     "datasetId": "{{ params.bigquery_dataset }}", "tableId": FILTER_TABLE},
+                "queryParameters": [
+                    _string_param(n)
+                    for n in ("modalities", "study_date_from", "study_date_to", "patient_ids", "study_uids")
+                ],
+                "destinationTable": {
+                    "projectId": "{{ params.project_id }}",
+                    "datasetId": "{{ params.bigquery_dataset }}",
+                    "tableId": FILTER_TABLE,
+                },
                 "writeDisposition": "WRITE_TRUNCATE",
                 "createDisposition": "CREATE_IF_NEEDED",
             }
@@ -153,7 +199,9 @@ with DAG(
         return check_filter_file(GCP_CONN_ID, uri)
 
     export = HealthcareDicomExportOperator(
-        task_id="export_dicom", **store_kwargs,
+        task_id="export_dicom",
+        **STORE_FROM_PARAMS,
+        gcp_conn_id=GCP_CONN_ID,
         uri_prefix=EXPORT_PREFIX,
         mime_type="{{ params.mime_type }}",
         filter_uri="{{ ti.xcom_pull(task_ids='check_filter')['filter_uri'] }}",
@@ -167,4 +215,4 @@ with DAG(
     use_given_filter >> checked
     export_metadata >> build_filter_table >> extract_filter >> compose_filter() >> checked
     checked >> export
-    verify_export(export.output, gcp_conn_id=GCP_CONN_ID)
+    verify_export(export.output, gcp_conn_id=GCP_CONN_ID)  # type: ignore[arg-type]  # resolved at run time

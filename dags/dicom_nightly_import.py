@@ -8,7 +8,6 @@ imports the files of 11-24. Backfills from the UI or the REST API replay any ran
 from __future__ import annotations
 
 import datetime as dt
-
 import logging
 
 from airflow.sdk import DAG, Asset, Param, task
@@ -28,15 +27,19 @@ from dicom_pipelines.operators import HealthcareDicomImportOperator, HealthcareE
 log = logging.getLogger(__name__)
 STORE_ASSET = Asset(
     name="dicom_store",
-    uri="healthcare://{}/{}/{}/{}".format(env("GCP_PROJECT", "demo-project"), env("HEALTHCARE_LOCATION", "us-central1"),
-                                          env("HEALTHCARE_DATASET", "demo-dataset"), env("DICOM_STORE", "demo-store")),
+    uri="healthcare://{}/{}/{}/{}".format(
+        env("GCP_PROJECT", "demo-project"),
+        env("HEALTHCARE_LOCATION", "us-central1"),
+        env("HEALTHCARE_DATASET", "demo-dataset"),
+        env("DICOM_STORE", "demo-store"),
+    ),
 )
 
 with DAG(
     dag_id="dicom_nightly_import",
     description="Import the previous day's DICOM files from GCS into the DICOM store",
     schedule=CronDataIntervalTimetable(env("DICOM_IMPORT_CRON", "0 0 * * *"), timezone="UTC"),
-    start_date=dt.datetime.fromisoformat(env("DICOM_IMPORT_START_DATE", "2026-11-01")).replace(tzinfo=dt.timezone.utc),
+    start_date=dt.datetime.fromisoformat(env("DICOM_IMPORT_START_DATE", "2026-11-01")).replace(tzinfo=dt.UTC),
     catchup=True,
     max_active_runs=1,  # one import at a time per store keeps the instance-count delta exact
     render_template_as_native_obj=True,
@@ -44,22 +47,40 @@ with DAG(
     default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
     params={
         **store_params(),
-        "source_bucket": Param(env("SOURCE_BUCKET", "dicom-incoming"), type="string", pattern=BUCKET_PATTERN,
-                               description="Bucket that receives the DICOM files."),
-        "source_prefix": Param("incoming", type="string", pattern=r"^[^*?]*[^/*?]$|^$",
-                               description="Folder in the bucket; each day's files are under <prefix>/<YYYY-MM-DD>/."),
-        "source_pattern": Param("**.dcm", type="string", pattern=r"^(\*\*[^*?/]*|[^*]*)$",
-                                description="Pattern under the day's folder: '**.dcm' (recursive), '*.dcm', '**'."),
-        "gcs_uri": Param(None, type=["null", "string"], pattern=GCS_URI_PATTERN,
-                         description="Override: import exactly this gs:// URI or pattern instead of the day's folder."),
-        "allow_empty": Param(True, type="boolean",
-                             description="Skip (rather than fail) a night with no files to import."),
+        "source_bucket": Param(
+            env("SOURCE_BUCKET", "dicom-incoming"),
+            type="string",
+            pattern=BUCKET_PATTERN,
+            description="Bucket that receives the DICOM files.",
+        ),
+        "source_prefix": Param(
+            "incoming",
+            type="string",
+            pattern=r"^[^*?]*[^/*?]$|^$",
+            description="Folder in the bucket; each day's files are under <prefix>/<YYYY-MM-DD>/.",
+        ),
+        "source_pattern": Param(
+            "**.dcm",
+            type="string",
+            pattern=r"^(\*\*[^*?/]*|[^*]*)$",
+            description="Pattern under the day's folder: '**.dcm' (recursive), '*.dcm', '**'.",
+        ),
+        "gcs_uri": Param(
+            None,
+            type=["null", "string"],
+            pattern=GCS_URI_PATTERN,
+            description="Override: import exactly this gs:// URI or pattern instead of the day's folder.",
+        ),
+        "allow_empty": Param(
+            True, type="boolean", description="Skip (rather than fail) a night with no files to import."
+        ),
         **tolerance_params(),
     },
     doc_md=__doc__,
 ) as dag:
-    ensure_store = HealthcareEnsureDicomStoreOperator(task_id="ensure_store", **STORE_FROM_PARAMS,
-                                                      gcp_conn_id=GCP_CONN_ID)
+    ensure_store = HealthcareEnsureDicomStoreOperator(
+        task_id="ensure_store", **STORE_FROM_PARAMS, gcp_conn_id=GCP_CONN_ID
+    )
 
     @task
     def count_before(store_name: str) -> int:
@@ -68,9 +89,11 @@ with DAG(
         return store_instance_count(GCP_CONN_ID, store_name)
 
     import_dicom = HealthcareDicomImportOperator(
-        task_id="import_dicom", **STORE_FROM_PARAMS, gcp_conn_id=GCP_CONN_ID,
+        task_id="import_dicom",
+        **STORE_FROM_PARAMS,
+        gcp_conn_id=GCP_CONN_ID,
         gcs_uri="{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' "
-                "if params.source_prefix else '') ~ data_interval_start.strftime('%Y-%m-%d') ~ '/' ~ params.source_pattern) }}",
+        "if params.source_prefix else '') ~ data_interval_start.strftime('%Y-%m-%d') ~ '/' ~ params.source_pattern) }}",
         allow_empty_source="{{ params.allow_empty }}",
         max_failures="{{ params.max_failures }}",
         max_failure_ratio="{{ params.max_failure_ratio }}",
@@ -84,18 +107,30 @@ with DAG(
         require_result(result, "import_dicom")
 
         after = store_instance_count(GCP_CONN_ID, store_name)
-        summary = {"instances_before": before, "instances_after": after, "new_instances": after - before,
-                   "imported": result["success"], "failed": result["failure"],
-                   "operation_name": result["operation_name"], "logs_url": result["logs_url"]}
+        summary = {
+            "instances_before": before,
+            "instances_after": after,
+            "new_instances": after - before,
+            "imported": result["success"],
+            "failed": result["failure"],
+            "operation_name": result["operation_name"],
+            "logs_url": result["logs_url"],
+        }
         if after - before > result["success"]:
-            log.warning("The store grew by %d instances but this import added at most %d: another writer was active",
-                        after - before, result["success"])
+            log.warning(
+                "The store grew by %d instances but this import added at most %d: another writer was active",
+                after - before,
+                result["success"],
+            )
         elif after - before < result["success"]:
-            log.info("%d imported instances were already in the store (identical re-sends)",
-                     result["success"] - (after - before))
+            log.info(
+                "%d imported instances were already in the store (identical re-sends)",
+                result["success"] - (after - before),
+            )
         context["outlet_events"][STORE_ASSET].extra = {"run_id": context["run_id"], **summary}
         return summary
 
-    before = count_before(ensure_store.output)
+    # XComArgs resolve to the upstream values at run time; the decorator's signature cannot say so
+    before = count_before(ensure_store.output)  # type: ignore[arg-type]
     before >> import_dicom
-    verify(ensure_store.output, before, import_dicom.output)
+    verify(ensure_store.output, before, import_dicom.output)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ chosen emulator (fake-gcs-server) ignores ``matchGlob``.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import requests
@@ -53,13 +53,19 @@ class GcsClient:
 
     def download(self, bucket: str, name: str) -> bytes:
         url = f"{self.endpoint}/download/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}"
-        return self._check(self.session.get(url, params={"alt": "media"}, timeout=120), f"read gs://{bucket}/{name}").content
+        return self._check(
+            self.session.get(url, params={"alt": "media"}, timeout=120), f"read gs://{bucket}/{name}"
+        ).content
 
     def upload(self, bucket: str, name: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         url = f"{self.endpoint}/upload/storage/v1/b/{quote(bucket, safe='')}/o"
         self._check(
-            self.session.post(url, params={"uploadType": "media", "name": name}, data=data,
-                              headers={"Content-Type": content_type}, timeout=120),
+            self.session.post(
+                url,
+                params={"uploadType": "media", "name": name},
+                data=data,
+                headers={"Content-Type": content_type},
+                timeout=120,
+            ),
             f"write gs://{bucket}/{name}",
         )
-

@@ -12,32 +12,56 @@ import random
 import re
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 log = logging.getLogger(__name__)
 
 # Query parameters every Google API accepts and ignores (discovery "parameters").
 STANDARD_PARAMS = {
-    "alt", "$.xgafv", "prettyPrint", "fields", "key", "quotaUser", "access_token",
-    "callback", "oauth_token", "uploadType", "upload_protocol", "userIp",
+    "alt",
+    "$.xgafv",
+    "prettyPrint",
+    "fields",
+    "key",
+    "quotaUser",
+    "access_token",
+    "callback",
+    "oauth_token",
+    "uploadType",
+    "upload_protocol",
+    "userIp",
 }
 
 _STATUS_NAMES = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-    409: "ALREADY_EXISTS", 412: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
-    501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    412: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
 }
 
 
 class ApiError(Exception):
     """An error answered in Google's JSON shape: ``{"error": {code, message, status, details}}``."""
 
-    def __init__(self, code: int, message: str, status: str | None = None, details: list | None = None,
-                 errors: list | None = None):
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        status: str | None = None,
+        details: list | None = None,
+        errors: list | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -55,10 +79,12 @@ class ApiError(Exception):
 
 
 def bad_request(message: str, field_name: str | None = None) -> ApiError:
-    details = [{
-        "@type": "type.googleapis.com/google.rpc.BadRequest",
-        "fieldViolations": [{"field": field_name or "", "description": message}],
-    }]
+    details = [
+        {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"field": field_name or "", "description": message}],
+        }
+    ]
     return ApiError(400, message, "INVALID_ARGUMENT", details)
 
 
@@ -70,7 +96,7 @@ def check_fields(body: Any, allowed: set[str], where: str = "") -> None:
         if key not in allowed:
             path = f"{where}.{key}" if where else key
             raise bad_request(
-                f'Invalid JSON payload received. Unknown name "{key}" at \'{where or "root"}\': Cannot find field.',
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{where or 'root'}': Cannot find field.",
                 path,
             )
 
@@ -173,11 +199,14 @@ class App:
         self.route("GET", r"/admin/health", "admin.health")(lambda req: {"status": "ok", "service": self.name})
         self.route("GET", r"/admin/faults", "admin.faults")(self._get_faults)
         self.route("POST", r"/admin/faults", "admin.faults")(self._set_faults)
-        self.route("GET", r"/admin/stats", "admin.stats")(lambda req: {"requests": dict(self.request_counts),
-                                                                         "injected": self.faults.injected})
+        self.route("GET", r"/admin/stats", "admin.stats")(
+            lambda req: {"requests": dict(self.request_counts), "injected": self.faults.injected}
+        )
 
     def _get_faults(self, req: Request) -> dict:
-        return {name: {"rate": r.rate, "codes": list(r.codes), "after": r.after} for name, r in self.faults.rules.items()}
+        return {
+            name: {"rate": r.rate, "codes": list(r.codes), "after": r.after} for name, r in self.faults.rules.items()
+        }
 
     def _set_faults(self, req: Request) -> dict:
         self.faults.configure(req.json())
@@ -187,6 +216,7 @@ class App:
         def deco(fn: Handler) -> Handler:
             self.routes.append((method, re.compile("^" + pattern + "$"), name, fn))
             return fn
+
         return deco
 
     def dispatch(self, method: str, raw_path: str, headers: Any, body: bytes) -> Response:

@@ -18,8 +18,9 @@ class AirflowClient:
 
     def token(self) -> str:
         if self._token is None:
-            resp = self.http.post(f"{self.base}/auth/token", json={"username": self.username, "password": self.password},
-                                  timeout=30)
+            resp = self.http.post(
+                f"{self.base}/auth/token", json={"username": self.username, "password": self.password}, timeout=30
+            )
             resp.raise_for_status()
             self._token = resp.json()["access_token"]
         return self._token
@@ -54,8 +55,17 @@ class AirflowClient:
         return self.ok("POST", f"/dags/{dag_id}/dagRuns", json=body)
 
     def backfill(self, dag_id: str, from_date: str, to_date: str, conf: dict, max_active_runs: int = 1) -> dict:
-        return self.ok("POST", "/backfills", json={"dag_id": dag_id, "from_date": from_date, "to_date": to_date,
-                                                  "max_active_runs": max_active_runs, "dag_run_conf": conf})
+        return self.ok(
+            "POST",
+            "/backfills",
+            json={
+                "dag_id": dag_id,
+                "from_date": from_date,
+                "to_date": to_date,
+                "max_active_runs": max_active_runs,
+                "dag_run_conf": conf,
+            },
+        )
 
     def runs(self, dag_id: str, **params: Any) -> list[dict]:
         return self.ok("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, **params})["dag_runs"]
@@ -74,14 +84,17 @@ class AirflowClient:
         return {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        path = f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}/xcomEntries/{key}"
+        path = (
+            f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}/xcomEntries/{key}"
+        )
         return self.ok("GET", path, params={"deserialize": "true"})["value"]
 
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict:
         return self.ok("GET", f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}")
 
-    def wait_task_state(self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...],
-                        timeout: float = 120) -> dict:
+    def wait_task_state(
+        self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 120
+    ) -> dict:
         deadline = time.time() + timeout
         path = f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}"
         while time.time() < deadline:
@@ -95,14 +108,25 @@ class AirflowClient:
 
     def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
         """What a user does with "Mark as failed/success" in the UI."""
-        self.ok("PATCH", f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}",
-                json={"new_state": state})
+        self.ok(
+            "PATCH",
+            f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}",
+            json={"new_state": state},
+        )
 
     def clear_task(self, dag_id: str, run_id: str, task_id: str) -> None:
         """What a user does with "Clear" on one task in the UI."""
-        self.ok("POST", f"/dags/{dag_id}/clearTaskInstances",
-                json={"dag_run_id": run_id, "task_ids": [task_id], "dry_run": False, "only_failed": False,
-                      "reset_dag_runs": True})
+        self.ok(
+            "POST",
+            f"/dags/{dag_id}/clearTaskInstances",
+            json={
+                "dag_run_id": run_id,
+                "task_ids": [task_id],
+                "dry_run": False,
+                "only_failed": False,
+                "reset_dag_runs": True,
+            },
+        )
 
     def wait_runs(self, dag_id: str, count: int, timeout: float = 300, **params: Any) -> list[dict]:
         """Wait until ``count`` runs matching ``params`` have finished; returns them."""
@@ -113,5 +137,7 @@ class AirflowClient:
             if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs):
                 return runs
             time.sleep(2)
-        raise TimeoutError(f"{dag_id}: {len(runs)} runs, not all finished after {timeout}s: "
-                           f"{[(r['dag_run_id'], r['state']) for r in runs]}")
+        raise TimeoutError(
+            f"{dag_id}: {len(runs)} runs, not all finished after {timeout}s: "
+            f"{[(r['dag_run_id'], r['state']) for r in runs]}"
+        )

@@ -29,8 +29,11 @@ IMPORT, FILTERED, EXPORT = "dicom_nightly_import", "dicom_filtered_export", "dic
 def main() -> int:
     yesterday = (dt.date.today() - dt.timedelta(days=1)).isoformat()
     os.environ.setdefault("DICOM_IMPORT_START_DATE", yesterday)  # a short catchup for the demo
-    stack = Stack(Path(os.environ.get("STACK_DIR", REPO / ".stack")), int(os.environ.get("STACK_PORT_BASE", "18400")),
-                  os.environ.get("STACK_DB", "sqlite"))
+    stack = Stack(
+        Path(os.environ.get("STACK_DIR", REPO / ".stack")),
+        int(os.environ.get("STACK_PORT_BASE", "18400")),
+        os.environ.get("STACK_DB", "sqlite"),
+    )
     print("Starting the local stack (GCS, BigQuery, Healthcare API) and Airflow on 127.0.0.1 ...", flush=True)
     stack.start_stack()
     stack.start_airflow()
@@ -49,16 +52,33 @@ def main() -> int:
         client.unpause(dag_id)
 
     print("Backfilling the nightly import for the three sample days (REST API) ...", flush=True)
-    started = dt.datetime.now(dt.timezone.utc).isoformat()
-    client.ok("POST", "/backfills", json={
-        "dag_id": IMPORT, "from_date": f"{DAYS[0]}T00:00:00Z", "to_date": f"{DAYS[-1]}T00:00:00Z",
-        "max_active_runs": 1, "dag_run_conf": {"max_failure_ratio": 0.5}, "reprocess_behavior": "completed"})
+    started = dt.datetime.now(dt.UTC).isoformat()
+    client.ok(
+        "POST",
+        "/backfills",
+        json={
+            "dag_id": IMPORT,
+            "from_date": f"{DAYS[0]}T00:00:00Z",
+            "to_date": f"{DAYS[-1]}T00:00:00Z",
+            "max_active_runs": 1,
+            "dag_run_conf": {"max_failure_ratio": 0.5},
+            "reprocess_behavior": "completed",
+        },
+    )
     runs = wait_backfill(client, started)
 
     print("Triggering the filtered export: CT studies of the first two days (REST API, conf) ...", flush=True)
     prefix = f"gs://{DEMO_IDS['EXPORT_BUCKET']}/exports/demo-ct-{int(time.time())}"
-    run = client.trigger(FILTERED, {"modalities": ["CT"], "study_date_from": DAYS[0], "study_date_to": DAYS[1],
-                                    "granularity": "series", "destination_prefix": prefix})
+    run = client.trigger(
+        FILTERED,
+        {
+            "modalities": ["CT"],
+            "study_date_from": DAYS[0],
+            "study_date_to": DAYS[1],
+            "granularity": "series",
+            "destination_prefix": prefix,
+        },
+    )
     export_run = client.wait_run(FILTERED, run["dag_run_id"], timeout=600)
 
     print_summary(client, runs, export_run, prefix, seeded, stack, ui)
@@ -70,8 +90,11 @@ def main() -> int:
 def wait_backfill(client: AirflowClient, started: str, timeout: float = 600) -> list[dict]:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        runs = [r for r in client.runs(IMPORT, run_type="backfill")
-                if r["data_interval_start"][:10] in DAYS and (r.get("end_date") or "") >= started]
+        runs = [
+            r
+            for r in client.runs(IMPORT, run_type="backfill")
+            if r["data_interval_start"][:10] in DAYS and (r.get("end_date") or "") >= started
+        ]
         if len(runs) == len(DAYS) and all(r["state"] in ("success", "failed") for r in runs):
             return sorted(runs, key=lambda r: r["data_interval_start"])
         time.sleep(2)
@@ -87,8 +110,10 @@ def print_summary(client, runs, export_run, prefix, seeded, stack, ui) -> None:
             result = client.xcom(IMPORT, run["dag_run_id"], "import_dicom")
             total_ok += result["success"]
             total_failed += result["failure"]
-            print(f"  nightly import {day}: {result['success']} instances imported, {result['failure']} failed "
-                  f"({run['state']})")
+            print(
+                f"  nightly import {day}: {result['success']} instances imported, {result['failure']} failed "
+                f"({run['state']})"
+            )
             if result["failure"]:
                 print(f"      failed instances are listed at {result['logs_url']}")
         except RuntimeError:
@@ -96,13 +121,17 @@ def print_summary(client, runs, export_run, prefix, seeded, stack, ui) -> None:
     print(f"  total: {total_ok} imported, {total_failed} failed")
     try:
         verify = client.xcom(FILTERED, export_run["dag_run_id"], "verify_export")
-        print(f"  filtered export (CT, {DAYS[0]}..{DAYS[1]}): {verify['objects']} objects in {prefix}/ "
-              f"({verify['instances']} instances, {export_run['state']})")
+        print(
+            f"  filtered export (CT, {DAYS[0]}..{DAYS[1]}): {verify['objects']} objects in {prefix}/ "
+            f"({verify['instances']} instances, {export_run['state']})"
+        )
     except RuntimeError:
         print(f"  filtered export: {export_run['state']}")
     print(f"\n  Airflow UI:  {ui}   user {AIRFLOW_USERNAME} / password {AIRFLOW_LOCAL_PASSWORD}")
-    print(f"  Local APIs:  source {stack.dir / 'env'} (STORAGE_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST, "
-          "HEALTHCARE_API_ENDPOINT)")
+    print(
+        f"  Local APIs:  source {stack.dir / 'env'} (STORAGE_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST, "
+        "HEALTHCARE_API_ENDPOINT)"
+    )
     print(f"  Logs:        {stack.dir / 'logs'} and {stack.dir / 'airflow' / 'logs'}")
     print("===========================================================\n", flush=True)
 

@@ -11,9 +11,14 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-_SOP_CLASSES = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4",
-                "US": "1.2.840.10008.5.1.4.1.1.6.1", "CR": "1.2.840.10008.5.1.4.1.1.1",
-                "DX": "1.2.840.10008.5.1.4.1.1.1.1", "OT": "1.2.840.10008.5.1.4.1.1.7"}
+_SOP_CLASSES = {
+    "CT": "1.2.840.10008.5.1.4.1.1.2",
+    "MR": "1.2.840.10008.5.1.4.1.1.4",
+    "US": "1.2.840.10008.5.1.4.1.1.6.1",
+    "CR": "1.2.840.10008.5.1.4.1.1.1",
+    "DX": "1.2.840.10008.5.1.4.1.1.1.1",
+    "OT": "1.2.840.10008.5.1.4.1.1.7",
+}
 PYDICOM_TEST_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
 
 
@@ -31,9 +36,19 @@ class Instance:
         return f"{self.study}/{self.series}/{self.sop}"
 
 
-def make_instance(study: str, series: str, sop: str, modality: str = "CT", study_date: str = "20261120",
-                  patient_id: str = "PAT-0001", rows: int = 16, cols: int = 16, frames: int = 1,
-                  seed: int = 0, description: str = "synthetic") -> Instance:
+def make_instance(
+    study: str,
+    series: str,
+    sop: str,
+    modality: str = "CT",
+    study_date: str = "20261120",
+    patient_id: str = "PAT-0001",
+    rows: int = 16,
+    cols: int = 16,
+    frames: int = 1,
+    seed: int = 0,
+    description: str = "synthetic",
+) -> Instance:
     """One Part-10 instance with 16-bit monochrome pixel data (``frames`` > 1 makes it multi-frame)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = _SOP_CLASSES.get(modality, _SOP_CLASSES["OT"])
@@ -67,8 +82,16 @@ def make_instance(study: str, series: str, sop: str, modality: str = "CT", study
     return Instance(study, series, sop, modality, study_date, buf.getvalue())
 
 
-def make_study(modality: str, study_date: str, series: int = 1, per_series: int = 2, patient_id: str = "PAT-0001",
-               seed: int = 0, deterministic: bool = False, **kwargs) -> list[Instance]:
+def make_study(
+    modality: str,
+    study_date: str,
+    series: int = 1,
+    per_series: int = 2,
+    patient_id: str = "PAT-0001",
+    seed: int = 0,
+    deterministic: bool = False,
+    **kwargs,
+) -> list[Instance]:
     """A study of ``series`` x ``per_series`` instances. ``deterministic`` derives the UIDs from the
     arguments, so that seeding the same data twice gives byte-identical files."""
     key = f"{modality}/{study_date}/{patient_id}/{seed}"
@@ -81,8 +104,18 @@ def make_study(modality: str, study_date: str, series: int = 1, per_series: int 
     for s in range(series):
         series_uid = uid("series", s)
         for i in range(per_series):
-            out.append(make_instance(study, series_uid, uid("instance", s, i), modality, study_date, patient_id,
-                                     seed=seed + s * 100 + i, **kwargs))
+            out.append(
+                make_instance(
+                    study,
+                    series_uid,
+                    uid("instance", s, i),
+                    modality,
+                    study_date,
+                    patient_id,
+                    seed=seed + s * 100 + i,
+                    **kwargs,
+                )
+            )
     return out
 
 

@@ -53,24 +53,36 @@ class Ports:
     base: int
 
     @property
-    def gcs(self) -> int: return self.base
+    def gcs(self) -> int:
+        return self.base
+
     @property
-    def bigquery(self) -> int: return self.base + 1
+    def bigquery(self) -> int:
+        return self.base + 1
+
     @property
-    def healthcare(self) -> int: return self.base + 2
+    def healthcare(self) -> int:
+        return self.base + 2
+
     @property
-    def airflow(self) -> int: return self.base + 3
+    def airflow(self) -> int:
+        return self.base + 3
+
     @property
-    def postgres(self) -> int: return self.base + 4
+    def postgres(self) -> int:
+        return self.base + 4
+
     @property
-    def worker_logs(self) -> int: return self.base + 5
+    def worker_logs(self) -> int:
+        return self.base + 5
+
     @property
-    def trigger_logs(self) -> int: return self.base + 6
+    def trigger_logs(self) -> int:
+        return self.base + 6
 
 
 class Stack:
-    def __init__(self, state_dir: Path, port_base: int, db: str = "sqlite", latency: float = 0.0,
-                 faults: str = ""):
+    def __init__(self, state_dir: Path, port_base: int, db: str = "sqlite", latency: float = 0.0, faults: str = ""):
         self.dir = state_dir.resolve()
         self.ports = Ports(port_base)
         self.db = db
@@ -102,8 +114,16 @@ class Stack:
         def restore_sigint() -> None:  # background shells ignore SIGINT; Airflow stops cleanly only on it
             signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=REPO, start_new_session=True, preexec_fn=restore_sigint)
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+            preexec_fn=restore_sigint,
+        )
         self._pidfile(name).write_text(str(proc.pid))
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
@@ -146,8 +166,9 @@ class Stack:
     # --- the local Google services -----------------------------------------------------------
     def base_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO)] +
-                                            ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO / "plugins"), str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
         env["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{self.ports.gcs}"
         env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
         return env
@@ -158,23 +179,67 @@ class Stack:
 
         gcs_root = self.dir / "gcs"
         gcs_root.mkdir(exist_ok=True)
-        self.spawn("gcs", [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1",
-                           "-port", str(self.ports.gcs), "-backend", "filesystem", "-filesystem-root", str(gcs_root),
-                           "-external-url", f"http://127.0.0.1:{self.ports.gcs}", "-log-level", "warn"], env)
+        self.spawn(
+            "gcs",
+            [
+                str(_get_binary_path()),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(self.ports.gcs),
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+                str(gcs_root),
+                "-external-url",
+                f"http://127.0.0.1:{self.ports.gcs}",
+                "-log-level",
+                "warn",
+            ],
+            env,
+        )
         self.wait_http(f"http://127.0.0.1:{self.ports.gcs}/storage/v1/b", 20, "GCS emulator", self.dir / "logs/gcs.log")
         py = sys.executable
-        self.spawn("bigquery", [py, "-m", "emulator.bigquery", "--port", str(self.ports.bigquery),
-                                "--state-dir", str(self.dir / "bigquery")], env)
-        hc = [py, "-m", "emulator.healthcare", "--port", str(self.ports.healthcare),
-              "--state-dir", str(self.dir / "healthcare"),
-              "--bigquery-endpoint", f"http://127.0.0.1:{self.ports.bigquery}", "--latency", str(self.latency)]
+        self.spawn(
+            "bigquery",
+            [
+                py,
+                "-m",
+                "emulator.bigquery",
+                "--port",
+                str(self.ports.bigquery),
+                "--state-dir",
+                str(self.dir / "bigquery"),
+            ],
+            env,
+        )
+        hc = [
+            py,
+            "-m",
+            "emulator.healthcare",
+            "--port",
+            str(self.ports.healthcare),
+            "--state-dir",
+            str(self.dir / "healthcare"),
+            "--bigquery-endpoint",
+            f"http://127.0.0.1:{self.ports.bigquery}",
+            "--latency",
+            str(self.latency),
+        ]
         if self.faults:
             hc += ["--faults", self.faults]
         self.spawn("healthcare", hc, env)
-        self.wait_http(f"http://127.0.0.1:{self.ports.bigquery}/admin/health", 30, "local BigQuery",
-                       self.dir / "logs/bigquery.log")
-        self.wait_http(f"http://127.0.0.1:{self.ports.healthcare}/admin/health", 30, "local Healthcare API",
-                       self.dir / "logs/healthcare.log")
+        self.wait_http(
+            f"http://127.0.0.1:{self.ports.bigquery}/admin/health", 30, "local BigQuery", self.dir / "logs/bigquery.log"
+        )
+        self.wait_http(
+            f"http://127.0.0.1:{self.ports.healthcare}/admin/health",
+            30,
+            "local Healthcare API",
+            self.dir / "logs/healthcare.log",
+        )
         self.write_env(airflow=False)
 
     def stack_env(self) -> dict[str, str]:
@@ -189,12 +254,14 @@ class Stack:
     def write_env(self, airflow: bool) -> None:
         values = self.stack_env()
         if airflow:
-            values.update({
-                "AIRFLOW_API_URL": f"http://127.0.0.1:{self.ports.airflow}",
-                "AIRFLOW_USERNAME": AIRFLOW_USERNAME,
-                "AIRFLOW_PASSWORD": AIRFLOW_LOCAL_PASSWORD,
-                "AIRFLOW_HOME": str(self.dir / "airflow"),
-            })
+            values.update(
+                {
+                    "AIRFLOW_API_URL": f"http://127.0.0.1:{self.ports.airflow}",
+                    "AIRFLOW_USERNAME": AIRFLOW_USERNAME,
+                    "AIRFLOW_PASSWORD": AIRFLOW_LOCAL_PASSWORD,
+                    "AIRFLOW_HOME": str(self.dir / "airflow"),
+                }
+            )
         lines = ["# written by scripts/stack.py; source it: `set -a; . .stack/env; set +a`"]
         lines += [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
         (self.dir / "env").write_text("\n".join(lines) + "\n")
@@ -221,43 +288,50 @@ class Stack:
         passwords.write_text(json.dumps({AIRFLOW_USERNAME: AIRFLOW_LOCAL_PASSWORD}))
         from cryptography.fernet import Fernet
 
-        conn = {"conn_type": "google_cloud_platform",
-                "extra": {"project": DEMO_IDS["GCP_PROJECT"], "is_anonymous": True,
-                          "healthcare_endpoint": f"http://127.0.0.1:{self.ports.healthcare}"}}
+        conn = {
+            "conn_type": "google_cloud_platform",
+            "extra": {
+                "project": DEMO_IDS["GCP_PROJECT"],
+                "is_anonymous": True,
+                "healthcare_endpoint": f"http://127.0.0.1:{self.ports.healthcare}",
+            },
+        }
         # Inherited Airflow settings (a caller's AIRFLOW_HOME, test config...) must not leak in.
         env = {k: v for k, v in self.base_env().items() if not k.startswith("AIRFLOW")}
         env.update(self.stack_env())
-        env.update({
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__FERNET_KEY": self._secret("fernet_key", lambda: Fernet.generate_key().decode()),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USERNAME}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url(),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.ports.airflow),
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.ports.airflow}",
-            "AIRFLOW__API__SECRET_KEY": self._secret("api_secret", lambda: secrets.token_hex(32)),
-            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret", lambda: secrets.token_hex(32)),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.ports.airflow}/execution/",
-            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            # a task whose worker died (with the scheduler, under the LocalExecutor) is retried after 60 s, not 5 min
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
-            "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports.worker_logs),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports.trigger_logs),
-            "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",
-            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(conn),
-            "AIRFLOW_VAR_DICOM_SETTINGS": json.dumps({k.lower(): v for k, v in DEMO_IDS.items()}),
-            "NO_PROXY": "127.0.0.1,localhost",
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__FERNET_KEY": self._secret("fernet_key", lambda: Fernet.generate_key().decode()),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USERNAME}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url(),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.ports.airflow),
+                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.ports.airflow}",
+                "AIRFLOW__API__SECRET_KEY": self._secret("api_secret", lambda: secrets.token_hex(32)),
+                "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret", lambda: secrets.token_hex(32)),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.ports.airflow}/execution/",
+                "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                # a task whose worker died (with the scheduler, under LocalExecutor) is retried after 60 s, not 5 min
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+                "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports.worker_logs),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports.trigger_logs),
+                "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",
+                "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(conn),
+                "AIRFLOW_VAR_DICOM_SETTINGS": json.dumps({k.lower(): v for k, v in DEMO_IDS.items()}),
+                "NO_PROXY": "127.0.0.1,localhost",
+            }
+        )
         return env
 
     def start_postgres(self) -> None:
@@ -273,16 +347,39 @@ class Stack:
                 shutil.chown(sock, "postgres", "postgres")
                 _let_postgres_traverse(pgdata.parent)
             pgdata.chmod(0o700)
-            subprocess.run(as_pg + [f"{bindir}/initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                                    "-E", "UTF8"], check=True, stdout=subprocess.DEVNULL)
-        if subprocess.run(as_pg + [f"{bindir}/pg_ctl", "-D", str(pgdata), "status"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
-            subprocess.run(as_pg + [f"{bindir}/pg_ctl", "-D", str(pgdata), "-l", str(pgdata / "server.log"), "-o",
-                                    f"-c listen_addresses=127.0.0.1 -c port={self.ports.postgres} "
-                                    f"-c unix_socket_directories={sock}", "-w", "start"],
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                as_pg + [f"{bindir}/initdb", "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        if (
+            subprocess.run(
+                as_pg + [f"{bindir}/pg_ctl", "-D", str(pgdata), "status"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ).returncode
+            != 0
+        ):
+            subprocess.run(
+                as_pg
+                + [
+                    f"{bindir}/pg_ctl",
+                    "-D",
+                    str(pgdata),
+                    "-l",
+                    str(pgdata / "server.log"),
+                    "-o",
+                    f"-c listen_addresses=127.0.0.1 -c port={self.ports.postgres} -c unix_socket_directories={sock}",
+                    "-w",
+                    "start",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         psql = [f"{bindir}/psql", "-h", "127.0.0.1", "-p", str(self.ports.postgres), "-U", "postgres", "-tAc"]
-        exists = subprocess.run(psql + ["SELECT 1 FROM pg_roles WHERE rolname='airflow'"], capture_output=True, text=True)
+        exists = subprocess.run(
+            psql + ["SELECT 1 FROM pg_roles WHERE rolname='airflow'"], capture_output=True, text=True
+        )
         if exists.stdout.strip() != "1":
             subprocess.run(psql + ["CREATE USER airflow PASSWORD 'airflow'"], check=True, stdout=subprocess.DEVNULL)
             subprocess.run(psql + ["CREATE DATABASE airflow OWNER airflow"], check=True, stdout=subprocess.DEVNULL)
@@ -290,8 +387,11 @@ class Stack:
     def stop_postgres(self) -> None:
         pgdata = self.dir / "postgres"
         if (pgdata / "postmaster.pid").exists():
-            subprocess.run(_as_postgres_prefix() + [f"{_pg_bindir()}/pg_ctl", "-D", str(pgdata), "-m", "fast", "-w", "stop"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                _as_postgres_prefix() + [f"{_pg_bindir()}/pg_ctl", "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
     def start_airflow(self) -> None:
         if self.db == "postgres":
@@ -310,8 +410,12 @@ class Stack:
                 # LocalExecutor the api-server reads the log files directly, so they are not needed.
                 argv.append("--skip-serve-logs")
             self.spawn(name, argv, env)
-        self.wait_http(f"http://127.0.0.1:{self.ports.airflow}/api/v2/monitor/health", 90, "Airflow api-server",
-                       self.dir / "logs/api-server.log")
+        self.wait_http(
+            f"http://127.0.0.1:{self.ports.airflow}/api/v2/monitor/health",
+            90,
+            "Airflow api-server",
+            self.dir / "logs/api-server.log",
+        )
         self.write_env(airflow=True)
 
     def stop_airflow(self) -> None:
@@ -332,8 +436,7 @@ class Stack:
         """Local addresses that the stack's processes listen on (TCP)."""
         pids = self.group_pids()
         out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
-        return [line.split()[3] for line in out.splitlines()
-                if any(f"pid={pid}," in line for pid in pids)]
+        return [line.split()[3] for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)]
 
     def status(self) -> dict[str, int | None]:
         return {name: self.pid(name) for name in STACK_SERVICES + AIRFLOW_SERVICES}
@@ -391,8 +494,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "up":
         stack.start_stack()
         stack.start_airflow()
-        print(f"local stack and Airflow up at http://127.0.0.1:{stack.ports.airflow} "
-              f"(user {AIRFLOW_USERNAME}, password {AIRFLOW_LOCAL_PASSWORD}); environment in {stack.dir / 'env'}")
+        print(
+            f"local stack and Airflow up at http://127.0.0.1:{stack.ports.airflow} "
+            f"(user {AIRFLOW_USERNAME}, password {AIRFLOW_LOCAL_PASSWORD}); environment in {stack.dir / 'env'}"
+        )
     elif args.command == "down":
         stack.stop_airflow()
         stack.stop_stack()

@@ -19,23 +19,33 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 _HOME = tempfile.mkdtemp(prefix="dicom-airflow-test-")
-os.environ.update({
-    "AIRFLOW_HOME": _HOME,
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-    "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
-    "GCP_PROJECT": "test-project",
-    # dag.test() looks DAGs up in the configured bundles: the project's DAGs and the test fixtures.
-    "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
-        {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-         "kwargs": {"path": str(REPO / "dags")}},
-        {"name": "test-fixtures", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-         "kwargs": {"path": str(REPO / "tests" / "dag_fixtures")}},
-    ]),
-    "NO_PROXY": "127.0.0.1,localhost",
-})
+os.environ.update(
+    {
+        "AIRFLOW_HOME": _HOME,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
+        "GCP_PROJECT": "test-project",
+        # dag.test() looks DAGs up in the configured bundles: the project's DAGs and the test fixtures.
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+            [
+                {
+                    "name": "dags-folder",
+                    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                    "kwargs": {"path": str(REPO / "dags")},
+                },
+                {
+                    "name": "test-fixtures",
+                    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                    "kwargs": {"path": str(REPO / "tests" / "dag_fixtures")},
+                },
+            ]
+        ),
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+)
 
 from scripts.stack import Stack  # noqa: E402
 
@@ -62,12 +72,26 @@ def stack(tmp_path_factory):
     st = Stack(tmp_path_factory.mktemp("stack"), free_port_base())
     st.start_stack()
     env = st.stack_env()
-    conn = {"conn_type": "google_cloud_platform",
-            "extra": {"project": "test-project", "is_anonymous": True,
-                      "healthcare_endpoint": env["HEALTHCARE_API_ENDPOINT"]}}
-    saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST",
-                                            "HEALTHCARE_API_ENDPOINT", "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT")}
-    os.environ.update({k: env[k] for k in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "HEALTHCARE_API_ENDPOINT")})
+    conn = {
+        "conn_type": "google_cloud_platform",
+        "extra": {
+            "project": "test-project",
+            "is_anonymous": True,
+            "healthcare_endpoint": env["HEALTHCARE_API_ENDPOINT"],
+        },
+    }
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "STORAGE_EMULATOR_HOST",
+            "BIGQUERY_EMULATOR_HOST",
+            "HEALTHCARE_API_ENDPOINT",
+            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
+        )
+    }
+    os.environ.update(
+        {k: env[k] for k in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "HEALTHCARE_API_ENDPOINT")}
+    )
     os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = json.dumps(conn)
     yield st
     st.stop_stack()
@@ -81,6 +105,11 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="session")
 def airflow_db():
     """A migrated metadata database in this session's AIRFLOW_HOME (needed by dag.test())."""
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+    )
     return _HOME

@@ -16,8 +16,14 @@ LOCATION = "us-central1"
 
 
 def healthcare(version: str = "v1"):
-    return build("healthcare", version, static_discovery=True, credentials=AnonymousCredentials(),
-                 client_options={"api_endpoint": os.environ["HEALTHCARE_API_ENDPOINT"]}, cache_discovery=False)
+    return build(
+        "healthcare",
+        version,
+        static_discovery=True,
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": os.environ["HEALTHCARE_API_ENDPOINT"]},
+        cache_discovery=False,
+    )
 
 
 def gcs() -> storage.Client:
@@ -37,8 +43,14 @@ def new_store(svc=None, version: str = "v1") -> str:
     parent = f"projects/{PROJECT}/locations/{LOCATION}"
     ds_id = unique("ds")
     svc.projects().locations().datasets().create(parent=parent, datasetId=ds_id, body={}).execute()
-    store = svc.projects().locations().datasets().dicomStores().create(
-        parent=f"{parent}/datasets/{ds_id}", dicomStoreId="store", body={}).execute()
+    store = (
+        svc.projects()
+        .locations()
+        .datasets()
+        .dicomStores()
+        .create(parent=f"{parent}/datasets/{ds_id}", dicomStoreId="store", body={})
+        .execute()
+    )
     return store["name"]
 
 
@@ -59,7 +71,14 @@ def upload(bucket: storage.Bucket, name: str, data: bytes) -> None:
 
 def import_(store: str, uri: str, svc=None) -> dict:
     svc = svc or healthcare()
-    op = svc.projects().locations().datasets().dicomStores().import_(name=store, body={"gcsSource": {"uri": uri}}).execute()
+    op = (
+        svc.projects()
+        .locations()
+        .datasets()
+        .dicomStores()
+        .import_(name=store, body={"gcsSource": {"uri": uri}})
+        .execute()
+    )
     return wait(op, svc)
 
 
@@ -123,8 +142,14 @@ def store_parts(store: str) -> dict:
 
 def import_ops(store: str) -> list[dict]:
     svc = healthcare()
-    ops = svc.projects().locations().datasets().operations().list(
-        name=store.split("/dicomStores/")[0], filter='metadata.apiMethodName="ImportDicomData"').execute()
+    ops = (
+        svc.projects()
+        .locations()
+        .datasets()
+        .operations()
+        .list(name=store.split("/dicomStores/")[0], filter='metadata.apiMethodName="ImportDicomData"')
+        .execute()
+    )
     return ops.get("operations", [])
 
 

@@ -17,8 +17,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1", help="only inside a container may this be other than 127.0.0.1")
     ap.add_argument("--state-dir", required=True)
     ap.add_argument("--gcs-endpoint", help="GCS emulator URL (default: $STORAGE_EMULATOR_HOST)")
-    ap.add_argument("--extract-shard-rows", type=int, default=1_000_000,
-                    help="rows per file when an extract URI contains '*'")
+    ap.add_argument(
+        "--extract-shard-rows", type=int, default=1_000_000, help="rows per file when an extract URI contains '*'"
+    )
     ap.add_argument("--faults", default="", help="route=rate[:code],...")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -54,12 +54,18 @@ class Engine:
         self.lock = threading.RLock()
         self.gcs = gcs
         self.extract_shard_rows = extract_shard_rows
-        self.con.execute("CREATE TABLE IF NOT EXISTS datasets (project VARCHAR, dataset VARCHAR, body VARCHAR, "
-                         "PRIMARY KEY (project, dataset))")
-        self.con.execute("CREATE TABLE IF NOT EXISTS tables (project VARCHAR, dataset VARCHAR, tbl VARCHAR, "
-                         "body VARCHAR, PRIMARY KEY (project, dataset, tbl))")
-        self.con.execute("CREATE TABLE IF NOT EXISTS jobs (project VARCHAR, job_id VARCHAR, body VARCHAR, "
-                         "PRIMARY KEY (project, job_id))")
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS datasets (project VARCHAR, dataset VARCHAR, body VARCHAR, "
+            "PRIMARY KEY (project, dataset))"
+        )
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS tables (project VARCHAR, dataset VARCHAR, tbl VARCHAR, "
+            "body VARCHAR, PRIMARY KEY (project, dataset, tbl))"
+        )
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS jobs (project VARCHAR, job_id VARCHAR, body VARCHAR, "
+            "PRIMARY KEY (project, job_id))"
+        )
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ANON}")
         for (project,) in self.con.execute("SELECT DISTINCT project FROM datasets").fetchall():
             self.attach(project)
@@ -92,23 +98,35 @@ class Engine:
             self.attach(project)
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(project)}.{q(dataset)}")
             now = str(int(time.time() * 1000))
-            res = {"kind": "bigquery#dataset", "id": f"{project}:{dataset}",
-                   "datasetReference": {"projectId": project, "datasetId": dataset},
-                   "location": body.get("location") or "US", "creationTime": now, "lastModifiedTime": now,
-                   "etag": now, "labels": body.get("labels", {})}
+            res = {
+                "kind": "bigquery#dataset",
+                "id": f"{project}:{dataset}",
+                "datasetReference": {"projectId": project, "datasetId": dataset},
+                "location": body.get("location") or "US",
+                "creationTime": now,
+                "lastModifiedTime": now,
+                "etag": now,
+                "labels": body.get("labels", {}),
+            }
             if body.get("description"):
                 res["description"] = body["description"]
             self.con.execute("INSERT INTO datasets VALUES (?,?,?)", [project, dataset, json.dumps(res)])
             return res
 
     def list_datasets(self, project: str) -> list[dict]:
-        return [json.loads(r[0]) for r in self.con.execute(
-            "SELECT body FROM datasets WHERE project=? ORDER BY dataset", [project]).fetchall()]
+        return [
+            json.loads(r[0])
+            for r in self.con.execute(
+                "SELECT body FROM datasets WHERE project=? ORDER BY dataset", [project]
+            ).fetchall()
+        ]
 
     def delete_dataset(self, project: str, dataset: str, delete_contents: bool) -> None:
         with self.lock:
             self.require_dataset(project, dataset)
-            n = self.con.execute("SELECT COUNT(*) FROM tables WHERE project=? AND dataset=?", [project, dataset]).fetchone()[0]
+            n = self.con.execute(
+                "SELECT COUNT(*) FROM tables WHERE project=? AND dataset=?", [project, dataset]
+            ).fetchone()[0]
             if n and not delete_contents:
                 raise bq_error(400, "resourceInUse", f"Dataset {project}:{dataset} is still in use")
             self.con.execute(f"DROP SCHEMA IF EXISTS {q(project)}.{q(dataset)} CASCADE")
@@ -120,8 +138,9 @@ class Engine:
         return f"{q(project)}.{q(dataset)}.{q(table)}"
 
     def get_table(self, project: str, dataset: str, table: str) -> dict | None:
-        row = self.con.execute("SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?",
-                               [project, dataset, table]).fetchone()
+        row = self.con.execute(
+            "SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?", [project, dataset, table]
+        ).fetchone()
         if not row:
             return None
         body = json.loads(row[0])
@@ -140,8 +159,9 @@ class Engine:
     def schema(self, project: str, dataset: str, table: str) -> list[dict]:
         """A table's BigQuery schema, without the row and byte counts that ``get_table`` computes."""
         self.require_dataset(project, dataset)
-        row = self.con.execute("SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?",
-                               [project, dataset, table]).fetchone()
+        row = self.con.execute(
+            "SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?", [project, dataset, table]
+        ).fetchone()
         if not row:
             raise bq_error(404, "notFound", f"Not found: Table {project}:{dataset}.{table}")
         return json.loads(row[0])["schema"]["fields"]
@@ -161,12 +181,21 @@ class Engine:
 
     def _save_table(self, project: str, dataset: str, table: str, schema: list[dict], body: dict | None = None) -> None:
         now = str(int(time.time() * 1000))
-        old = self.con.execute("SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?",
-                               [project, dataset, table]).fetchone()
-        res = json.loads(old[0]) if old else {
-            "kind": "bigquery#table", "id": f"{project}:{dataset}.{table}",
-            "tableReference": {"projectId": project, "datasetId": dataset, "tableId": table},
-            "type": "TABLE", "location": "US", "creationTime": now}
+        old = self.con.execute(
+            "SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?", [project, dataset, table]
+        ).fetchone()
+        res = (
+            json.loads(old[0])
+            if old
+            else {
+                "kind": "bigquery#table",
+                "id": f"{project}:{dataset}.{table}",
+                "tableReference": {"projectId": project, "datasetId": dataset, "tableId": table},
+                "type": "TABLE",
+                "location": "US",
+                "creationTime": now,
+            }
+        )
         for key in ("description", "labels", "friendlyName", "expirationTime"):
             if body and key in body:
                 res[key] = body[key]
@@ -178,8 +207,9 @@ class Engine:
     def list_tables(self, project: str, dataset: str) -> list[dict]:
         self.require_dataset(project, dataset)
         out = []
-        for (body,) in self.con.execute("SELECT body FROM tables WHERE project=? AND dataset=? ORDER BY tbl",
-                                        [project, dataset]).fetchall():
+        for (body,) in self.con.execute(
+            "SELECT body FROM tables WHERE project=? AND dataset=? ORDER BY tbl", [project, dataset]
+        ).fetchall():
             b = json.loads(body)
             out.append({k: b[k] for k in ("kind", "id", "tableReference", "type", "creationTime") if k in b})
         return out
@@ -198,21 +228,33 @@ class Engine:
                 old = {f["name"]: f for f in current["schema"]["fields"]}
                 for f in new:
                     if f["name"] not in old:
-                        self.con.execute(f"ALTER TABLE {self._fq(project, dataset, table)} ADD COLUMN "
-                                         f"{q(f['name'])} {bqt.duck_type(f)}")
+                        self.con.execute(
+                            f"ALTER TABLE {self._fq(project, dataset, table)} ADD COLUMN "
+                            f"{q(f['name'])} {bqt.duck_type(f)}"
+                        )
                     elif bqt.duck_type(f) != bqt.duck_type(old[f["name"]]):
-                        raise bq_error(400, "invalid", f"Provided Schema does not match Table "
-                                       f"{project}:{dataset}.{table}. Field {f['name']} has changed type")
+                        raise bq_error(
+                            400,
+                            "invalid",
+                            f"Provided Schema does not match Table "
+                            f"{project}:{dataset}.{table}. Field {f['name']} has changed type",
+                        )
                 missing = [n for n in old if n not in {f["name"] for f in new}]
                 if missing:
-                    raise bq_error(400, "invalid", f"Provided Schema does not match Table {project}:{dataset}.{table}. "
-                                   f"Cannot add fields (field: {missing[0]})")
+                    raise bq_error(
+                        400,
+                        "invalid",
+                        f"Provided Schema does not match Table {project}:{dataset}.{table}. "
+                        f"Cannot add fields (field: {missing[0]})",
+                    )
                 self._save_table(project, dataset, table, new, body)
             else:
                 self._save_table(project, dataset, table, current["schema"]["fields"], body)
             return self.get_table(project, dataset, table)
 
-    def insert_rows(self, project: str, dataset: str, table: str, rows: list[dict], ignore_unknown: bool = False) -> list:
+    def insert_rows(
+        self, project: str, dataset: str, table: str, rows: list[dict], ignore_unknown: bool = False
+    ) -> list:
         """Insert JSON rows by name; return insertErrors for rows with unknown fields."""
         with self.lock:
             schema = self.schema(project, dataset, table)
@@ -221,8 +263,18 @@ class Engine:
             for i, row in enumerate(rows):
                 unknown = [k for k in row if k not in names]
                 if unknown and not ignore_unknown:
-                    errors.append({"index": i, "errors": [{"reason": "invalid", "location": unknown[0],
-                                                           "message": f"no such field: {unknown[0]}."}]})
+                    errors.append(
+                        {
+                            "index": i,
+                            "errors": [
+                                {
+                                    "reason": "invalid",
+                                    "location": unknown[0],
+                                    "message": f"no such field: {unknown[0]}.",
+                                }
+                            ],
+                        }
+                    )
                 else:
                     good.append({k: v for k, v in row.items() if k in names})
             if errors:
@@ -247,23 +299,29 @@ class Engine:
             path = fh.name
         try:
             cols = "{" + ", ".join(f"{self._lit(f['name'])}: {self._lit(bqt.duck_type(f))}" for f in schema) + "}"
-            self.con.execute(f"INSERT INTO {fq} BY NAME SELECT * FROM read_json({self._lit(path)}, "
-                             f"format='newline_delimited', columns={cols})")
+            self.con.execute(
+                f"INSERT INTO {fq} BY NAME SELECT * FROM read_json({self._lit(path)}, "
+                f"format='newline_delimited', columns={cols})"
+            )
         except duckdb.Error as exc:
             raise JobError("invalid", f"Error while reading data: {exc}") from None
         finally:
             os.unlink(path)
 
-    def read_rows(self, fq: str, start: int = 0, limit: int | None = None,
-                  columns: list[str] | None = None) -> list[tuple]:
+    def read_rows(
+        self, fq: str, start: int = 0, limit: int | None = None, columns: list[str] | None = None
+    ) -> list[tuple]:
         cols = ", ".join(q(c) for c in columns) if columns else "*"
-        sql = f"SELECT {cols} FROM {fq}" + (f" LIMIT {int(limit)}" if limit is not None else "") + f" OFFSET {int(start)}"
+        sql = (
+            f"SELECT {cols} FROM {fq}" + (f" LIMIT {int(limit)}" if limit is not None else "") + f" OFFSET {int(start)}"
+        )
         return self.con.execute(sql).fetchall()
 
     def column_bytes(self, project: str, dataset: str, table: str, columns: set[str] | None) -> int:
         """Logical bytes BigQuery would bill for reading these columns (all if None)."""
-        row = self.con.execute("SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?",
-                               [project, dataset, table]).fetchone()
+        row = self.con.execute(
+            "SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?", [project, dataset, table]
+        ).fetchone()
         if not row:
             return 0
         fields = json.loads(row[0])["schema"]["fields"]
@@ -286,7 +344,9 @@ class Engine:
                 parts.append(f"8 * COUNT({c})")
         if not parts:
             return 0
-        return int(self.con.execute(f"SELECT {' + '.join(parts)} FROM {self._fq(project, dataset, table)}").fetchone()[0])
+        return int(
+            self.con.execute(f"SELECT {' + '.join(parts)} FROM {self._fq(project, dataset, table)}").fetchone()[0]
+        )
 
     # --- jobs --------------------------------------------------------------------------------
     def get_job(self, project: str, job_id: str) -> dict | None:
@@ -298,9 +358,12 @@ class Engine:
 
     def translate(self, sql: str) -> tuple[str, exp.Expression]:
         if re.search(r"\[[\w.-]+:[\w.]+\]", sql):
-            raise JobError("invalidQuery", "Legacy SQL table references like [project:dataset.table] are not supported "
-                                           "by the local BigQuery: use standard SQL (useLegacySql: false) and "
-                                           "`project.dataset.table`.")
+            raise JobError(
+                "invalidQuery",
+                "Legacy SQL table references like [project:dataset.table] are not supported "
+                "by the local BigQuery: use standard SQL (useLegacySql: false) and "
+                "`project.dataset.table`.",
+            )
         try:
             trees = sqlglot.parse(sql, read="bigquery")
         except sqlglot.errors.ParseError as exc:
@@ -345,7 +408,7 @@ class Engine:
 
     def schema_of(self, fq: str) -> list[dict]:
         rel = self.con.table(fq)
-        return [bqt.bq_field_from_duck(n, t) for n, t in zip(rel.columns, rel.types)]
+        return [bqt.bq_field_from_duck(n, t) for n, t in zip(rel.columns, rel.types, strict=False)]
 
     def copy_into(self, source: str, dest: str, dest_parts: tuple[str, str, str], mode: str) -> None:
         """Write a materialized result into a destination table (replace or append)."""
@@ -359,25 +422,42 @@ class Engine:
             raise JobError("invalid", str(exc).split("\n")[0]) from None
 
     # --- extract / load --------------------------------------------------------------------
-    def extract(self, project: str, dataset: str, table: str, uris: list[str], fmt: str, header: bool,
-                delimiter: str, compression: str) -> list[int]:
+    def extract(
+        self,
+        project: str,
+        dataset: str,
+        table: str,
+        uris: list[str],
+        fmt: str,
+        header: bool,
+        delimiter: str,
+        compression: str,
+    ) -> list[int]:
         schema = self.schema(project, dataset, table)
         rows = self.read_rows(self._fq(project, dataset, table))
         fmt = (fmt or "CSV").upper()
         if fmt == "CSV" and any(f["type"] == "RECORD" or f["mode"] == "REPEATED" for f in schema):
-            raise JobError("invalid", f"Operation cannot be performed on a nested schema. Field: "
-                           f"{next(f['name'] for f in schema if f['type'] == 'RECORD' or f['mode'] == 'REPEATED')}")
+            raise JobError(
+                "invalid",
+                f"Operation cannot be performed on a nested schema. Field: "
+                f"{next(f['name'] for f in schema if f['type'] == 'RECORD' or f['mode'] == 'REPEATED')}",
+            )
         if fmt not in ("CSV", "NEWLINE_DELIMITED_JSON"):
-            raise JobError("invalid", f"destinationFormat {fmt} is not supported by the local BigQuery "
-                           "(use CSV or NEWLINE_DELIMITED_JSON)")
+            raise JobError(
+                "invalid",
+                f"destinationFormat {fmt} is not supported by the local BigQuery (use CSV or NEWLINE_DELIMITED_JSON)",
+            )
         if len(uris) != 1:
             raise JobError("invalid", "the local BigQuery supports exactly one destination URI")
         uri = uris[0]
         sharded = "*" in uri
         shards = [rows[i : i + self.extract_shard_rows] for i in range(0, len(rows), self.extract_shard_rows)] or [[]]
         if not sharded and len(shards) > 1:
-            raise JobError("invalid", f"Table {project}:{dataset}.{table} is too large to be exported to a single file. "
-                           "Specify a uri including a * to shard export.")
+            raise JobError(
+                "invalid",
+                f"Table {project}:{dataset}.{table} is too large to be exported to a single file. "
+                "Specify a uri including a * to shard export.",
+            )
         counts = []
         for n, shard in enumerate(shards):
             buf = io.StringIO()
@@ -386,26 +466,27 @@ class Engine:
                 if header:
                     w.writerow([f["name"] for f in schema])
                 for row in shard:
-                    w.writerow([bqt.to_csv_cell(v, f) for v, f in zip(row, schema)])
+                    w.writerow([bqt.to_csv_cell(v, f) for v, f in zip(row, schema, strict=False)])
             else:
                 for row in shard:
-                    obj = {f["name"]: bqt.to_plain(v, f) for v, f in zip(row, schema) if v is not None}
+                    obj = {f["name"]: bqt.to_plain(v, f) for v, f in zip(row, schema, strict=False) if v is not None}
                     buf.write(json.dumps(obj) + "\n")
             data = buf.getvalue().encode()
             if (compression or "NONE").upper() == "GZIP":
                 data = gzip.compress(data)
             target = uri.replace("*", f"{n:012d}") if sharded else uri
-            bucket, _, name = target[len("gs://"):].partition("/")
+            bucket, _, name = target[len("gs://") :].partition("/")
             self.gcs.upload(bucket, name, data, "text/csv" if fmt == "CSV" else "application/json")
             counts.append(len(shard))
         return counts
 
     def load(self, project: str, dataset: str, table: str, uris: list[str], cfg: dict) -> int:
         from dicom_pipelines.validation import literal_prefix, wildcard_regex
+
         fmt = (cfg.get("sourceFormat") or "CSV").upper()
         blobs = []
         for uri in uris:
-            bucket, _, name = uri[len("gs://"):].partition("/")
+            bucket, _, name = uri[len("gs://") :].partition("/")
             if "*" in name:
                 rx = wildcard_regex(name.replace("*", "**") if name.count("*") == 1 else name)
                 names = [o["name"] for o in self.gcs.list(bucket, literal_prefix(name)) if rx.match(o["name"])]
@@ -435,8 +516,13 @@ class Engine:
             for blob in blobs:
                 lines = list(csv.reader(io.StringIO(blob.decode()), delimiter=delim))[skip:]
                 if not schema:
-                    schema = [{"name": f"string_field_{i}", "type": "STRING", "mode": "NULLABLE"} for i in range(len(lines[0]))]
-                rows += [{f["name"]: (v if v != "" else None) for f, v in zip(schema, line)} for line in lines]
+                    schema = [
+                        {"name": f"string_field_{i}", "type": "STRING", "mode": "NULLABLE"}
+                        for i in range(len(lines[0]))
+                    ]
+                rows += [
+                    {f["name"]: (v if v != "" else None) for f, v in zip(schema, line, strict=False)} for line in lines
+                ]
         else:
             raise JobError("invalid", f"sourceFormat {fmt} is not supported by the local BigQuery")
         disposition = cfg.get("writeDisposition") or "WRITE_APPEND"

@@ -27,7 +27,9 @@ class BigQueryApi:
         r("DELETE", _D, "datasets.delete")(self.delete_dataset)
         r("POST", _D + r"/tables", "tables.insert")(self.insert_table)
         r("GET", _D + r"/tables", "tables.list")(self.list_tables)
-        r("GET", _T, "tables.get")(lambda req: self.engine.require_table(req.match["p"], req.match["d"], req.match["t"]))
+        r("GET", _T, "tables.get")(
+            lambda req: self.engine.require_table(req.match["p"], req.match["d"], req.match["t"])
+        )
         r("PATCH", _T, "tables.patch")(self.patch_table)
         r("PUT", _T, "tables.update")(self.patch_table)
         r("DELETE", _T, "tables.delete")(self.delete_table)
@@ -50,8 +52,10 @@ class BigQueryApi:
             return self.engine.create_dataset(ref.get("projectId") or req.match["p"], dataset, body)
 
     def list_datasets(self, req: Request) -> dict:
-        items = [{k: d[k] for k in ("kind", "id", "datasetReference", "location")} for d in
-                 self.engine.list_datasets(req.match["p"])]
+        items = [
+            {k: d[k] for k in ("kind", "id", "datasetReference", "location")}
+            for d in self.engine.list_datasets(req.match["p"])
+        ]
         return {"kind": "bigquery#datasetList", "datasets": items}
 
     def delete_dataset(self, req: Request) -> dict:
@@ -85,8 +89,9 @@ class BigQueryApi:
         body = req.json()
         rows = [r.get("json", {}) for r in body.get("rows", [])]
         try:
-            errors = self.engine.insert_rows(req.match["p"], req.match["d"], req.match["t"], rows,
-                                             bool(body.get("ignoreUnknownValues")))
+            errors = self.engine.insert_rows(
+                req.match["p"], req.match["d"], req.match["t"], rows, bool(body.get("ignoreUnknownValues"))
+            )
         except JobError as exc:
             raise bq_error(400, exc.reason, exc.message) from None
         out: dict[str, Any] = {"kind": "bigquery#tableDataInsertAllResponse"}
@@ -134,11 +139,14 @@ class BigQueryApi:
     def _job_shell(self, project: str, job_id: str, location: str, config: dict) -> dict:
         now = str(int(time.time() * 1000))
         return {
-            "kind": "bigquery#job", "etag": now, "id": f"{project}:{location}.{job_id}",
+            "kind": "bigquery#job",
+            "etag": now,
+            "id": f"{project}:{location}.{job_id}",
             "selfLink": f"/bigquery/v2/projects/{project}/jobs/{job_id}?location={location}",
             "user_email": "local@localhost",
             "jobReference": {"projectId": project, "jobId": job_id, "location": location},
-            "configuration": config, "status": {"state": "DONE"},
+            "configuration": config,
+            "status": {"state": "DONE"},
             "statistics": {"creationTime": now, "startTime": now},
         }
 
@@ -168,8 +176,10 @@ class BigQueryApi:
     def _query_job(self, project: str, job_id: str, config: dict, job: dict) -> None:
         qc = config["query"]
         if qc.get("useLegacySql") is True:
-            raise JobError("invalidQuery", "Legacy SQL is not supported by the local BigQuery: set useLegacySql to "
-                                           "false and use standard SQL")
+            raise JobError(
+                "invalidQuery",
+                "Legacy SQL is not supported by the local BigQuery: set useLegacySql to false and use standard SQL",
+            )
         sql, tree = self.engine.translate(qc.get("query", ""))
         params: Any = None
         qparams = qc.get("queryParameters") or []
@@ -180,8 +190,12 @@ class BigQueryApi:
                 params = {p["name"]: bqt.from_query_parameter(p) for p in qparams}
         default_ds = qc.get("defaultDataset")
         billed = self.engine.referenced_bytes(tree, project, default_ds)
-        stats = {"totalBytesProcessed": str(billed), "totalBytesBilled": str(billed), "cacheHit": False,
-                 "statementType": tree.key.upper() if tree.key != "union" else "SELECT"}
+        stats = {
+            "totalBytesProcessed": str(billed),
+            "totalBytesBilled": str(billed),
+            "cacheHit": False,
+            "statementType": tree.key.upper() if tree.key != "union" else "SELECT",
+        }
         job["statistics"]["totalBytesProcessed"] = str(billed)
         job["statistics"]["query"] = stats
         if config.get("dryRun"):
@@ -214,15 +228,23 @@ class BigQueryApi:
     def _extract_job(self, project: str, cfg: dict, job: dict) -> None:
         src = cfg.get("sourceTable") or {}
         uris = cfg.get("destinationUris") or ([cfg["destinationUri"]] if cfg.get("destinationUri") else [])
-        counts = self.engine.extract(src.get("projectId") or project, src["datasetId"], src["tableId"], uris,
-                                     cfg.get("destinationFormat"), cfg.get("printHeader", True) is not False,
-                                     cfg.get("fieldDelimiter") or ",", cfg.get("compression") or "NONE")
+        counts = self.engine.extract(
+            src.get("projectId") or project,
+            src["datasetId"],
+            src["tableId"],
+            uris,
+            cfg.get("destinationFormat"),
+            cfg.get("printHeader", True) is not False,
+            cfg.get("fieldDelimiter") or ",",
+            cfg.get("compression") or "NONE",
+        )
         job["statistics"]["extract"] = {"destinationUriFileCounts": [str(len(counts))]}
 
     def _load_job(self, project: str, cfg: dict, job: dict) -> None:
         dest = cfg["destinationTable"]
-        n = self.engine.load(dest.get("projectId") or project, dest["datasetId"], dest["tableId"],
-                             cfg.get("sourceUris") or [], cfg)
+        n = self.engine.load(
+            dest.get("projectId") or project, dest["datasetId"], dest["tableId"], cfg.get("sourceUris") or [], cfg
+        )
         job["statistics"]["load"] = {"outputRows": str(n), "inputFiles": str(len(cfg.get("sourceUris") or []))}
 
     def _public(self, job: dict) -> dict:
@@ -238,14 +260,19 @@ class BigQueryApi:
         return {"kind": "bigquery#jobCancelResponse", "job": self.get_job(req)}
 
     def _results(self, req: Request, project: str, job: dict) -> dict:
-        out: dict[str, Any] = {"kind": "bigquery#getQueryResultsResponse", "jobReference": job["jobReference"],
-                               "jobComplete": True, "cacheHit": False,
-                               "totalBytesProcessed": job["statistics"].get("totalBytesProcessed", "0")}
+        out: dict[str, Any] = {
+            "kind": "bigquery#getQueryResultsResponse",
+            "jobReference": job["jobReference"],
+            "jobComplete": True,
+            "cacheHit": False,
+            "totalBytesProcessed": job["statistics"].get("totalBytesProcessed", "0"),
+        }
         err = job["status"].get("errorResult")
         if err:
             code = 404 if err["reason"] == "notFound" else 400
-            raise ApiError(code, err["message"], errors=[{"message": err["message"], "domain": "global",
-                                                         "reason": err["reason"]}])
+            raise ApiError(
+                code, err["message"], errors=[{"message": err["message"], "domain": "global", "reason": err["reason"]}]
+            )
         dest = job["configuration"].get("query", {}).get("destinationTable")
         if not dest:
             out.update({"totalRows": "0", "rows": [], "schema": {"fields": []}})
@@ -272,8 +299,13 @@ class BigQueryApi:
     def query(self, req: Request) -> dict:
         body = req.json()
         project = req.match["p"]
-        config = {"query": {k: body[k] for k in ("query", "useLegacySql", "parameterMode", "queryParameters",
-                                                  "defaultDataset") if k in body}}
+        config = {
+            "query": {
+                k: body[k]
+                for k in ("query", "useLegacySql", "parameterMode", "queryParameters", "defaultDataset")
+                if k in body
+            }
+        }
         if body.get("dryRun"):
             config["dryRun"] = True
         job_id = body.get("requestId") or f"job_{uuid.uuid4().hex}"
@@ -283,9 +315,13 @@ class BigQueryApi:
                 if job["status"].get("errorResult"):
                     e = job["status"]["errorResult"]
                     raise ApiError(400, e["message"], errors=[e])
-                return {"kind": "bigquery#queryResponse", "jobComplete": True, "schema": {"fields": []},
-                        "totalBytesProcessed": job["statistics"]["totalBytesProcessed"],
-                        "jobReference": job["jobReference"]}
+                return {
+                    "kind": "bigquery#queryResponse",
+                    "jobComplete": True,
+                    "schema": {"fields": []},
+                    "totalBytesProcessed": job["statistics"]["totalBytesProcessed"],
+                    "jobReference": job["jobReference"],
+                }
             if body.get("maxResults") is not None:
                 req.query["maxResults"] = [str(body["maxResults"])]
             fmt = body.get("formatOptions") or {}

@@ -9,10 +9,22 @@ import json
 from typing import Any
 
 _SCALAR = {
-    "STRING": "VARCHAR", "INTEGER": "BIGINT", "INT64": "BIGINT", "FLOAT": "DOUBLE", "FLOAT64": "DOUBLE",
-    "NUMERIC": "DECIMAL(38,9)", "BIGNUMERIC": "DECIMAL(38,9)", "BOOLEAN": "BOOLEAN", "BOOL": "BOOLEAN",
-    "DATE": "DATE", "TIME": "TIME", "DATETIME": "TIMESTAMP", "TIMESTAMP": "TIMESTAMPTZ", "JSON": "JSON",
-    "BYTES": "BLOB", "GEOGRAPHY": "VARCHAR",
+    "STRING": "VARCHAR",
+    "INTEGER": "BIGINT",
+    "INT64": "BIGINT",
+    "FLOAT": "DOUBLE",
+    "FLOAT64": "DOUBLE",
+    "NUMERIC": "DECIMAL(38,9)",
+    "BIGNUMERIC": "DECIMAL(38,9)",
+    "BOOLEAN": "BOOLEAN",
+    "BOOL": "BOOLEAN",
+    "DATE": "DATE",
+    "TIME": "TIME",
+    "DATETIME": "TIMESTAMP",
+    "TIMESTAMP": "TIMESTAMPTZ",
+    "JSON": "JSON",
+    "BYTES": "BLOB",
+    "GEOGRAPHY": "VARCHAR",
 }
 _CANONICAL = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN", "STRUCT": "RECORD"}
 
@@ -37,7 +49,11 @@ def duck_type(field: dict) -> str:
 def normalize_schema(fields: list[dict]) -> list[dict]:
     out = []
     for f in fields:
-        g = {"name": f["name"], "type": canonical_type(f.get("type", "STRING")), "mode": (f.get("mode") or "NULLABLE").upper()}
+        g = {
+            "name": f["name"],
+            "type": canonical_type(f.get("type", "STRING")),
+            "mode": (f.get("mode") or "NULLABLE").upper(),
+        }
         if g["type"] == "RECORD":
             g["fields"] = normalize_schema(f.get("fields", []))
         if f.get("description"):
@@ -54,14 +70,36 @@ def bq_field_from_duck(name: str, dtype: Any) -> dict:
         inner["mode"] = "REPEATED"
         return inner
     if type_id == "struct":
-        return {"name": name, "type": "RECORD", "mode": "NULLABLE",
-                "fields": [bq_field_from_duck(n, t) for n, t in dtype.children]}
+        return {
+            "name": name,
+            "type": "RECORD",
+            "mode": "NULLABLE",
+            "fields": [bq_field_from_duck(n, t) for n, t in dtype.children],
+        }
     mapping = {
-        "varchar": "STRING", "bigint": "INTEGER", "integer": "INTEGER", "smallint": "INTEGER", "tinyint": "INTEGER",
-        "hugeint": "INTEGER", "ubigint": "INTEGER", "uinteger": "INTEGER", "usmallint": "INTEGER", "utinyint": "INTEGER",
-        "double": "FLOAT", "float": "FLOAT", "decimal": "NUMERIC", "boolean": "BOOLEAN", "date": "DATE",
-        "time": "TIME", "timestamp": "DATETIME", "timestamp with time zone": "TIMESTAMP", "json": "JSON",
-        "blob": "BYTES", "uuid": "STRING", "interval": "STRING", "null": "STRING",
+        "varchar": "STRING",
+        "bigint": "INTEGER",
+        "integer": "INTEGER",
+        "smallint": "INTEGER",
+        "tinyint": "INTEGER",
+        "hugeint": "INTEGER",
+        "ubigint": "INTEGER",
+        "uinteger": "INTEGER",
+        "usmallint": "INTEGER",
+        "utinyint": "INTEGER",
+        "double": "FLOAT",
+        "float": "FLOAT",
+        "decimal": "NUMERIC",
+        "boolean": "BOOLEAN",
+        "date": "DATE",
+        "time": "TIME",
+        "timestamp": "DATETIME",
+        "timestamp with time zone": "TIMESTAMP",
+        "json": "JSON",
+        "blob": "BYTES",
+        "uuid": "STRING",
+        "interval": "STRING",
+        "null": "STRING",
     }
     return {"name": name, "type": mapping.get(type_id, "STRING"), "mode": "NULLABLE"}
 
@@ -74,8 +112,8 @@ def _scalar_to_rest(value: Any, ftype: str, int64_ts: bool) -> Any:
     if ftype == "TIMESTAMP" or isinstance(value, dt.datetime) and ftype != "DATETIME":
         if isinstance(value, dt.datetime):
             if value.tzinfo is None:
-                value = value.replace(tzinfo=dt.timezone.utc)
-            micros = int((value - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) / dt.timedelta(microseconds=1))
+                value = value.replace(tzinfo=dt.UTC)
+            micros = int((value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
             return str(micros) if int64_ts else f"{micros / 1e6:.6E}"
         return str(value)
     if ftype == "DATETIME" and isinstance(value, dt.datetime):
@@ -106,7 +144,7 @@ def to_rest_value(value: Any, field: dict, int64_ts: bool = False) -> Any:
 
 
 def to_rest_rows(rows: list[tuple], schema: list[dict], int64_ts: bool = False) -> list[dict]:
-    return [{"f": [{"v": to_rest_value(v, f, int64_ts)} for v, f in zip(row, schema)]} for row in rows]
+    return [{"f": [{"v": to_rest_value(v, f, int64_ts)} for v, f in zip(row, schema, strict=False)]} for row in rows]
 
 
 def to_plain(value: Any, field: dict) -> Any:
@@ -119,7 +157,7 @@ def to_plain(value: Any, field: dict) -> Any:
         return {f["name"]: to_plain(value.get(f["name"]), f) for f in field["fields"]}
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         if field["type"] == "TIMESTAMP" and isinstance(value, dt.datetime):
-            return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+            return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
         return str(value)
@@ -143,11 +181,15 @@ def from_query_parameter(param: dict) -> Any:
     t = canonical_type(ptype.get("type", "STRING"))
     if t == "ARRAY":
         inner = ptype.get("arrayType", {"type": "STRING"})
-        return [from_query_parameter({"parameterType": inner, "parameterValue": v}) for v in pvalue.get("arrayValues", [])]
+        return [
+            from_query_parameter({"parameterType": inner, "parameterValue": v}) for v in pvalue.get("arrayValues", [])
+        ]
     if t == "RECORD":
         types = {f["name"]: f["type"] for f in ptype.get("structTypes", [])}
         values = pvalue.get("structValues", {})
-        return {k: from_query_parameter({"parameterType": types[k], "parameterValue": values.get(k, {})}) for k in types}
+        return {
+            k: from_query_parameter({"parameterType": types[k], "parameterValue": values.get(k, {})}) for k in types
+        }
     raw = pvalue.get("value")
     if raw is None:
         return None

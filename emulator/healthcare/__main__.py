@@ -6,10 +6,10 @@ import argparse
 import logging
 
 from emulator.gcs import GcsClient
-from emulator.httpbase import make_server
 from emulator.healthcare.operations import OperationEngine, Settings
 from emulator.healthcare.server import HealthcareApi
 from emulator.healthcare.storage import Storage
+from emulator.httpbase import make_server
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,9 +28,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(
-        base_url=f"http://127.0.0.1:{args.port}", latency_s=args.latency, io_threads=args.io_threads,
-        question_crosses_slash=args.question_crosses_slash, empty_import=args.empty_import,
-        unmatched_filter=args.unmatched_filter, bigquery_endpoint=args.bigquery_endpoint,
+        base_url=f"http://127.0.0.1:{args.port}",
+        latency_s=args.latency,
+        io_threads=args.io_threads,
+        question_crosses_slash=args.question_crosses_slash,
+        empty_import=args.empty_import,
+        unmatched_filter=args.unmatched_filter,
+        bigquery_endpoint=args.bigquery_endpoint,
     )
     storage = Storage(args.state_dir)
     engine = OperationEngine(storage, settings, GcsClient(args.gcs_endpoint))

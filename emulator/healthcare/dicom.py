@@ -13,11 +13,11 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     RLELossless,
-    UID,
 )
 
 from dicom_pipelines.validation import MimeType
@@ -57,8 +57,9 @@ def parse_instance(data: bytes, with_metadata: bool = True) -> ParsedInstance:
     if not data:
         raise InstanceError(3, "empty DICOM instance found")
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
-                             specific_tags=None if with_metadata else _UID_TAGS)
+        ds = pydicom.dcmread(
+            io.BytesIO(data), stop_before_pixels=True, specific_tags=None if with_metadata else _UID_TAGS
+        )
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
         raise InstanceError(3, f"invalid DICOM instance: {type(exc).__name__}") from None
     uids = []
@@ -222,9 +223,11 @@ def _scalar(vr: str, value: Any) -> tuple[str, Any]:
             return "INTEGER", None
     if vr == "PN":
         pn = value if hasattr(value, "alphabetic") else pydicom.valuerep.PersonName(str(value))
-        return "RECORD", {"Alphabetic": str(pn.alphabetic or "") or None,
-                          "Ideographic": str(pn.ideographic or "") or None,
-                          "Phonetic": str(pn.phonetic or "") or None}
+        return "RECORD", {
+            "Alphabetic": str(pn.alphabetic or "") or None,
+            "Ideographic": str(pn.ideographic or "") or None,
+            "Phonetic": str(pn.phonetic or "") or None,
+        }
     return "STRING", str(value)
 
 
@@ -248,7 +251,12 @@ def flatten(ds: Dataset) -> tuple[dict, dict]:
                     sub_fields.setdefault(name, f)
                     if f["mode"] == "REPEATED":
                         sub_fields[name] = f
-            fields[keyword] = {"name": keyword, "type": "RECORD", "mode": "REPEATED", "fields": list(sub_fields.values())}
+            fields[keyword] = {
+                "name": keyword,
+                "type": "RECORD",
+                "mode": "REPEATED",
+                "fields": list(sub_fields.values()),
+            }
             row[keyword] = items
             continue
         value = elem.value
@@ -278,8 +286,9 @@ def merge_schema(schemas: list[dict]) -> list[dict]:
             if f["mode"] == "REPEATED":
                 known["mode"] = "REPEATED"
             if f.get("fields"):
-                known["fields"] = merge_schema([{x["name"]: x for x in known.get("fields", [])},
-                                                {x["name"]: x for x in f["fields"]}])
+                known["fields"] = merge_schema(
+                    [{x["name"]: x for x in known.get("fields", [])}, {x["name"]: x for x in f["fields"]}]
+                )
     return list(merged.values())
 
 

@@ -12,9 +12,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
@@ -103,8 +104,9 @@ class OperationEngine:
             }
             self.storage.save_operation(op)
 
-    def new_operation(self, dataset: str, version: str, method: str, request: dict,
-                      store: str | None = None) -> RunningOp:
+    def new_operation(
+        self, dataset: str, version: str, method: str, request: dict, store: str | None = None
+    ) -> RunningOp:
         op_id = self.storage.next_id("operation") + 10_000_000_000
         run = RunningOp(f"{dataset}/operations/{op_id}", version, method, time.time())
         self.storage.save_operation(self.snapshot(run), request)
@@ -195,8 +197,9 @@ class OperationEngine:
             self.running.pop(run.name, None)
 
     def _log(self, run: RunningOp, entry_type: str, key: str, value: str, code: int, message: str) -> None:
-        run.logs.append({"@type": f"{_TYPE_PREFIX}.logging.{entry_type}", key: value,
-                         "error": {"code": code, "message": message}})
+        run.logs.append(
+            {"@type": f"{_TYPE_PREFIX}.logging.{entry_type}", key: value, "error": {"code": code, "message": message}}
+        )
 
     def start(self, run: RunningOp, work: Callable[[RunningOp], None]) -> None:
         def main() -> None:
@@ -208,10 +211,14 @@ class OperationEngine:
                 work(run)
                 if run.counter["failure"]:
                     noun = "importing" if run.method == "ImportDicomData" else "exporting"
-                    error = {"code": 3, "message": (
-                        f"{noun} one or more DICOM instances failed ({run.counter['failure']} of "
-                        f"{run.counter['failure'] + run.counter['success']}). Please use the link in the "
-                        "metadata.logsUrl field to view the error logs for this operation.")}
+                    error = {
+                        "code": 3,
+                        "message": (
+                            f"{noun} one or more DICOM instances failed ({run.counter['failure']} of "
+                            f"{run.counter['failure'] + run.counter['success']}). Please use the link in the "
+                            "metadata.logsUrl field to view the error logs for this operation."
+                        ),
+                    }
             except Cancelled:
                 error = {"code": 1, "message": "Operation was cancelled."}
             except OpFailed as exc:
@@ -224,8 +231,9 @@ class OperationEngine:
 
         threading.Thread(target=main, name=f"op-{run.name.rsplit('/', 1)[1]}", daemon=True).start()
 
-    def _process(self, run: RunningOp, items: list, worker: Callable[[Any], Any],
-                 collect: Callable[[Any, Any], None]) -> None:
+    def _process(
+        self, run: RunningOp, items: list, worker: Callable[[Any], Any], collect: Callable[[Any, Any], None]
+    ) -> None:
         """Run ``worker`` over items on the I/O pool; ``collect`` runs on this thread, in completion order."""
         run.counter["pending"] = len(items)
         with ThreadPoolExecutor(max_workers=self.settings.io_threads) as pool:
@@ -252,10 +260,17 @@ class OperationEngine:
         has_wildcard = any(c in parsed.name for c in "*?")
         try:
             if has_wildcard:
-                names = [o["name"] for o in self.gcs.list(parsed.bucket, literal_prefix(parsed.name))
-                         if regex.match(o["name"])]
+                names = [
+                    o["name"]
+                    for o in self.gcs.list(parsed.bucket, literal_prefix(parsed.name))
+                    if regex.match(o["name"])
+                ]
             else:
-                names = [parsed.name] if any(o["name"] == parsed.name for o in self.gcs.list(parsed.bucket, parsed.name)) else []
+                names = (
+                    [parsed.name]
+                    if any(o["name"] == parsed.name for o in self.gcs.list(parsed.bucket, parsed.name))
+                    else []
+                )
         except GcsError as exc:
             if exc.status == 404:
                 raise OpFailed(5, f"bucket gs://{parsed.bucket} not found") from None
@@ -283,18 +298,26 @@ class OperationEngine:
             with self.storage.lock:
                 rows = self.storage.query(
                     "SELECT sha256 FROM instances WHERE store=? AND study=? AND series=? AND sop=?",
-                    (store, inst.study, inst.series, inst.sop))
+                    (store, inst.study, inst.series, inst.sop),
+                )
                 if rows and rows[0][0] != sha:
                     run.counter["failure"] += 1
-                    self._log(run, "ImportDicomLogEntry", "source", source, 6,
-                              "An instance already exists in this DICOM Store with the same Study/Series/SOPInstance "
-                              "UID, but the DICOM files differ (checksum mismatch).")
+                    self._log(
+                        run,
+                        "ImportDicomLogEntry",
+                        "source",
+                        source,
+                        6,
+                        "An instance already exists in this DICOM Store with the same Study/Series/SOPInstance "
+                        "UID, but the DICOM files differ (checksum mismatch).",
+                    )
                     return
                 if not rows:
                     self.storage.execute(
                         "INSERT INTO instances(store, study, series, sop, sha256, size, metadata, created) "
                         "VALUES (?,?,?,?,?,?,?,?)",
-                        (store, inst.study, inst.series, inst.sop, sha, size, "", time.time()))
+                        (store, inst.study, inst.series, inst.sop, sha, size, "", time.time()),
+                    )
             run.counter["success"] += 1
 
         self._process(run, names, worker, collect)
@@ -302,7 +325,8 @@ class OperationEngine:
     # --- export ------------------------------------------------------------------------------
     def _select(self, run: RunningOp, store: str, filter_uri: str | None) -> list[tuple[str, str, str, str]]:
         rows = self.storage.query(
-            "SELECT study, series, sop, sha256 FROM instances WHERE store=? ORDER BY study, series, sop", (store,))
+            "SELECT study, series, sop, sha256 FROM instances WHERE store=? ORDER BY study, series, sop", (store,)
+        )
         if not filter_uri:
             return rows
         parsed = parse_gcs_uri(filter_uri, "filterConfig.resourcePathsGcsUri")
@@ -318,12 +342,19 @@ class OperationEngine:
         for p in paths:
             if not any(p.matches(r[0], r[1], r[2]) for r in rows) and self.settings.unmatched_filter == "failure":
                 run.counter["failure"] += 1
-                self._log(run, "ExportDicomLogEntry", "resourceName", f"{store}/dicomWeb{p}", 5,
-                          "resource in the filter file was not found in the DICOM store")
+                self._log(
+                    run,
+                    "ExportDicomLogEntry",
+                    "resourceName",
+                    f"{store}/dicomWeb{p}",
+                    5,
+                    "resource in the filter file was not found in the DICOM store",
+                )
         return selected
 
-    def run_export_gcs(self, run: RunningOp, store: str, uri_prefix: str, mime_type: str | None,
-                       filter_uri: str | None) -> None:
+    def run_export_gcs(
+        self, run: RunningOp, store: str, uri_prefix: str, mime_type: str | None, filter_uri: str | None
+    ) -> None:
         mime = parse_mime_type(mime_type, "gcsDestination.mimeType")
         dest = parse_gcs_uri(uri_prefix, "gcsDestination.uriPrefix", allow_empty_object=True)
         prefix = dest.name.rstrip("/") + "/" if dest.name else ""
@@ -346,9 +377,14 @@ class OperationEngine:
         def collect(item: tuple, result: Any) -> None:
             if isinstance(result, dicom.InstanceError):
                 run.counter["failure"] += 1
-                self._log(run, "ExportDicomLogEntry", "resourceName",
-                          f"{store}/dicomWeb/studies/{item[0]}/series/{item[1]}/instances/{item[2]}",
-                          result.code, result.message)
+                self._log(
+                    run,
+                    "ExportDicomLogEntry",
+                    "resourceName",
+                    f"{store}/dicomWeb/studies/{item[0]}/series/{item[1]}/instances/{item[2]}",
+                    result.code,
+                    result.message,
+                )
             else:
                 run.counter["success"] += 1
 
@@ -362,7 +398,7 @@ class OperationEngine:
         items = self._select(run, store, filter_uri)
         run.counter["pending"] = len(items)
         rows, schemas = [], []
-        for study, series, sop, sha in items:
+        for *_uids, sha in items:
             if run.cancel.is_set():
                 raise Cancelled()
             row, fields = dicom.flatten(dicom.read_for_bigquery(self.storage.get_blob(sha)))
@@ -372,8 +408,9 @@ class OperationEngine:
             rows.append(row)
             schemas.append(fields)
         schema = dicom.merge_schema(schemas)
-        BigQueryWriter(self.settings.bigquery_endpoint, table).write(schema, [dicom.conform_row(r, schema) for r in rows],
-                                                                     disposition)
+        BigQueryWriter(self.settings.bigquery_endpoint, table).write(
+            schema, [dicom.conform_row(r, schema) for r in rows], disposition
+        )
         run.counter["success"] += len(rows)
 
 
@@ -406,10 +443,18 @@ class BigQueryWriter:
                 self._call("DELETE", table_url)
                 existing = None
         if existing is None or existing.status_code == 404:
-            self._call("POST", f"{self.base}/tables", json={
-                "tableReference": {"projectId": self.table.project, "datasetId": self.table.dataset,
-                                   "tableId": self.table.table},
-                "schema": {"fields": schema}})
+            self._call(
+                "POST",
+                f"{self.base}/tables",
+                json={
+                    "tableReference": {
+                        "projectId": self.table.project,
+                        "datasetId": self.table.dataset,
+                        "tableId": self.table.table,
+                    },
+                    "schema": {"fields": schema},
+                },
+            )
         else:
             known = {f["name"] for f in existing.json().get("schema", {}).get("fields", [])}
             merged = existing.json().get("schema", {}).get("fields", []) + [f for f in schema if f["name"] not in known]
@@ -420,4 +465,3 @@ class BigQueryWriter:
             errors = resp.json().get("insertErrors")
             if errors:
                 raise OpFailed(13, f"BigQuery rejected rows: {json.dumps(errors)[:300]}")
-

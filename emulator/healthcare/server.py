@@ -5,6 +5,7 @@ Run with ``python -m emulator.healthcare --port 18402 --state-dir .stack/healthc
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -13,8 +14,6 @@ from dataclasses import fields as dc_fields
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
-
-import io
 
 import pydicom
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
@@ -26,10 +25,10 @@ from dicom_pipelines.validation import (
     parse_import_uri,
     parse_mime_type,
 )
-from emulator.httpbase import ApiError, App, Request, Response, bad_request, check_fields
 from emulator.healthcare import dicom
 from emulator.healthcare.operations import OperationEngine, RunningOp, Settings
 from emulator.healthcare.storage import Storage
+from emulator.httpbase import ApiError, App, Request, Response, bad_request, check_fields
 
 _V = r"/(?P<v>v1|v1beta1)"
 _LOC = _V + r"/projects/(?P<p>[^/:]+)/locations/(?P<l>[^/:]+)"
@@ -43,8 +42,16 @@ _BQ_DEST_FIELDS = {"tableUri", "force", "writeDisposition", "includeSourceStore"
 _WRITE_DISPOSITIONS = {"WRITE_DISPOSITION_UNSPECIFIED", "WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND"}
 
 # QIDO attributes returned by default at each level (tag → keyword), as DICOM JSON.
-_STUDY_ATTRS = ["StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "PatientName", "PatientID",
-                "StudyID", "StudyDescription"]
+_STUDY_ATTRS = [
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "PatientName",
+    "PatientID",
+    "StudyID",
+    "StudyDescription",
+]
 _SERIES_ATTRS = ["SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription"]
 _INSTANCE_ATTRS = ["SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames"]
 
@@ -82,8 +89,11 @@ class HealthcareApi:
         name = f"projects/{g['p']}/locations/{g['l']}/datasets/{g['d']}"
         if self.storage.get_json("datasets", name) is None:
             # The real API answers 403 rather than 404 for a missing dataset.
-            raise ApiError(403, f"Permission healthcare.datasets.get denied on resource {name} (or it may not exist).",
-                           "PERMISSION_DENIED")
+            raise ApiError(
+                403,
+                f"Permission healthcare.datasets.get denied on resource {name} (or it may not exist).",
+                "PERMISSION_DENIED",
+            )
         return name
 
     def _store(self, req: Request) -> str:
@@ -132,10 +142,15 @@ class HealthcareApi:
             r("GET", _WEB + pattern, f"dicomWeb.search.{level}")(lambda req, level=level: self.qido(req, level))
         inst = _WEB + r"/studies/(?P<study>[^/]+)/series/(?P<series>[^/]+)/instances/(?P<sop>[^/]+)"
         r("GET", inst, "dicomWeb.retrieveInstance")(self.wado_instance)
-        r("GET", _WEB + r"/studies/(?P<study>[^/]+)(?:/series/(?P<series>[^/]+)(?:/instances/(?P<sop>[^/]+))?)?/metadata",
-          "dicomWeb.retrieveMetadata")(self.wado_metadata)
+        r(
+            "GET",
+            _WEB + r"/studies/(?P<study>[^/]+)(?:/series/(?P<series>[^/]+)(?:/instances/(?P<sop>[^/]+))?)?/metadata",
+            "dicomWeb.retrieveMetadata",
+        )(self.wado_metadata)
         r("DELETE", inst, "dicomWeb.deleteInstance")(self.delete_instance)
-        r("DELETE", _WEB + r"/studies/(?P<study>[^/]+)(?:/series/(?P<series>[^/]+))?", "dicomWeb.delete")(self.delete_study_or_series)
+        r("DELETE", _WEB + r"/studies/(?P<study>[^/]+)(?:/series/(?P<series>[^/]+))?", "dicomWeb.delete")(
+            self.delete_study_or_series
+        )
 
     # --- datasets ---------------------------------------------------------------------------
     def create_dataset(self, req: Request) -> dict:
@@ -151,8 +166,9 @@ class HealthcareApi:
             if self.storage.get_json("datasets", name) is not None:
                 raise ApiError(409, f"Dataset {name} already exists.", "ALREADY_EXISTS")
             dataset = {"name": name, "timeZone": body.get("timeZone", "UTC")}
-            self.storage.execute("INSERT INTO datasets(name, parent, body) VALUES (?,?,?)",
-                                 (name, parent, json.dumps(dataset)))
+            self.storage.execute(
+                "INSERT INTO datasets(name, parent, body) VALUES (?,?,?)", (name, parent, json.dumps(dataset))
+            )
         run = self.engine.new_operation(name, g["v"], "CreateDataset", {})
         op = self.engine.snapshot(run, done=True)
         op["response"] = {"@type": f"type.googleapis.com/google.cloud.healthcare.{g['v']}.Dataset", **dataset}
@@ -198,8 +214,9 @@ class HealthcareApi:
         with self.storage.lock:
             if self.storage.get_json("stores", name) is not None:
                 raise ApiError(409, f"DICOM store {name} already exists.", "ALREADY_EXISTS")
-            self.storage.execute("INSERT INTO stores(name, dataset, body) VALUES (?,?,?)",
-                                 (name, dataset, json.dumps(store)))
+            self.storage.execute(
+                "INSERT INTO stores(name, dataset, body) VALUES (?,?,?)", (name, dataset, json.dumps(store))
+            )
         return store
 
     def list_stores(self, req: Request) -> dict:
@@ -218,7 +235,9 @@ class HealthcareApi:
         store = self.storage.get_json("stores", name)
         for path in mask:
             if path not in _STORE_FIELDS - {"name"}:
-                raise bad_request(f"updateMask path {path!r} is not a DicomStore field that can be updated", "updateMask")
+                raise bad_request(
+                    f"updateMask path {path!r} is not a DicomStore field that can be updated", "updateMask"
+                )
             if path in body:
                 store[path] = body[path]
             else:
@@ -237,11 +256,18 @@ class HealthcareApi:
         name = self._store(req)
         studies, series, instances, size, meta = self.storage.query(
             "SELECT COUNT(DISTINCT study), COUNT(DISTINCT study || '/' || series), COUNT(*), "
-            "COALESCE(SUM(size), 0), COALESCE(SUM(LENGTH(metadata)), 0) FROM instances WHERE store = ?", (name,))[0]
+            "COALESCE(SUM(size), 0), COALESCE(SUM(LENGTH(metadata)), 0) FROM instances WHERE store = ?",
+            (name,),
+        )[0]
         meta = meta or 0
         out = {"name": name}
-        for key, value in (("studyCount", studies), ("seriesCount", series), ("instanceCount", instances),
-                           ("structuredStorageSizeBytes", meta), ("blobStorageSizeBytes", size)):
+        for key, value in (
+            ("studyCount", studies),
+            ("seriesCount", series),
+            ("instanceCount", instances),
+            ("structuredStorageSizeBytes", meta),
+            ("blobStorageSizeBytes", size),
+        ):
             if value:
                 out[key] = str(value)
         return out
@@ -287,18 +313,25 @@ class HealthcareApi:
                 table = parse_bigquery_table_uri(bq.get("tableUri"), "bigqueryDestination.tableUri")
                 wd = bq.get("writeDisposition", "WRITE_DISPOSITION_UNSPECIFIED")
                 if wd not in _WRITE_DISPOSITIONS:
-                    raise bad_request(f"bigqueryDestination.writeDisposition {wd!r} must be one of "
-                                      f"{sorted(_WRITE_DISPOSITIONS)}", "bigqueryDestination.writeDisposition")
+                    raise bad_request(
+                        f"bigqueryDestination.writeDisposition {wd!r} must be one of {sorted(_WRITE_DISPOSITIONS)}",
+                        "bigqueryDestination.writeDisposition",
+                    )
                 if table.project != req.match["p"] and not self.settings.allow_cross_project_bigquery:
-                    raise bad_request("You can only export to a BigQuery dataset that's in the same project as the "
-                                      "DICOM store", "bigqueryDestination.tableUri")
+                    raise bad_request(
+                        "You can only export to a BigQuery dataset that's in the same project as the DICOM store",
+                        "bigqueryDestination.tableUri",
+                    )
         except ValidationError as exc:
             raise validation_error(exc) from None
         run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], "ExportDicomData", body, store)
-        if gcs is not None:
-            work = lambda r: self.engine.run_export_gcs(r, store, gcs["uriPrefix"], gcs.get("mimeType"), filter_uri)
-        else:
-            work = lambda r: self.engine.run_export_bigquery(r, store, bq, filter_uri)
+
+        def work(r: RunningOp) -> None:
+            if gcs is not None:
+                self.engine.run_export_gcs(r, store, gcs["uriPrefix"], gcs.get("mimeType"), filter_uri)
+            else:
+                self.engine.run_export_bigquery(r, store, bq, filter_uri)
+
         self.engine.start(run, work)
         return self._op_response(run)
 
@@ -322,10 +355,12 @@ class HealthcareApi:
 
     def list_operations(self, req: Request) -> dict:
         dataset = self._dataset(req)
-        ops = [self.engine.get(n) for (n,) in self.storage.query(
-            "SELECT name FROM operations WHERE dataset = ? ORDER BY seq", (dataset,))]
+        ops = [
+            self.engine.get(n)
+            for (n,) in self.storage.query("SELECT name FROM operations WHERE dataset = ? ORDER BY seq", (dataset,))
+        ]
         flt = (req.param("filter") or "").strip()
-        m = re.match(r'^done\s*=\s*(true|false)$', flt)
+        m = re.match(r"^done\s*=\s*(true|false)$", flt)
         if m:
             want = m[1] == "true"
             ops = [o for o in ops if bool(o.get("done")) == want]
@@ -348,17 +383,28 @@ class HealthcareApi:
         ops = []
         for name, op, request in self.storage.operations_of_store(store):
             op = self.engine.get(name) or op
-            ops.append({"name": name, "method": op["metadata"].get("apiMethodName", "").rsplit(".", 1)[-1],
-                        "request": request, "done": bool(op.get("done")), "error": op.get("error"),
-                        "counter": op["metadata"].get("counter", {}),
-                        "cancelRequested": bool(op["metadata"].get("cancelRequested"))})
+            ops.append(
+                {
+                    "name": name,
+                    "method": op["metadata"].get("apiMethodName", "").rsplit(".", 1)[-1],
+                    "request": request,
+                    "done": bool(op.get("done")),
+                    "error": op.get("error"),
+                    "counter": op["metadata"].get("counter", {}),
+                    "cancelRequested": bool(op["metadata"].get("cancelRequested")),
+                }
+            )
         return {"store": store, "count": len(ops), "operations": ops}
 
     def synthetic_operations(self, req: Request) -> dict:
         body = req.json()
         check_fields(body, {"count", "durationSeconds", "instances"})
-        names = self.engine.add_synthetic(self._dataset(req), int(body.get("count", 1)),
-                                          float(body.get("durationSeconds", 60)), int(body.get("instances", 100)))
+        names = self.engine.add_synthetic(
+            self._dataset(req),
+            int(body.get("count", 1)),
+            float(body.get("durationSeconds", 60)),
+            int(body.get("instances", 100)),
+        )
         return {"operations": names}
 
     def _settings_dict(self) -> dict:
@@ -379,18 +425,25 @@ class HealthcareApi:
         except dicom.InstanceError as exc:
             return {}, False, exc.message
         with self.storage.lock:
-            rows = self.storage.query("SELECT sha256 FROM instances WHERE store=? AND study=? AND series=? AND sop=?",
-                                      (store, inst.study, inst.series, inst.sop))
+            rows = self.storage.query(
+                "SELECT sha256 FROM instances WHERE store=? AND study=? AND series=? AND sop=?",
+                (store, inst.study, inst.series, inst.sop),
+            )
             sha = self.storage.put_blob(data)
-            ref = {"study": inst.study, "series": inst.series, "sop": inst.sop,
-                   "class": _value(inst.metadata, "SOPClassUID") or ""}
+            ref = {
+                "study": inst.study,
+                "series": inst.series,
+                "sop": inst.sop,
+                "class": _value(inst.metadata, "SOPClassUID") or "",
+            }
             if rows and rows[0][0] != sha:
                 return ref, False, "checksum mismatch: an instance with the same UIDs but different content exists"
             if not rows:
                 self.storage.execute(
                     "INSERT INTO instances(store, study, series, sop, sha256, size, metadata, created) "
                     "VALUES (?,?,?,?,?,?,?,?)",
-                    (store, inst.study, inst.series, inst.sop, sha, len(data), json.dumps(inst.metadata), time.time()))
+                    (store, inst.study, inst.series, inst.sop, sha, len(data), json.dumps(inst.metadata), time.time()),
+                )
         return ref, True, ""
 
     def stow(self, req: Request) -> Response:
@@ -402,16 +455,25 @@ class HealthcareApi:
         elif ctype.lower().startswith("application/dicom"):
             parts = [req.body]
         else:
-            raise ApiError(415, f"unsupported Content-Type {ctype!r}: use application/dicom or multipart/related",
-                           "INVALID_ARGUMENT")
+            raise ApiError(
+                415,
+                f"unsupported Content-Type {ctype!r}: use application/dicom or multipart/related",
+                "INVALID_ARGUMENT",
+            )
         ok, failed = [], []
         for data in parts:
             ref, stored, reason = self._store_instance(store, data)
-            item = {"00081150": {"vr": "UI", "Value": [ref.get("class", "")]} if ref.get("class") else {"vr": "UI"},
-                    "00081155": {"vr": "UI", "Value": [ref["sop"]]} if ref else {"vr": "UI"}}
+            item = {
+                "00081150": {"vr": "UI", "Value": [ref.get("class", "")]} if ref.get("class") else {"vr": "UI"},
+                "00081155": {"vr": "UI", "Value": [ref["sop"]]} if ref else {"vr": "UI"},
+            }
             if stored:
-                item["00081190"] = {"vr": "UR", "Value": [
-                    f"{req.path.split('/dicomWeb')[0]}/dicomWeb/studies/{ref['study']}/series/{ref['series']}/instances/{ref['sop']}"]}
+                item["00081190"] = {
+                    "vr": "UR",
+                    "Value": [
+                        f"{req.path.split('/dicomWeb')[0]}/dicomWeb/studies/{ref['study']}/series/{ref['series']}/instances/{ref['sop']}"
+                    ],
+                }
                 ok.append(item)
             else:
                 item["00081197"] = {"vr": "US", "Value": [272]}
@@ -436,8 +498,10 @@ class HealthcareApi:
             if not m:  # bulk import leaves the metadata to be built on first read
                 meta = dicom.metadata_from_blob(self.storage.get_blob(sha))
                 m = json.dumps(meta)
-                self.storage.execute("UPDATE instances SET metadata=? WHERE store=? AND study=? AND series=? AND sop=?",
-                                     (m, store, s, se, so))
+                self.storage.execute(
+                    "UPDATE instances SET metadata=? WHERE store=? AND study=? AND series=? AND sop=?",
+                    (m, store, s, se, so),
+                )
             out.append((s, se, so, sha, json.loads(m)))
         return out
 
@@ -478,8 +542,11 @@ class HealthcareApi:
                 continue
             key = {"studies": (study,), "series": (study, series), "instances": (study, series, sop)}[level]
             groups.setdefault(key, []).append(meta)
-        attrs = {"studies": _STUDY_ATTRS, "series": _STUDY_ATTRS[:1] + _SERIES_ATTRS,
-                 "instances": _STUDY_ATTRS[:1] + _SERIES_ATTRS[:2] + _INSTANCE_ATTRS}[level]
+        attrs = {
+            "studies": _STUDY_ATTRS,
+            "series": _STUDY_ATTRS[:1] + _SERIES_ATTRS,
+            "instances": _STUDY_ATTRS[:1] + _SERIES_ATTRS[:2] + _INSTANCE_ATTRS,
+        }[level]
         out = []
         for metas in groups.values():
             first = metas[0]
@@ -518,16 +585,24 @@ class HealthcareApi:
             stored = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID
             if wanted != stored:
                 try:
-                    data = dicom.render_export(data, parse_mime_type(f"application/dicom; transfer-syntax={wanted}"))[0][1]
+                    data = dicom.render_export(data, parse_mime_type(f"application/dicom; transfer-syntax={wanted}"))[
+                        0
+                    ][1]
                 except (dicom.InstanceError, ValidationError) as exc:
-                    raise ApiError(406, f"cannot return transfer syntax {wanted}: {exc}", "FAILED_PRECONDITION") from None
+                    raise ApiError(
+                        406, f"cannot return transfer syntax {wanted}: {exc}", "FAILED_PRECONDITION"
+                    ) from None
         if accept.startswith("application/dicom"):
             return Response(200, data, {"Content-Type": f"application/dicom; transfer-syntax={wanted}"})
         boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={wanted}\r\n\r\n".encode()
-                + data + f"\r\n--{boundary}--\r\n".encode())
-        return Response(200, body, {"Content-Type":
-                                    f'multipart/related; type="application/dicom"; boundary={boundary}'})
+        body = (
+            f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={wanted}\r\n\r\n".encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        return Response(
+            200, body, {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
+        )
 
     def wado_metadata(self, req: Request) -> Response:
         store = self._store(req)
@@ -539,8 +614,10 @@ class HealthcareApi:
 
     def delete_instance(self, req: Request) -> dict:
         store = self._store(req)
-        n = self.storage.execute("DELETE FROM instances WHERE store=? AND study=? AND series=? AND sop=?",
-                                 (store, req.match["study"], req.match["series"], req.match["sop"]))
+        n = self.storage.execute(
+            "DELETE FROM instances WHERE store=? AND study=? AND series=? AND sop=?",
+            (store, req.match["study"], req.match["series"], req.match["sop"]),
+        )
         if not n:
             raise ApiError(404, "instance not found", "NOT_FOUND")
         return {}

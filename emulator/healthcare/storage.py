@@ -8,8 +8,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, parent TEXT NOT NULL, body TEXT NOT NULL);
@@ -103,8 +104,14 @@ class Storage:
             self._db.execute(
                 "INSERT INTO operations(name, dataset, seq, done, body, request) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET done = excluded.done, body = excluded.body",
-                (name, dataset, int(name.rsplit("/", 1)[1]), int(bool(op.get("done"))), json.dumps(op),
-                 json.dumps(request or {})),
+                (
+                    name,
+                    dataset,
+                    int(name.rsplit("/", 1)[1]),
+                    int(bool(op.get("done"))),
+                    json.dumps(op),
+                    json.dumps(request or {}),
+                ),
             )
 
     def record_operation_store(self, name: str, store: str) -> None:
@@ -112,8 +119,11 @@ class Storage:
 
     def operations_of_store(self, store: str) -> list[tuple[str, dict, dict]]:
         """(name, operation, request) of every operation started on the store, oldest first."""
-        rows = self.query("SELECT o.name, o.body, o.request FROM operations o JOIN op_stores s ON s.name = o.name "
-                          "WHERE s.store = ? ORDER BY o.seq", (store,))
+        rows = self.query(
+            "SELECT o.name, o.body, o.request FROM operations o JOIN op_stores s ON s.name = o.name "
+            "WHERE s.store = ? ORDER BY o.seq",
+            (store,),
+        )
         return [(name, json.loads(body), json.loads(request)) for name, body, request in rows]
 
     def operation_request(self, name: str) -> dict:

@@ -7,6 +7,7 @@ checks in :mod:`dicom_pipelines.validation` run again in the operators before an
 from __future__ import annotations
 
 import os
+from typing import TypedDict
 
 from airflow.sdk import Param
 
@@ -25,7 +26,14 @@ def env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-STORE_FROM_PARAMS = {
+class StoreKwargs(TypedDict):
+    project_id: str
+    location: str
+    dataset_id: str
+    dicom_store_id: str
+
+
+STORE_FROM_PARAMS: StoreKwargs = {
     "project_id": "{{ params.project_id }}",
     "location": "{{ params.location }}",
     "dataset_id": "{{ params.dataset_id }}",
@@ -36,36 +44,68 @@ STORE_FROM_PARAMS = {
 
 def store_params() -> dict[str, Param]:
     return {
-        "project_id": Param(env("GCP_PROJECT", "demo-project"), type="string", pattern=ID_PATTERN,
-                            description="Google Cloud project of the Healthcare dataset."),
-        "location": Param(env("HEALTHCARE_LOCATION", "us-central1"), type="string", pattern=ID_PATTERN,
-                          description="Region of the Healthcare dataset, e.g. us-central1."),
-        "dataset_id": Param(env("HEALTHCARE_DATASET", "demo-dataset"), type="string", pattern=ID_PATTERN,
-                            description="Healthcare dataset id."),
-        "dicom_store_id": Param(env("DICOM_STORE", "demo-store"), type="string", pattern=ID_PATTERN,
-                                description="DICOM store id."),
+        "project_id": Param(
+            env("GCP_PROJECT", "demo-project"),
+            type="string",
+            pattern=ID_PATTERN,
+            description="Google Cloud project of the Healthcare dataset.",
+        ),
+        "location": Param(
+            env("HEALTHCARE_LOCATION", "us-central1"),
+            type="string",
+            pattern=ID_PATTERN,
+            description="Region of the Healthcare dataset, e.g. us-central1.",
+        ),
+        "dataset_id": Param(
+            env("HEALTHCARE_DATASET", "demo-dataset"),
+            type="string",
+            pattern=ID_PATTERN,
+            description="Healthcare dataset id.",
+        ),
+        "dicom_store_id": Param(
+            env("DICOM_STORE", "demo-store"), type="string", pattern=ID_PATTERN, description="DICOM store id."
+        ),
     }
 
 
 def tolerance_params() -> dict[str, Param]:
     return {
-        "max_failures": Param(None, type=["null", "integer"], minimum=0,
-                              description="Failed instances tolerated (count). Empty: none unless a ratio is set."),
-        "max_failure_ratio": Param(None, type=["null", "number"], minimum=0, maximum=1,
-                                   description="Failed instances tolerated, as a fraction of those processed (0-1)."),
+        "max_failures": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="Failed instances tolerated (count). Empty: none unless a ratio is set.",
+        ),
+        "max_failure_ratio": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            description="Failed instances tolerated, as a fraction of those processed (0-1).",
+        ),
     }
 
 
 def export_params() -> dict[str, Param]:
     return {
-        "export_bucket": Param(env("EXPORT_BUCKET", "dicom-exports"), type="string", pattern=BUCKET_PATTERN,
-                               description="Bucket for the exported objects (and filter files) when no prefix is given."),
-        "destination_prefix": Param(None, type=["null", "string"], pattern=GCS_URI_PATTERN,
-                                    description="gs:// prefix for the exported objects. "
-                                                "Empty: gs://<export bucket>/exports/<run id>."),
-        "mime_type": Param("", type="string", enum=["", *MIME_TYPES],
-                           description="Export format: empty keeps the stored DICOM; or one of the 24 documented "
-                                       "MIME types."),
+        "export_bucket": Param(
+            env("EXPORT_BUCKET", "dicom-exports"),
+            type="string",
+            pattern=BUCKET_PATTERN,
+            description="Bucket for the exported objects (and filter files) when no prefix is given.",
+        ),
+        "destination_prefix": Param(
+            None,
+            type=["null", "string"],
+            pattern=GCS_URI_PATTERN,
+            description="gs:// prefix for the exported objects. Empty: gs://<export bucket>/exports/<run id>.",
+        ),
+        "mime_type": Param(
+            "",
+            type="string",
+            enum=["", *MIME_TYPES],
+            description="Export format: empty keeps the stored DICOM; or one of the 24 documented MIME types.",
+        ),
     }
 
 

@@ -16,19 +16,17 @@ import asyncio
 import datetime as dt
 import json
 import os
-import socket
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import aiohttp
 import httplib2
+from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+from airflow.sdk.exceptions import AirflowException
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
-
-from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
-
-from airflow.sdk.exceptions import AirflowException
 
 from dicom_pipelines.polling import PollPlanner
 
@@ -39,9 +37,22 @@ SUBMIT_TIMEOUT_S = 60.0
 """The longest a submission request can take: what an operation started by an unrecorded submission allows."""
 ENDPOINT_ENV = "HEALTHCARE_API_ENDPOINT"
 RETRYABLE_HTTP = frozenset({408, 429, 500, 502, 503, 504})
-_CODE_NAMES = {0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
-               6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
-               10: "ABORTED", 13: "INTERNAL", 14: "UNAVAILABLE", 16: "UNAUTHENTICATED"}
+_CODE_NAMES = {
+    0: "OK",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    16: "UNAUTHENTICATED",
+}
 
 
 class HealthcareApiError(AirflowException):
@@ -64,7 +75,7 @@ class HealthcareApiError(AirflowException):
         return self.http_status >= 500 or self.http_status == 408
 
     @classmethod
-    def from_body(cls, http_status: int, body: bytes | str, method: str) -> "HealthcareApiError":
+    def from_body(cls, http_status: int, body: bytes | str, method: str) -> HealthcareApiError:
         try:
             err = json.loads(body)["error"]
             return cls(http_status, err.get("status", ""), err.get("message", ""), method)
@@ -162,8 +173,13 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
     conn_type = "google_cloud_platform"
     hook_name = "Google Cloud Healthcare (DICOM)"
 
-    def __init__(self, gcp_conn_id: str = default_conn_name, impersonation_chain: str | Sequence[str] | None = None,
-                 api_version: str = "v1", **kwargs: Any):
+    def __init__(
+        self,
+        gcp_conn_id: str = default_conn_name,
+        impersonation_chain: str | Sequence[str] | None = None,
+        api_version: str = "v1",
+        **kwargs: Any,
+    ):
         if api_version not in ("v1", "v1beta1"):
             raise ValueError(f"api_version={api_version!r} is invalid: must be 'v1' or 'v1beta1'")
         super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain, **kwargs)
@@ -182,7 +198,11 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         if self._conn is None:
             endpoint = self.endpoint
             self._conn = build(
-                "healthcare", self.api_version, http=self._authorize(), cache_discovery=False, static_discovery=True,
+                "healthcare",
+                self.api_version,
+                http=self._authorize(),
+                cache_discovery=False,
+                static_discovery=True,
                 client_options={"api_endpoint": endpoint} if endpoint else None,
             )
         return self._conn
@@ -195,11 +215,12 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
             return request.execute(num_retries=self.num_retries if num_retries is None else num_retries)
         except HttpError as exc:
             raise HealthcareApiError.from_body(exc.resp.status, exc.content, method) from None
-        except (OSError, socket.timeout, httplib2.HttpLib2Error) as exc:
+        except (TimeoutError, OSError, httplib2.HttpLib2Error) as exc:
             raise HealthcareApiError(503, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", method) from None
 
-    def _start_operation(self, request: Any, method: str, store_name: str, api_method: str,
-                         sleep: Callable[[float], None] = time.sleep) -> dict:
+    def _start_operation(
+        self, request: Any, method: str, store_name: str, api_method: str, sleep: Callable[[float], None] = time.sleep
+    ) -> dict:
         """POST a request that starts an operation, at most once in effect.
 
         The request carries no request id, so a blind retry after a 5xx or a lost connection could start a
@@ -220,18 +241,30 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 if exc.maybe_accepted:
                     started = self.find_operations_started(dataset, api_method, since, time.time())
                     if len(started) == 1:
-                        self.log.warning("%s answered HTTP %s, but operation %s was started: adopting it", method,
-                                         exc.http_status, started[0]["name"])
+                        self.log.warning(
+                            "%s answered HTTP %s, but operation %s was started: adopting it",
+                            method,
+                            exc.http_status,
+                            started[0]["name"],
+                        )
                         return started[0]
                     if len(started) > 1:
                         names = ", ".join(op["name"] for op in started)
                         raise AmbiguousSubmissionError(
-                            exc.http_status, "ABORTED",
+                            exc.http_status,
+                            "ABORTED",
                             f"the request failed ambiguously ({exc.api_message}) and {len(started)} {api_method} "
                             f"operations started since then could be ours ({names}); not submitting again, to "
-                            "avoid a duplicate", method) from None
-                self.log.warning("%s failed with HTTP %s (%s); sending it again in %.0fs", method, exc.http_status,
-                                 exc.api_message, delay)
+                            "avoid a duplicate",
+                            method,
+                        ) from None
+                self.log.warning(
+                    "%s failed with HTTP %s (%s); sending it again in %.0fs",
+                    method,
+                    exc.http_status,
+                    exc.api_message,
+                    delay,
+                )
                 sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
@@ -249,9 +282,12 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         for op in self.list_operations(dataset_name):
             meta = op.get("metadata") or {}
             created, ended = parse_time(meta.get("createTime", "")), parse_time(meta.get("endTime", ""))
-            if (meta.get("apiMethodName", "").endswith("." + api_method) and created
-                    and since - SUBMIT_CLOCK_SKEW_S <= created.timestamp() <= until + SUBMIT_CLOCK_SKEW_S
-                    and not (ended and ended.timestamp() < since)):
+            if (
+                meta.get("apiMethodName", "").endswith("." + api_method)
+                and created
+                and since - SUBMIT_CLOCK_SKEW_S <= created.timestamp() <= until + SUBMIT_CLOCK_SKEW_S
+                and not (ended and ended.timestamp() < since)
+            ):
                 found.append(op)
         return found
 
@@ -267,8 +303,10 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
             if exc.http_status != 409:
                 raise
         try:
-            self._execute(self._datasets().dicomStores().create(parent=dataset, dicomStoreId=dicom_store_id, body={}),
-                          "dicomStores.create")
+            self._execute(
+                self._datasets().dicomStores().create(parent=dataset, dicomStoreId=dicom_store_id, body={}),
+                "dicomStores.create",
+            )
             self.log.info("Created DICOM store %s/dicomStores/%s", dataset, dicom_store_id)
         except HealthcareApiError as exc:
             if exc.http_status != 409:
@@ -279,40 +317,68 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         return self._execute(self._datasets().dicomStores().get(name=store_name), "dicomStores.get")
 
     def get_store_metrics(self, store_name: str) -> dict[str, int]:
-        raw = self._execute(self._datasets().dicomStores().getDICOMStoreMetrics(name=store_name),
-                            "dicomStores.getDICOMStoreMetrics")
-        return {k: int(raw.get(k, 0) or 0) for k in ("studyCount", "seriesCount", "instanceCount",
-                                                     "structuredStorageSizeBytes", "blobStorageSizeBytes")}
+        raw = self._execute(
+            self._datasets().dicomStores().getDICOMStoreMetrics(name=store_name), "dicomStores.getDICOMStoreMetrics"
+        )
+        return {
+            k: int(raw.get(k, 0) or 0)
+            for k in (
+                "studyCount",
+                "seriesCount",
+                "instanceCount",
+                "structuredStorageSizeBytes",
+                "blobStorageSizeBytes",
+            )
+        }
 
     # --- operations that start LROs -------------------------------------------------------------
     def import_dicom(self, store_name: str, gcs_uri: str, blob_storage_class: str | None = None) -> dict:
         body: dict[str, Any] = {"gcsSource": {"uri": gcs_uri}}
         if blob_storage_class:
             body["blobStorageSettings"] = {"blobStorageClass": blob_storage_class}
-        return self._start_operation(self._datasets().dicomStores().import_(name=store_name, body=body),
-                                     "dicomStores.import", store_name, "ImportDicomData")
+        return self._start_operation(
+            self._datasets().dicomStores().import_(name=store_name, body=body),
+            "dicomStores.import",
+            store_name,
+            "ImportDicomData",
+        )
 
-    def export_dicom_to_gcs(self, store_name: str, uri_prefix: str, mime_type: str | None = None,
-                            filter_uri: str | None = None) -> dict:
+    def export_dicom_to_gcs(
+        self, store_name: str, uri_prefix: str, mime_type: str | None = None, filter_uri: str | None = None
+    ) -> dict:
         dest: dict[str, Any] = {"uriPrefix": uri_prefix}
         if mime_type:
             dest["mimeType"] = mime_type
         body: dict[str, Any] = {"gcsDestination": dest}
         if filter_uri:
             body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
-        return self._start_operation(self._datasets().dicomStores().export(name=store_name, body=body),
-                                     "dicomStores.export", store_name, "ExportDicomData")
+        return self._start_operation(
+            self._datasets().dicomStores().export(name=store_name, body=body),
+            "dicomStores.export",
+            store_name,
+            "ExportDicomData",
+        )
 
-    def export_dicom_to_bigquery(self, store_name: str, table_uri: str, write_disposition: str = "WRITE_EMPTY",
-                                 filter_uri: str | None = None, include_source_store: bool = False) -> dict:
-        dest = {"tableUri": table_uri, "writeDisposition": write_disposition}
+    def export_dicom_to_bigquery(
+        self,
+        store_name: str,
+        table_uri: str,
+        write_disposition: str = "WRITE_EMPTY",
+        filter_uri: str | None = None,
+        include_source_store: bool = False,
+    ) -> dict:
+        dest: dict[str, Any] = {"tableUri": table_uri, "writeDisposition": write_disposition}
         if include_source_store:
             dest["includeSourceStore"] = True
         body: dict[str, Any] = {"bigqueryDestination": dest}
         if filter_uri:
             body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
-        return self._start_operation(self._datasets().dicomStores().export(name=store_name, body=body),
-                                     "dicomStores.export", store_name, "ExportDicomData")
+        return self._start_operation(
+            self._datasets().dicomStores().export(name=store_name, body=body),
+            "dicomStores.export",
+            store_name,
+            "ExportDicomData",
+        )
 
     # --- operations -------------------------------------------------------------------------
     def get_operation(self, name: str, num_retries: int | None = None) -> dict:
@@ -336,9 +402,14 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
     def cancel_operation(self, name: str) -> None:
         self._execute(self._datasets().operations().cancel(name=name, body={}), "operations.cancel")
 
-    def wait_for_operation(self, name: str, planner: PollPlanner, deadline: float | None = None,
-                           on_progress: Callable[[OperationStatus], None] | None = None,
-                           sleep: Callable[[float], None] = time.sleep) -> OperationStatus:
+    def wait_for_operation(
+        self,
+        name: str,
+        planner: PollPlanner,
+        deadline: float | None = None,
+        on_progress: Callable[[OperationStatus], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> OperationStatus:
         """Poll until done; transient errors are retried, 4xx raise.
 
         ``deadline`` is epoch seconds. It is checked after every poll, successful or not, so an outage cannot
@@ -401,8 +472,13 @@ class CloudHealthcareDicomAsyncHook:
     _sessions: dict[int, tuple[aiohttp.ClientSession, int]] = {}
     _setups: dict[tuple, tuple[str, Any, bool]] = {}
 
-    def __init__(self, gcp_conn_id: str = "google_cloud_default", impersonation_chain: str | Sequence[str] | None = None,
-                 api_version: str = "v1", request_timeout: float = 60.0):
+    def __init__(
+        self,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        api_version: str = "v1",
+        request_timeout: float = 60.0,
+    ):
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain
         self.api_version = api_version
@@ -413,6 +489,7 @@ class CloudHealthcareDicomAsyncHook:
     async def _setup(self) -> tuple[str, Any, bool]:
         cached = self._setups.get(self._setup_key)
         if cached is None:
+
             def resolve() -> tuple[str, Any, bool]:
                 hook = CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
                 anonymous = bool(hook.extras.get("is_anonymous"))
@@ -445,12 +522,14 @@ class CloudHealthcareDicomAsyncHook:
         session = self._acquire_session()
         url = f"{root}{self.api_version}/{path}"
         try:
-            async with session.request(method, url, json=body, headers=await self._headers(credentials, anonymous)) as resp:
+            async with session.request(
+                method, url, json=body, headers=await self._headers(credentials, anonymous)
+            ) as resp:
                 data = await resp.read()
                 if resp.status >= 400:
                     raise HealthcareApiError.from_body(resp.status, data, api_method)
                 return json.loads(data) if data else {}
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise HealthcareApiError(503, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", api_method) from None
 
     async def get_operation(self, name: str) -> dict:

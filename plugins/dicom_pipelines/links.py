@@ -1,43 +1,27 @@
-"""Extra links on Healthcare tasks: the DICOM store and the operation in the Cloud Console."""
+"""Extra links on Healthcare tasks: the DICOM store and the operation in the Cloud Console.
+
+They build on the Google provider's ``BaseGoogleLink``: the operator persists the parts (``persist``),
+and the link is formatted when the UI asks. After a deferral Airflow stores the formatted URL under
+the same key; ``BaseGoogleLink`` returns it as it is.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from airflow.sdk import BaseOperatorLink
-from airflow.sdk.execution_time.xcom import XCom
+from airflow.providers.google.cloud.links.base import BaseGoogleLink
 
 CONSOLE = "https://console.cloud.google.com/healthcare/browser"
 
 
-class _PersistedLink(BaseOperatorLink):
-    """A link whose parts the operator pushes to XCom (``persist``) and ``get_link`` formats."""
-
-    name = ""
-    key = ""
-    template = ""
-
-    @property
-    def xcom_key(self) -> str:
-        return self.key
-
-    @classmethod
-    def persist(cls, context: Any, **parts: str) -> None:
-        context["ti"].xcom_push(key=cls.key, value=parts)
-
-    def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        parts = XCom.get_value(key=self.key, ti_key=ti_key)
-        return self.template.format(**parts) if parts else ""
-
-
-class HealthcareDicomStoreLink(_PersistedLink):
+class HealthcareDicomStoreLink(BaseGoogleLink):
     name = "DICOM store"
     key = "healthcare_dicom_store_link"
-    template = (CONSOLE + "/locations/{location}/datasets/{dataset_id}/dicomStores/{dicom_store_id}/details/overview"
-                "?project={project_id}")
+    format_str = (
+        CONSOLE + "/locations/{location}/datasets/{dataset_id}/dicomStores/{dicom_store_id}/details/overview"
+        "?project={project_id}"
+    )
 
 
-class HealthcareOperationLink(_PersistedLink):
+class HealthcareOperationLink(BaseGoogleLink):
     name = "Healthcare operation"
     key = "healthcare_operation_link"
-    template = CONSOLE + "/locations/{location}/datasets/{dataset_id}/operations/{operation_id}?project={project_id}"
+    format_str = CONSOLE + "/locations/{location}/datasets/{dataset_id}/operations/{operation_id}?project={project_id}"

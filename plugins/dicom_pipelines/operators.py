@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from airflow.configuration import conf
-from airflow.sdk import BaseOperator
+from airflow.providers.google.cloud.links.base import BaseGoogleLink
+from airflow.providers.google.cloud.operators.cloud_base import GoogleCloudBaseOperator
+from airflow.sdk import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from dicom_pipelines.hooks import (
@@ -76,13 +78,13 @@ def api_failure(exc: HealthcareApiError) -> AirflowException:
         return AirflowException(f"{exc} (still failing after the hook's own retries; Airflow retries the task)")
     hints = {
         403: " The dataset may not exist (the API answers 403 for a missing dataset), or the Airflow identity lacks "
-             "a Healthcare role such as roles/healthcare.dicomEditor.",
+        "a Healthcare role such as roles/healthcare.dicomEditor.",
         404: " The DICOM store does not exist: create it first (the nightly DAG's ensure_store task does).",
     }
     return AirflowFailException(f"{exc}{hints.get(exc.http_status, '')}")
 
 
-class HealthcareDicomStoreBaseOperator(BaseOperator):
+class HealthcareDicomStoreBaseOperator(GoogleCloudBaseOperator):
     """What every DICOM store operator shares: the store's coordinates and how to reach the API.
 
     :param project_id: Google Cloud project of the dataset.
@@ -94,13 +96,29 @@ class HealthcareDicomStoreBaseOperator(BaseOperator):
     :param api_version: ``v1`` (default) or ``v1beta1``.
     """
 
-    template_fields: Sequence[str] = ("project_id", "location", "dataset_id", "dicom_store_id", "impersonation_chain")
-    operator_extra_links = (HealthcareDicomStoreLink(),)
+    template_fields: Sequence[str] = (
+        "project_id",
+        "location",
+        "dataset_id",
+        "dicom_store_id",
+        "gcp_conn_id",
+        "impersonation_chain",
+    )
+    operator_extra_links: tuple[BaseGoogleLink, ...] = (HealthcareDicomStoreLink(),)
     ui_color = "#d4e9f7"
 
-    def __init__(self, *, project_id: str, location: str, dataset_id: str, dicom_store_id: str,
-                 gcp_conn_id: str = "google_cloud_default", impersonation_chain: str | Sequence[str] | None = None,
-                 api_version: str = "v1", **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        project_id: str,
+        location: str,
+        dataset_id: str,
+        dicom_store_id: str,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        api_version: str = "v1",
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.project_id = project_id
         self.location = location
@@ -118,8 +136,13 @@ class HealthcareDicomStoreBaseOperator(BaseOperator):
         return resource_name(self.project_id, self.location, self.dataset_id, self.dicom_store_id)
 
     def persist_store_link(self, context: Any) -> None:
-        HealthcareDicomStoreLink.persist(context, project_id=self.project_id, location=self.location,
-                                         dataset_id=self.dataset_id, dicom_store_id=self.dicom_store_id)
+        HealthcareDicomStoreLink.persist(
+            context,
+            project_id=self.project_id,
+            location=self.location,
+            dataset_id=self.dataset_id,
+            dicom_store_id=self.dicom_store_id,
+        )
 
 
 class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
@@ -139,18 +162,28 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
     :param failed_sources_to_log: how many failed sources to name in the task log.
     """
 
-    template_fields: Sequence[str] = (*HealthcareDicomStoreBaseOperator.template_fields, "max_failures",
-                                      "max_failure_ratio")
+    template_fields: Sequence[str] = (
+        *HealthcareDicomStoreBaseOperator.template_fields,
+        "max_failures",
+        "max_failure_ratio",
+    )
     operator_extra_links = (HealthcareDicomStoreLink(), HealthcareOperationLink())
     api_method = ""
     """The operation's ``metadata.apiMethodName`` suffix, used to find it after an ambiguous submission."""
 
-    def __init__(self, *,
-                 deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-                 poll_interval: float = 2.0, max_poll_interval: float = 60.0,
-                 operation_timeout: float | dt.timedelta | None = dt.timedelta(hours=24),
-                 cancel_on_kill: bool = True, max_failures: int | None = None, max_failure_ratio: float | None = None,
-                 failed_sources_to_log: int = 10, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 2.0,
+        max_poll_interval: float = 60.0,
+        operation_timeout: float | dt.timedelta | None = dt.timedelta(hours=24),
+        cancel_on_kill: bool = True,
+        max_failures: int | str | None = None,
+        max_failure_ratio: float | str | None = None,
+        failed_sources_to_log: int = 10,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.deferrable = deferrable
         self.poll_interval = poll_interval
@@ -213,13 +246,15 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             if entry.get("submit_started") is None:
                 return None
             since = float(entry["submit_started"])
-            started = hook.find_operations_started(store.split("/dicomStores/")[0], self.api_method, since,
-                                                   since + SUBMIT_TIMEOUT_S)
+            started = hook.find_operations_started(
+                store.split("/dicomStores/")[0], self.api_method, since, since + SUBMIT_TIMEOUT_S
+            )
             if len(started) > 1:
                 raise AirflowFailException(
                     f"An earlier try started submitting but did not record the operation, and {len(started)} "
                     f"{self.api_method} operations started since then could be it "
-                    f"({', '.join(op['name'] for op in started)}); not submitting again, to avoid a duplicate.")
+                    f"({', '.join(op['name'] for op in started)}); not submitting again, to avoid a duplicate."
+                )
             if not started:
                 self.log.info("An earlier try did not get to start an operation; submitting it")
                 return None
@@ -238,12 +273,19 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             return status
         kind = classify(status)
         if kind == TRANSIENT:
-            self.log.warning("Operation %s from an earlier try ended with %s (%s), which may pass: submitting it "
-                             "again", name, status.error_name, status.error_message)
+            self.log.warning(
+                "Operation %s from an earlier try ended with %s (%s), which may pass: submitting it again",
+                name,
+                status.error_name,
+                status.error_message,
+            )
             return None
         if kind == CANCELLED and not self._cancelled_by_deadline(status):
-            self.log.warning("Operation %s from an earlier try was cancelled (the task was cleared while it "
-                             "ran): submitting a new one", name)
+            self.log.warning(
+                "Operation %s from an earlier try was cancelled (the task was cleared while it "
+                "ran): submitting a new one",
+                name,
+            )
             return None
         self.log.info("Operation %s from an earlier try is finished: evaluating it, not submitting again", name)
         return status
@@ -266,9 +308,13 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             status = self._resume(context, hook, store) or self._submit(context, hook, store)
             name = self._operation_name = status.name
             self.persist_store_link(context)
-            HealthcareOperationLink.persist(context, operation_id=name.rsplit("/", 1)[-1],
-                                            project_id=self.project_id, location=self.location,
-                                            dataset_id=self.dataset_id)
+            HealthcareOperationLink.persist(
+                context,
+                operation_id=name.rsplit("/", 1)[-1],
+                project_id=self.project_id,
+                location=self.location,
+                dataset_id=self.dataset_id,
+            )
             if not status.done:
                 status = parse_operation(hook.get_operation(name))
         except HealthcareApiError as exc:
@@ -281,21 +327,30 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         if self.deferrable:
             self.defer(
                 trigger=HealthcareOperationTrigger(
-                    operation_name=name, gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain,
-                    api_version=self.api_version, poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval, deadline=deadline, cancel_on_kill=self.cancel_on_kill),
+                    operation_name=name,
+                    gcp_conn_id=self.gcp_conn_id,
+                    impersonation_chain=self.impersonation_chain,
+                    api_version=self.api_version,
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    deadline=deadline,
+                    cancel_on_kill=self.cancel_on_kill,
+                ),
                 method_name="execute_complete",
             )
         last: list[int] = []
 
         def progress(s: OperationStatus) -> None:
             if last != [s.pending]:
-                self.log.info("Operation %s: %d succeeded, %d failed, %d pending", name, s.success, s.failure, s.pending)
+                self.log.info(
+                    "Operation %s: %d succeeded, %d failed, %d pending", name, s.success, s.failure, s.pending
+                )
                 last[:] = [s.pending]
 
         try:
-            status = hook.wait_for_operation(name, PollPlanner(self.poll_interval, self.max_poll_interval), deadline,
-                                             progress)
+            status = hook.wait_for_operation(
+                name, PollPlanner(self.poll_interval, self.max_poll_interval), deadline, progress
+            )
         except OperationDeadlineExceeded as exc:
             raise self._timeout(hook, exc.last or status) from None
         except HealthcareApiError as exc:
@@ -314,12 +369,15 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
                 note = f"cancelling it failed too ({exc}), so it may still be running"
         return AirflowFailException(
             f"Operation {status.name} was not done {_seconds(self.operation_timeout):.0f}s after its creation "
-            f"({status.create_time or 'unknown'}); {note}. Last counters: {summary(status)}")
+            f"({status.create_time or 'unknown'}); {note}. Last counters: {summary(status)}"
+        )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if event["status"] == "timeout":
-            raise AirflowFailException(f"{event['message']}. Last counters: {event['success']} succeeded, "
-                                       f"{event['failure']} failed, {event['pending']} pending")
+            raise AirflowFailException(
+                f"{event['message']}. Last counters: {event['success']} succeeded, "
+                f"{event['failure']} failed, {event['pending']} pending"
+            )
         if event["status"] != "done":
             raise AirflowFailException(f"Waiting for operation {event['operation_name']} failed: {event['message']}")
         hook = self.get_hook()
@@ -338,15 +396,17 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         if kind == CANCELLED and self._cancelled_by_deadline(status):
             raise AirflowFailException(
                 f"Operation {status.name} was cancelled at its deadline ({_seconds(self.operation_timeout):.0f}s after "
-                f"its creation). [{summary(status)}]")
+                f"its creation). [{summary(status)}]"
+            )
         message = failure_message(status, kind, self.policy)
         if message and kind == TRANSIENT:
             raise AirflowException(message)
         if message:
             raise AirflowFailException(message)
         if status.failure:
-            self.log.warning("%d failed instances are within the tolerance (%s)", status.failure,
-                             self.policy.describe())
+            self.log.warning(
+                "%d failed instances are within the tolerance (%s)", status.failure, self.policy.describe()
+            )
         return operation_result(status)
 
     def _on_empty(self, status: OperationStatus) -> Any:
@@ -375,8 +435,14 @@ class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
     template_fields = (*HealthcareDicomOperationOperator.template_fields, "gcs_uri", "allow_empty_source")
     template_fields_renderers = {"gcs_uri": "py"}
 
-    def __init__(self, *, gcs_uri: str, blob_storage_class: str | None = None, allow_empty_source: bool = False,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        gcs_uri: str,
+        blob_storage_class: str | None = None,
+        allow_empty_source: bool | str = False,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.gcs_uri = gcs_uri
         self.blob_storage_class = blob_storage_class
@@ -391,11 +457,13 @@ class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
         if exists is False:
             raise AirflowFailException(
                 f"gcs_uri={self.gcs_uri!r}: the bucket gs://{bucket} does not exist, so nothing was imported "
-                f"({status.error_name}: {status.error_message})")
+                f"({status.error_name}: {status.error_message})"
+            )
         if not parse_bool(self.allow_empty_source, "allow_empty_source"):
             raise AirflowFailException(
                 f"No objects matched gcs_uri={self.gcs_uri!r}: nothing was imported "
-                f"({status.error_message or status.error_name}). Set allow_empty_source to skip such runs instead.")
+                f"({status.error_message or status.error_name}). Set allow_empty_source to skip such runs instead."
+            )
         raise AirflowSkipException(f"No objects matched {self.gcs_uri}: nothing to import")
 
     def _bucket_exists(self, bucket: str) -> bool | None:
@@ -404,8 +472,12 @@ class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
         from google.api_core.exceptions import GoogleAPICallError
 
         try:
-            return GCSHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain) \
-                .get_conn().bucket(bucket).exists()
+            return (
+                GCSHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
+                .get_conn()
+                .bucket(bucket)
+                .exists()
+            )
         except GoogleAPICallError as exc:
             self.log.warning("Could not check whether gs://%s exists (%s); trusting the empty match", bucket, exc)
             return None
@@ -460,11 +532,23 @@ class HealthcareDicomExportToBigQueryOperator(HealthcareDicomOperationOperator):
     :param include_source_store: add a ``SourceDicomStore`` column.
     """
 
-    template_fields = (*HealthcareDicomOperationOperator.template_fields, "table_uri", "write_disposition", "filter_uri")
+    template_fields = (
+        *HealthcareDicomOperationOperator.template_fields,
+        "table_uri",
+        "write_disposition",
+        "filter_uri",
+    )
     template_fields_renderers = {"table_uri": "py"}
 
-    def __init__(self, *, table_uri: str, write_disposition: str = "WRITE_EMPTY", filter_uri: str | None = None,
-                 include_source_store: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        table_uri: str,
+        write_disposition: str = "WRITE_EMPTY",
+        filter_uri: str | None = None,
+        include_source_store: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.table_uri = table_uri
         self.write_disposition = write_disposition
@@ -481,8 +565,9 @@ class HealthcareDicomExportToBigQueryOperator(HealthcareDicomOperationOperator):
             parse_gcs_uri(self.filter_uri, "filter_uri")
 
     def submit(self, hook: CloudHealthcareDicomHook, store_name: str) -> dict:
-        return hook.export_dicom_to_bigquery(store_name, self.table_uri, self.write_disposition,
-                                             self.filter_uri or None, self.include_source_store)
+        return hook.export_dicom_to_bigquery(
+            store_name, self.table_uri, self.write_disposition, self.filter_uri or None, self.include_source_store
+        )
 
 
 class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
@@ -494,8 +579,9 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
         except ValidationError as exc:
             raise AirflowFailException(str(exc)) from None
         try:
-            name = self.get_hook().ensure_dicom_store(self.project_id, self.location, self.dataset_id,
-                                                      self.dicom_store_id)
+            name = self.get_hook().ensure_dicom_store(
+                self.project_id, self.location, self.dataset_id, self.dicom_store_id
+            )
         except HealthcareApiError as exc:
             raise api_failure(exc) from None
         self.persist_store_link(context)

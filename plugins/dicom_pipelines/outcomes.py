@@ -78,8 +78,9 @@ class FailurePolicy:
             try:
                 ratio = float(str(max_failure_ratio).strip())
             except ValueError:
-                raise ValidationError("max_failure_ratio", max_failure_ratio,
-                                      "must be a number between 0 and 1") from None
+                raise ValidationError(
+                    "max_failure_ratio", max_failure_ratio, "must be a number between 0 and 1"
+                ) from None
             if not 0 <= ratio <= 1:
                 raise ValidationError("max_failure_ratio", max_failure_ratio, "must be a number between 0 and 1")
         return cls(count, ratio)
@@ -113,8 +114,9 @@ def operation_result(status: OperationStatus) -> dict[str, Any]:
 
 
 def summary(status: OperationStatus) -> str:
-    return (f"{status.success} succeeded, {status.failure} failed of {status.processed}; "
-            f"logs: {status.logs_url or 'n/a'}")
+    return (
+        f"{status.success} succeeded, {status.failure} failed of {status.processed}; logs: {status.logs_url or 'n/a'}"
+    )
 
 
 def partial_failure_message(status: OperationStatus, policy: FailurePolicy) -> str | None:
@@ -123,11 +125,15 @@ def partial_failure_message(status: OperationStatus, policy: FailurePolicy) -> s
     if policy.allows(status.failure, total):
         return None
     if status.success == 0:
-        return (f"Operation {status.name}: all {total} instances failed ({policy.describe()}). "
-                f"The per-instance errors are at {status.logs_url or 'the operation logs'}.")
-    return (f"Operation {status.name}: {status.failure} of {total} instances failed "
-            f"({status.failure / max(total, 1):.1%}), more than allowed ({policy.describe()}). "
-            f"The per-instance errors are at {status.logs_url or 'the operation logs'}.")
+        return (
+            f"Operation {status.name}: all {total} instances failed ({policy.describe()}). "
+            f"The per-instance errors are at {status.logs_url or 'the operation logs'}."
+        )
+    return (
+        f"Operation {status.name}: {status.failure} of {total} instances failed "
+        f"({status.failure / max(total, 1):.1%}), more than allowed ({policy.describe()}). "
+        f"The per-instance errors are at {status.logs_url or 'the operation logs'}."
+    )
 
 
 def failure_message(status: OperationStatus, kind: str, policy: FailurePolicy) -> str | None:
@@ -142,9 +148,11 @@ def failure_message(status: OperationStatus, kind: str, policy: FailurePolicy) -
     if kind == CANCELLED:
         return f"{what} It was cancelled by a user or another client. [{summary(status)}]"
     if status.error_code == 7:
-        return (f"{what} The Healthcare service agent (service-<PROJECT_NUMBER>@gcp-sa-healthcare.iam.gserviceaccount"
-                ".com) lacks a permission: roles/storage.objectViewer on source buckets, roles/storage.objectAdmin on "
-                f"export buckets. [{summary(status)}]")
+        return (
+            f"{what} The Healthcare service agent (service-<PROJECT_NUMBER>@gcp-sa-healthcare.iam.gserviceaccount"
+            ".com) lacks a permission: roles/storage.objectViewer on source buckets, roles/storage.objectAdmin on "
+            f"export buckets. [{summary(status)}]"
+        )
     return f"{what} [{summary(status)}]"
 
 

@@ -27,8 +27,10 @@ def default_export_prefix(params: dict, run_id: str) -> str:
 def require_result(result: dict | None, task_id: str) -> None:
     """Skip a check whose operation task left no result: a user marked that task successful while it waited."""
     if result is None:
-        raise AirflowSkipException(f"{task_id} has no operation result (a user marked it successful before its "
-                                   "operation finished): there are no counters to check")
+        raise AirflowSkipException(
+            f"{task_id} has no operation result (a user marked it successful before its "
+            "operation finished): there are no counters to check"
+        )
 
 
 def store_instance_count(gcp_conn_id: str, store_name: str) -> int:
@@ -71,9 +73,14 @@ def check_filter_file(gcp_conn_id: str, filter_uri: str) -> dict[str, Any]:
     except ValidationError as exc:
         raise AirflowFailException(str(exc)) from None
     if not paths:
-        raise AirflowSkipException(f"No DICOM resources matched the criteria ({filter_uri} is empty): nothing to export")
-    return {"filter_uri": filter_uri, "paths": len(paths),
-            "levels": {lvl: sum(1 for p in paths if p.level == lvl) for lvl in ("study", "series", "instance")}}
+        raise AirflowSkipException(
+            f"No DICOM resources matched the criteria ({filter_uri} is empty): nothing to export"
+        )
+    return {
+        "filter_uri": filter_uri,
+        "paths": len(paths),
+        "levels": {lvl: sum(1 for p in paths if p.level == lvl) for lvl in ("study", "series", "instance")},
+    }
 
 
 def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, export_result: dict) -> dict[str, Any]:
@@ -86,16 +93,21 @@ def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, exp
     names = GCSHook(gcp_conn_id=gcp_conn_id).list(prefix_uri.bucket, prefix=prefix)
     instances = set()
     for name in names:
-        parts = name[len(prefix):].split("/")
+        parts = name[len(prefix) :].split("/")
         if len(parts) >= 3:
             instances.add("/".join(parts[:3]).removesuffix(mime.extension) if mime.extension else "/".join(parts[:3]))
     expected = int(export_result.get("success", 0))
-    summary = {"objects": len(names), "instances": len(instances), "expected_instances": expected,
-               "uri_prefix": uri_prefix}
+    summary = {
+        "objects": len(names),
+        "instances": len(instances),
+        "expected_instances": expected,
+        "uri_prefix": uri_prefix,
+    }
     if len(instances) != expected:
         raise AirflowException(
             f"export verification failed: {len(instances)} instances found under {uri_prefix}, but the operation "
-            f"reported {expected} exported")
+            f"reported {expected} exported"
+        )
     return summary
 
 

@@ -34,7 +34,8 @@ class PollPlanner:
             raise ValueError(f"poll_interval={self.poll_interval!r} is invalid: must be > 0 seconds")
         if self.max_poll_interval < self.poll_interval:
             raise ValueError(
-                f"max_poll_interval={self.max_poll_interval!r} is invalid: must be >= poll_interval ({self.poll_interval})"
+                f"max_poll_interval={self.max_poll_interval!r} is invalid: "
+                f"must be >= poll_interval ({self.poll_interval})"
             )
         self._delay = self.poll_interval
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from airflow.configuration import conf
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from dicom_pipelines.hooks import CloudHealthcareDicomHook, HealthcareApiError, OperationStatus, parse_operation
@@ -36,14 +36,23 @@ class HealthcareOperationSensor(BaseSensorOperator):
         not this task's operation).
     """
 
-    template_fields: Sequence[str] = ("operation_name", "impersonation_chain")
+    template_fields: Sequence[str] = ("operation_name", "gcp_conn_id", "impersonation_chain")
 
-    def __init__(self, *, operation_name: str, gcp_conn_id: str = "google_cloud_default",
-                 impersonation_chain: str | Sequence[str] | None = None, api_version: str = "v1",
-                 max_failures: int | None = None, max_failure_ratio: float | None = None,
-                 deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-                 max_poll_interval: float = 60.0, cancel_on_kill: bool = False, failed_sources_to_log: int = 10,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        operation_name: str,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        api_version: str = "v1",
+        max_failures: int | str | None = None,
+        max_failure_ratio: float | str | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        max_poll_interval: float = 60.0,
+        cancel_on_kill: bool = False,
+        failed_sources_to_log: int = 10,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.operation_name = operation_name
         self.gcp_conn_id = gcp_conn_id
@@ -62,7 +71,8 @@ class HealthcareOperationSensor(BaseSensorOperator):
         if not isinstance(self.operation_name, str) or not re.match(_OPERATION_RE, self.operation_name):
             raise AirflowFailException(
                 f"operation_name={self.operation_name!r} is invalid: must be "
-                "projects/P/locations/L/datasets/D/operations/ID")
+                "projects/P/locations/L/datasets/D/operations/ID"
+            )
 
     def _status(self, hook: CloudHealthcareDicomHook) -> OperationStatus:
         """The operation now; 429/5xx were retried by the hook, other API errors are final."""
@@ -91,10 +101,15 @@ class HealthcareOperationSensor(BaseSensorOperator):
         timeout = self.timeout.total_seconds() if isinstance(self.timeout, dt.timedelta) else float(self.timeout)
         self.defer(
             trigger=HealthcareOperationTrigger(
-                operation_name=self.operation_name, gcp_conn_id=self.gcp_conn_id,
-                impersonation_chain=self.impersonation_chain, api_version=self.api_version,
-                poll_interval=float(self.poke_interval), max_poll_interval=self.max_poll_interval,
-                deadline=time.time() + timeout, cancel_on_kill=self.cancel_on_kill),
+                operation_name=self.operation_name,
+                gcp_conn_id=self.gcp_conn_id,
+                impersonation_chain=self.impersonation_chain,
+                api_version=self.api_version,
+                poll_interval=float(self.poke_interval),
+                max_poll_interval=self.max_poll_interval,
+                deadline=time.time() + timeout,
+                cancel_on_kill=self.cancel_on_kill,
+            ),
             method_name="execute_complete",
         )
 
@@ -102,8 +117,13 @@ class HealthcareOperationSensor(BaseSensorOperator):
         hook = self._hook()
         status = self._status(hook)
         if not status.done:
-            self.log.info("Operation %s: %d succeeded, %d failed, %d pending", status.name, status.success,
-                          status.failure, status.pending)
+            self.log.info(
+                "Operation %s: %d succeeded, %d failed, %d pending",
+                status.name,
+                status.success,
+                status.failure,
+                status.pending,
+            )
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._evaluate(hook, status))
 

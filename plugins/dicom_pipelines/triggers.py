@@ -8,22 +8,41 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook, HealthcareApiError, OperationStatus, parse_operation
 from dicom_pipelines.polling import PollPlanner
 
-EVENT_KEYS = ("status", "message", "operation_name", "done", "success", "failure", "pending", "logs_url",
-              "error_code", "error_message", "http_status", "polls")
+EVENT_KEYS = (
+    "status",
+    "message",
+    "operation_name",
+    "done",
+    "success",
+    "failure",
+    "pending",
+    "logs_url",
+    "error_code",
+    "error_message",
+    "http_status",
+    "polls",
+)
 """``status`` is one of: ``done`` (the operation finished, successfully or not: read ``error_code``),
 ``timeout`` (the deadline passed with the operation not done; cancelled if ``cancel_on_kill``),
 ``error`` (a non-retryable API error while polling)."""
 
 
-def make_event(status: str, message: str, operation_name: str, op: OperationStatus | None = None,
-               http_status: int = 0, polls: int = 0) -> dict[str, Any]:
+def make_event(
+    status: str,
+    message: str,
+    operation_name: str,
+    op: OperationStatus | None = None,
+    http_status: int = 0,
+    polls: int = 0,
+) -> dict[str, Any]:
     return {
         "status": status,
         "message": message,
@@ -55,15 +74,23 @@ class HealthcareOperationTrigger(BaseTrigger):
         kills or clears the deferred task (never on a triggerer restart). False leaves it running always.
     """
 
-    def __init__(self, operation_name: str, gcp_conn_id: str = "google_cloud_default",
-                 impersonation_chain: str | Sequence[str] | None = None, api_version: str = "v1",
-                 poll_interval: float = 2.0, max_poll_interval: float = 60.0, deadline: float | None = None,
-                 cancel_on_kill: bool = True):
+    def __init__(
+        self,
+        operation_name: str,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        api_version: str = "v1",
+        poll_interval: float = 2.0,
+        max_poll_interval: float = 60.0,
+        deadline: float | None = None,
+        cancel_on_kill: bool = True,
+    ):
         super().__init__()
         self.operation_name = operation_name
         self.gcp_conn_id = gcp_conn_id
-        self.impersonation_chain = list(impersonation_chain) if isinstance(impersonation_chain, (list, tuple)) \
-            else impersonation_chain
+        self.impersonation_chain = (
+            list(impersonation_chain) if isinstance(impersonation_chain, (list, tuple)) else impersonation_chain
+        )
         self.api_version = api_version
         self.poll_interval = float(poll_interval)
         self.max_poll_interval = float(max_poll_interval)
@@ -113,8 +140,13 @@ class HealthcareOperationTrigger(BaseTrigger):
                         yield TriggerEvent(make_event("done", f"operation {name} is done", name, status, 200, polls))
                         return
                     if status.pending != last_pending:
-                        self.log.info("Operation %s: %d succeeded, %d failed, %d pending", name, status.success,
-                                      status.failure, status.pending)
+                        self.log.info(
+                            "Operation %s: %d succeeded, %d failed, %d pending",
+                            name,
+                            status.success,
+                            status.failure,
+                            status.pending,
+                        )
                         last_pending = status.pending
                     delay = planner.next_delay(time.time(), status.processed, status.pending)
                 if self.deadline is not None and time.time() >= self.deadline:
@@ -145,8 +177,9 @@ class HealthcareOperationTrigger(BaseTrigger):
         except HealthcareApiError:
             status = None
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.deadline or 0))
-        return make_event("timeout", f"operation {name} was not done by its deadline {when}; {note}", name, status,
-                          0, polls)
+        return make_event(
+            "timeout", f"operation {name} was not done by its deadline {when}; {note}", name, status, 0, polls
+        )
 
     async def on_kill(self) -> None:
         """A user acted on the deferred task: cancel the operation, if asked to, unless it was marked success.
@@ -174,11 +207,12 @@ class HealthcareOperationTrigger(BaseTrigger):
         if ti is None:
             return False
         try:
-            from asgiref.sync import sync_to_async
             from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+            from asgiref.sync import sync_to_async
 
             states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
-                dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index)
+                dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index
+            )
             return states[ti.run_id][ti.task_id] == "success"
         except Exception as exc:  # the state is only a hint; without it, the user action means a kill
             self.log.warning("Could not read the task's state (%s); treating the user action as a kill", exc)

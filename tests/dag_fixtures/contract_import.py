@@ -13,11 +13,25 @@ from airflow.sdk import DAG, task
 from dicom_pipelines.operators import HealthcareDicomImportOperator
 from dicom_pipelines.sensors import HealthcareOperationSensor
 
-START = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
-with DAG("contract_import", schedule=None, start_date=START, tags=["test"], render_template_as_native_obj=True,
-         params={"project_id": "p", "location": "l", "dataset_id": "d", "dicom_store_id": "s", "gcs_uri": "gs://b/x",
-                 "max_failures": None, "allow_empty": False, "earlier_try": None}) as contract_import:
+with DAG(
+    "contract_import",
+    schedule=None,
+    start_date=START,
+    tags=["test"],
+    render_template_as_native_obj=True,
+    params={
+        "project_id": "p",
+        "location": "l",
+        "dataset_id": "d",
+        "dicom_store_id": "s",
+        "gcs_uri": "gs://b/x",
+        "max_failures": None,
+        "allow_empty": False,
+        "earlier_try": None,
+    },
+) as contract_import:
 
     @task
     def earlier_try(**context) -> None:
@@ -40,8 +54,10 @@ with DAG("contract_import", schedule=None, start_date=START, tags=["test"], rend
         mode, p = context["params"]["earlier_try"], context["params"]
         if not mode:
             return
-        store = f"projects/{p['project_id']}/locations/{p['location']}/datasets/{p['dataset_id']}/dicomStores/" \
-                f"{p['dicom_store_id']}"
+        store = (
+            f"projects/{p['project_id']}/locations/{p['location']}/datasets/{p['dataset_id']}/dicomStores/"
+            f"{p['dicom_store_id']}"
+        )
         entry = {"generation": -3 if mode == "cleared" else 0, "submit_started": time.time()}
         if mode != "before_post":
             name = CloudHealthcareDicomHook().import_dicom(store, p["gcs_uri"])["name"]
@@ -52,27 +68,61 @@ with DAG("contract_import", schedule=None, start_date=START, tags=["test"], rend
             get_state_backend().set(scope, OPERATION_STATE_KEY, json.dumps(entry), expires_at=None, session=session)
 
     earlier_try() >> HealthcareDicomImportOperator(
-        task_id="import_dicom", project_id="{{ params.project_id }}", location="{{ params.location }}",
-        dataset_id="{{ params.dataset_id }}", dicom_store_id="{{ params.dicom_store_id }}",
-        gcs_uri="{{ params.gcs_uri }}", max_failures="{{ params.max_failures }}",
-        allow_empty_source="{{ params.allow_empty }}", retries=2, retry_delay=dt.timedelta(seconds=0),
-        poll_interval=0.2, max_poll_interval=0.5, deferrable=False)
+        task_id="import_dicom",
+        project_id="{{ params.project_id }}",
+        location="{{ params.location }}",
+        dataset_id="{{ params.dataset_id }}",
+        dicom_store_id="{{ params.dicom_store_id }}",
+        gcs_uri="{{ params.gcs_uri }}",
+        max_failures="{{ params.max_failures }}",
+        allow_empty_source="{{ params.allow_empty }}",
+        retries=2,
+        retry_delay=dt.timedelta(seconds=0),
+        poll_interval=0.2,
+        max_poll_interval=0.5,
+        deferrable=False,
+    )
 
-with DAG("contract_import_deadline", schedule=None, start_date=START, tags=["test"],
-         params={"project_id": "p", "location": "l", "dataset_id": "d", "dicom_store_id": "s",
-                 "gcs_uri": "gs://b/x"}) as contract_import_deadline:
+with DAG(
+    "contract_import_deadline",
+    schedule=None,
+    start_date=START,
+    tags=["test"],
+    params={"project_id": "p", "location": "l", "dataset_id": "d", "dicom_store_id": "s", "gcs_uri": "gs://b/x"},
+) as contract_import_deadline:
     for cancel in (True, False):
         HealthcareDicomImportOperator(
-            task_id=f"import_cancel_{str(cancel).lower()}", project_id="{{ params.project_id }}",
-            location="{{ params.location }}", dataset_id="{{ params.dataset_id }}",
-            dicom_store_id="{{ params.dicom_store_id }}", gcs_uri="{{ params.gcs_uri }}", retries=2,
-            retry_delay=dt.timedelta(seconds=0), poll_interval=0.2, max_poll_interval=0.5, deferrable=True,
-            operation_timeout=1.5, cancel_on_kill=cancel)
+            task_id=f"import_cancel_{str(cancel).lower()}",
+            project_id="{{ params.project_id }}",
+            location="{{ params.location }}",
+            dataset_id="{{ params.dataset_id }}",
+            dicom_store_id="{{ params.dicom_store_id }}",
+            gcs_uri="{{ params.gcs_uri }}",
+            retries=2,
+            retry_delay=dt.timedelta(seconds=0),
+            poll_interval=0.2,
+            max_poll_interval=0.5,
+            deferrable=True,
+            operation_timeout=1.5,
+            cancel_on_kill=cancel,
+        )
 
-with DAG("contract_sensor", schedule=None, start_date=START, tags=["test"],
-         params={"operation_name": "projects/p/locations/l/datasets/d/operations/1"}) as contract_sensor:
+with DAG(
+    "contract_sensor",
+    schedule=None,
+    start_date=START,
+    tags=["test"],
+    params={"operation_name": "projects/p/locations/l/datasets/d/operations/1"},
+) as contract_sensor:
     for soft_fail in (True, False):
         HealthcareOperationSensor(
-            task_id=f"wait_soft_fail_{str(soft_fail).lower()}", operation_name="{{ params.operation_name }}",
-            soft_fail=soft_fail, timeout=1.5, poke_interval=0.2, max_poll_interval=0.5, deferrable=True, retries=2,
-            retry_delay=dt.timedelta(seconds=0))
+            task_id=f"wait_soft_fail_{str(soft_fail).lower()}",
+            operation_name="{{ params.operation_name }}",
+            soft_fail=soft_fail,
+            timeout=1.5,
+            poke_interval=0.2,
+            max_poll_interval=0.5,
+            deferrable=True,
+            retries=2,
+            retry_delay=dt.timedelta(seconds=0),
+        )

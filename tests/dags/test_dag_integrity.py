@@ -41,13 +41,19 @@ def test_params_have_types_descriptions_and_valid_defaults(dagbag):
 
 
 def test_bad_conf_is_refused():
+    from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk.definitions.param import ParamsDict
     from airflow.sdk.exceptions import ParamValidationError
-    from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(DAGS / "dicom_filtered_export.py")).dags["dicom_filtered_export"]
-    for bad in ({"modalities": "CT"}, {"granularity": "frame"}, {"study_date_from": "2026/11/01"},
-                {"mime_type": "image/gif"}, {"destination_prefix": "s3://x/y"}, {"study_uids": ["1.2;DROP"]}):
+    for bad in (
+        {"modalities": "CT"},
+        {"granularity": "frame"},
+        {"study_date_from": "2026/11/01"},
+        {"mime_type": "image/gif"},
+        {"destination_prefix": "s3://x/y"},
+        {"study_uids": ["1.2;DROP"]},
+    ):
         params = ParamsDict(dict(dag.params.items()))
         with pytest.raises(ParamValidationError):
             params.update(bad)
@@ -63,7 +69,6 @@ def test_schedules(dagbag):
 def test_no_network_or_database_io_at_import_time(monkeypatch):
     """Parse every DAG file with sockets and the metadata database made unusable."""
     import sqlalchemy.engine
-
     from airflow.dag_processing.dagbag import DagBag
 
     def refuse(*args, **kwargs):

@@ -29,8 +29,10 @@ pytestmark = pytest.mark.drills
 
 IMPORT, FILTERED = "dicom_nightly_import", "dicom_filtered_export"
 BUCKET = "dicom-drills"
-STORE_PATH = (f"projects/{DEMO_IDS['GCP_PROJECT']}/locations/{DEMO_IDS['HEALTHCARE_LOCATION']}/datasets/"
-              f"{DEMO_IDS['HEALTHCARE_DATASET']}/dicomStores/")
+STORE_PATH = (
+    f"projects/{DEMO_IDS['GCP_PROJECT']}/locations/{DEMO_IDS['HEALTHCARE_LOCATION']}/datasets/"
+    f"{DEMO_IDS['HEALTHCARE_DATASET']}/dicomStores/"
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +71,14 @@ def seed_nights(gcs: storage.Client, drill: str, days: list[str], good: int = 3,
     bucket = gcs.bucket(BUCKET)
     matched = {}
     for n, day in enumerate(days):
-        study = make_study("CT", day.replace("-", ""), per_series=good, patient_id=f"{drill}-{n}",
-                           seed=zlib.crc32(drill.encode()) % 1000 + n, deterministic=True)
+        study = make_study(
+            "CT",
+            day.replace("-", ""),
+            per_series=good,
+            patient_id=f"{drill}-{n}",
+            seed=zlib.crc32(drill.encode()) % 1000 + n,
+            deterministic=True,
+        )
         for inst in study:
             bucket.blob(f"{drill}/{day}/{inst.sop}.dcm").upload_from_string(inst.data)
         for i in range(bad):
@@ -115,8 +123,9 @@ def check_accounting(client: AirflowClient, runs: list[dict], matched: dict[str,
     return lines
 
 
-def backfill_and_wait(client: AirflowClient, drill: str, days: list[str], timeout: float = 400,
-                      during=None) -> list[dict]:
+def backfill_and_wait(
+    client: AirflowClient, drill: str, days: list[str], timeout: float = 400, during=None
+) -> list[dict]:
     client.backfill(IMPORT, f"{days[0]}T00:00:00Z", f"{days[-1]}T00:00:00Z", night_conf(drill), max_active_runs=1)
     if during:
         during()
@@ -133,8 +142,9 @@ def operation_polls(endpoint: str) -> int:
     return requests.get(f"{endpoint}/admin/stats", timeout=30).json()["requests"].get("operations.get", 0)
 
 
-def deferred_import(client: AirflowClient, gcs: storage.Client, endpoint: str, drill: str, hour: int,
-                    good: int = 30, bad: int = 0) -> tuple[str, dict[str, int]]:
+def deferred_import(
+    client: AirflowClient, gcs: storage.Client, endpoint: str, drill: str, hour: int, good: int = 30, bad: int = 0
+) -> tuple[str, dict[str, int]]:
     """A manual run of the nightly import on its own folder, waited for until its trigger polls in the triggerer.
 
     Deferred is not enough: a user action before a triggerer has picked the trigger up finds no trigger
@@ -160,15 +170,27 @@ def test_drill_api_faults_during_backfill_and_filtered_export(drill_env, capsys)
     stack, client, gcs, endpoint = drill_env
     drill, days = "faults", ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
     matched = seed_nights(gcs, drill, days)
-    requests.post(f"{endpoint}/admin/faults", timeout=30, json={
-        "seed": 16, "*": {"rate": 0.2, "codes": [429, 503]},
-        "dicomStores.import": {"rate": 0.2, "code": 503, "after": True},
-        "dicomStores.export": {"rate": 0.2, "code": 503, "after": True}}).raise_for_status()
+    requests.post(
+        f"{endpoint}/admin/faults",
+        timeout=30,
+        json={
+            "seed": 16,
+            "*": {"rate": 0.2, "codes": [429, 503]},
+            "dicomStores.import": {"rate": 0.2, "code": 503, "after": True},
+            "dicomStores.export": {"rate": 0.2, "code": 503, "after": True},
+        },
+    ).raise_for_status()
     try:
         runs = backfill_and_wait(client, drill, days)
         lines = check_accounting(client, runs, matched)
-        export = client.trigger(FILTERED, {"dicom_store_id": drill, "modalities": ["CT"],
-                                           "destination_prefix": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/drill-faults"})
+        export = client.trigger(
+            FILTERED,
+            {
+                "dicom_store_id": drill,
+                "modalities": ["CT"],
+                "destination_prefix": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/drill-faults",
+            },
+        )
         exported = client.wait_run(FILTERED, export["dag_run_id"], timeout=400)
         injected = requests.get(f"{endpoint}/admin/stats", timeout=30).json()["injected"]
     finally:
@@ -176,9 +198,13 @@ def test_drill_api_faults_during_backfill_and_filtered_export(drill_env, capsys)
     assert exported["state"] == "success", client.task_states(FILTERED, export["dag_run_id"])
     ops = operations(endpoint, drill)
     exports = [o for o in ops if o["method"] == "ExportDicomData"]
-    report(capsys, f"\n[drill faults] {len(runs)} nights + 1 filtered export, {injected} faults injected; "
-                   f"operations: {len(imports_of(ops))} imports for {len(days)} import tasks, {len(exports)} exports "
-                   f"for 2 export tasks", *lines)
+    report(
+        capsys,
+        f"\n[drill faults] {len(runs)} nights + 1 filtered export, {injected} faults injected; "
+        f"operations: {len(imports_of(ops))} imports for {len(days)} import tasks, {len(exports)} exports "
+        f"for 2 export tasks",
+        *lines,
+    )
     assert injected > 0
     assert len(imports_of(ops)) == len(days) and len(exports) == 2
 
@@ -193,8 +219,12 @@ def test_drill_triggerer_killed_while_an_import_is_deferred(drill_env, capsys):
     run = client.wait_run(IMPORT, run_id, timeout=300)
     ops = imports_of(operations(endpoint, drill))
     lines = check_accounting(client, [run], matched)
-    report(capsys, f"\n[drill triggerer] killed with SIGKILL while deferred, restarted; run {run['state']}; "
-                   f"{len(ops)} import operation(s), cancelled: {[o['cancelRequested'] for o in ops]}", *lines)
+    report(
+        capsys,
+        f"\n[drill triggerer] killed with SIGKILL while deferred, restarted; run {run['state']}; "
+        f"{len(ops)} import operation(s), cancelled: {[o['cancelRequested'] for o in ops]}",
+        *lines,
+    )
     assert len(ops) == 1 and not ops[0]["cancelRequested"]
 
 
@@ -210,8 +240,12 @@ def test_drill_healthcare_api_restarts_while_an_import_runs(drill_env, capsys):
     ops = imports_of(operations(endpoint, drill))
     ti = client.task_instance(IMPORT, run_id, "import_dicom")
     lines = check_accounting(client, [run], matched)
-    report(capsys, f"\n[drill api restart] run {run['state']} after {ti['try_number']} tries; operations: "
-                   f"{[(o['error'] or {}).get('code', 0) for o in ops]} (10 = ABORTED by the restart)", *lines)
+    report(
+        capsys,
+        f"\n[drill api restart] run {run['state']} after {ti['try_number']} tries; operations: "
+        f"{[(o['error'] or {}).get('code', 0) for o in ops]} (10 = ABORTED by the restart)",
+        *lines,
+    )
     assert [(o["error"] or {}).get("code", 0) for o in ops] == [10, 3] and ti["try_number"] == 2  # 3: 2 bad files
 
 
@@ -233,8 +267,12 @@ def test_drill_scheduler_killed_twice_during_a_backfill(drill_env, capsys):
     lines = check_accounting(client, runs, matched)
     ops = imports_of(operations(endpoint, drill))
     tries = [client.task_instance(IMPORT, r["dag_run_id"], "import_dicom")["try_number"] for r in runs]
-    report(capsys, f"\n[drill scheduler] killed with SIGKILL at {kills}; {len(runs)} nights, import tries {tries}, "
-                   f"{len(ops)} import operations", *lines)
+    report(
+        capsys,
+        f"\n[drill scheduler] killed with SIGKILL at {kills}; {len(runs)} nights, import tries {tries}, "
+        f"{len(ops)} import operations",
+        *lines,
+    )
     assert len(runs) == len(days) and len(ops) == len(days)
 
 
@@ -264,6 +302,7 @@ def test_drill_user_actions_on_a_deferred_import(drill_env, capsys):
         outcomes[action] = (state, [(o["error"] or {}).get("code", 0) for o in settled_imports(endpoint, drill)])
         if action == "success":  # no counters to check, said in words rather than a TypeError and 3 tries
             assert client.task_states(IMPORT, run_id)["verify"] == "skipped"
-    report(capsys, "\n[drill user actions] import task state and each operation's end code (1 = CANCELLED): "
-                   f"{outcomes}")
+    report(
+        capsys, f"\n[drill user actions] import task state and each operation's end code (1 = CANCELLED): {outcomes}"
+    )
     assert outcomes == {"failed": ("failed", [1]), "success": ("success", [0]), "clear": ("success", [1, 0])}

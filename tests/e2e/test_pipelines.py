@@ -51,8 +51,9 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
         client.unpause(dag_id)
 
     # 1. backfill the three days of nightly import, one night at a time (the days share a store)
-    client.backfill(IMPORT, f"{DAYS[0]}T00:00:00Z", f"{DAYS[-1]}T00:00:00Z", {"max_failure_ratio": 0.5},
-                    max_active_runs=1)
+    client.backfill(
+        IMPORT, f"{DAYS[0]}T00:00:00Z", f"{DAYS[-1]}T00:00:00Z", {"max_failure_ratio": 0.5}, max_active_runs=1
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         runs = client.runs(IMPORT, run_type="backfill")
@@ -72,9 +73,16 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
 
     # 2. filtered export of CT between the first two days, triggered with conf
     prefix = "exports/e2e-ct"
-    run = client.trigger(FILTERED, {"modalities": ["CT"], "study_date_from": DAYS[0], "study_date_to": DAYS[1],
-                                    "granularity": "series",
-                                    "destination_prefix": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/{prefix}"})
+    run = client.trigger(
+        FILTERED,
+        {
+            "modalities": ["CT"],
+            "study_date_from": DAYS[0],
+            "study_date_to": DAYS[1],
+            "granularity": "series",
+            "destination_prefix": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/{prefix}",
+        },
+    )
     done = client.wait_run(FILTERED, run["dag_run_id"])
     assert done["state"] == "success", client.task_states(FILTERED, run["dag_run_id"])
     got = sorted(b.name for b in gcs.list_blobs(DEMO_IDS["EXPORT_BUCKET"], prefix=prefix + "/"))
@@ -87,8 +95,9 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
         assert gcs.bucket(DEMO_IDS["EXPORT_BUCKET"]).blob(f"{prefix}/{inst.path}.dcm").download_as_bytes() == inst.data
 
     # 3. full export as PNG
-    run = client.trigger(EXPORT, {"mime_type": "image/png",
-                                  "destination_prefix": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/exports/e2e-png"})
+    run = client.trigger(
+        EXPORT, {"mime_type": "image/png", "destination_prefix": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/exports/e2e-png"}
+    )
     assert client.wait_run(EXPORT, run["dag_run_id"])["state"] == "success"
     pngs = [b.name for b in gcs.list_blobs(DEMO_IDS["EXPORT_BUCKET"], prefix="exports/e2e-png/")]
     assert len(pngs) == len(seeded.instances) == 9 and all(n.endswith(".png") for n in pngs)
@@ -96,14 +105,21 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     # 3b. a hand-written filter file (as uploaded with gsutil cp) skips the BigQuery steps
     us = [i for i in seeded.instances if i.modality == "US"][0]
     gcs.bucket(DEMO_IDS["EXPORT_BUCKET"]).blob("filters/by-hand.txt").upload_from_string(
-        f"/studies/{us.study}/series/{us.series}\r\n\r\n")
-    run = client.trigger(FILTERED, {"filter_uri": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/filters/by-hand.txt",
-                                    "destination_prefix": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/exports/e2e-hand"})
+        f"/studies/{us.study}/series/{us.series}\r\n\r\n"
+    )
+    run = client.trigger(
+        FILTERED,
+        {
+            "filter_uri": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/filters/by-hand.txt",
+            "destination_prefix": f"gs://{DEMO_IDS['EXPORT_BUCKET']}/exports/e2e-hand",
+        },
+    )
     assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "success"
     states = client.task_states(FILTERED, run["dag_run_id"])
     assert states["export_metadata"] == "skipped" and states["export_dicom"] == "success"
-    assert [b.name for b in gcs.list_blobs(DEMO_IDS["EXPORT_BUCKET"], prefix="exports/e2e-hand/")] == \
-        [f"exports/e2e-hand/{us.path}.dcm"]
+    assert [b.name for b in gcs.list_blobs(DEMO_IDS["EXPORT_BUCKET"], prefix="exports/e2e-hand/")] == [
+        f"exports/e2e-hand/{us.path}.dcm"
+    ]
 
     # 3c. criteria that match nothing: the export is skipped with a clear message, the run succeeds
     run = client.trigger(FILTERED, {"modalities": ["PT"]})
@@ -118,9 +134,11 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     assert "failed to load" not in (stack.dir / "logs" / "triggerer.log").read_text(errors="replace")
 
     # 4. a bad conf is refused with 400 and a reason; no token is 401
-    bad = client.request("POST", f"/dags/{FILTERED}/dagRuns",
-                         json={"logical_date": None, "conf": {"granularity": "frame"}})
+    bad = client.request(
+        "POST", f"/dags/{FILTERED}/dagRuns", json={"logical_date": None, "conf": {"granularity": "frame"}}
+    )
     assert bad.status_code == 400 and "granularity" in bad.text
-    anon = requests.post(f"{client.base}/api/v2/dags/{FILTERED}/dagRuns", json={"logical_date": None, "conf": {}},
-                         timeout=30)
+    anon = requests.post(
+        f"{client.base}/api/v2/dags/{FILTERED}/dagRuns", json={"logical_date": None, "conf": {}}, timeout=30
+    )
     assert anon.status_code == 401

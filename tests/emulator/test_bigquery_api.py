@@ -33,11 +33,19 @@ def dataset(bq):
 
 
 ALL_TYPES = [
-    bigquery.SchemaField("s", "STRING"), bigquery.SchemaField("i", "INTEGER"), bigquery.SchemaField("f", "FLOAT"),
-    bigquery.SchemaField("n", "NUMERIC"), bigquery.SchemaField("b", "BOOLEAN"), bigquery.SchemaField("d", "DATE"),
-    bigquery.SchemaField("t", "TIME"), bigquery.SchemaField("dt", "DATETIME"), bigquery.SchemaField("ts", "TIMESTAMP"),
+    bigquery.SchemaField("s", "STRING"),
+    bigquery.SchemaField("i", "INTEGER"),
+    bigquery.SchemaField("f", "FLOAT"),
+    bigquery.SchemaField("n", "NUMERIC"),
+    bigquery.SchemaField("b", "BOOLEAN"),
+    bigquery.SchemaField("d", "DATE"),
+    bigquery.SchemaField("t", "TIME"),
+    bigquery.SchemaField("dt", "DATETIME"),
+    bigquery.SchemaField("ts", "TIMESTAMP"),
     bigquery.SchemaField("j", "JSON"),
-    bigquery.SchemaField("r", "RECORD", fields=[bigquery.SchemaField("a", "STRING"), bigquery.SchemaField("b", "INTEGER")]),
+    bigquery.SchemaField(
+        "r", "RECORD", fields=[bigquery.SchemaField("a", "STRING"), bigquery.SchemaField("b", "INTEGER")]
+    ),
     bigquery.SchemaField("rep", "STRING", mode="REPEATED"),
 ]
 
@@ -61,10 +69,20 @@ def test_datasets_and_tables(bq, dataset):
 
 def test_types_round_trip_through_insert_all_and_list_rows(bq, dataset):
     table = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.types", schema=ALL_TYPES))
-    row = {"s": "héllo", "i": 42, "f": 1.5, "n": decimal.Decimal("12.345"), "b": True, "d": dt.date(2026, 11, 20),
-           "t": dt.time(10, 15, 30), "dt": dt.datetime(2026, 11, 20, 10, 15), "ts": dt.datetime(2026, 11, 20, 10, 15,
-                                                                                              tzinfo=dt.timezone.utc),
-           "j": {"k": [1, 2]}, "r": {"a": "x", "b": 7}, "rep": ["p", "q"]}
+    row = {
+        "s": "héllo",
+        "i": 42,
+        "f": 1.5,
+        "n": decimal.Decimal("12.345"),
+        "b": True,
+        "d": dt.date(2026, 11, 20),
+        "t": dt.time(10, 15, 30),
+        "dt": dt.datetime(2026, 11, 20, 10, 15),
+        "ts": dt.datetime(2026, 11, 20, 10, 15, tzinfo=dt.UTC),
+        "j": {"k": [1, 2]},
+        "r": {"a": "x", "b": 7},
+        "rep": ["p", "q"],
+    }
     assert bq.insert_rows(table, [row]) == []
     assert bq.insert_rows(table, [{"nope": 1}])[0]["errors"][0]["reason"] == "invalid"
     got = list(bq.list_rows(table))[0]
@@ -76,24 +94,39 @@ def test_types_round_trip_through_insert_all_and_list_rows(bq, dataset):
 def test_query_parameters_destination_and_dispositions(bq, dataset):
     table = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.src", schema=ALL_TYPES[:2]))
     bq.insert_rows(table, [{"s": "a", "i": 1}, {"s": "b", "i": 2}, {"s": "c", "i": 3}])
-    cfg = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("min", "INT64", 2),
-                                                    bigquery.ArrayQueryParameter("names", "STRING", ["b", "c", "z"])])
-    rows = bq.query(f"SELECT s FROM `{PROJECT}.{dataset}.src` WHERE i >= @min AND s IN UNNEST(@names) ORDER BY s",
-                    job_config=cfg).result()
+    cfg = bigquery.QueryJobConfig(
+        query_parameters=[
+            bigquery.ScalarQueryParameter("min", "INT64", 2),
+            bigquery.ArrayQueryParameter("names", "STRING", ["b", "c", "z"]),
+        ]
+    )
+    rows = bq.query(
+        f"SELECT s FROM `{PROJECT}.{dataset}.src` WHERE i >= @min AND s IN UNNEST(@names) ORDER BY s", job_config=cfg
+    ).result()
     assert [r.s for r in rows] == ["b", "c"]
     pos = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter(None, "INT64", 3)])
-    assert [r.i for r in bq.query(f"SELECT i FROM `{PROJECT}.{dataset}.src` WHERE i = ?", job_config=pos).result()] == [3]
+    assert [r.i for r in bq.query(f"SELECT i FROM `{PROJECT}.{dataset}.src` WHERE i = ?", job_config=pos).result()] == [
+        3
+    ]
     dest = f"{PROJECT}.{dataset}.dest"
     for disposition, expected in (("WRITE_TRUNCATE", 3), ("WRITE_APPEND", 6), ("WRITE_TRUNCATE", 3)):
-        job = bq.query(f"SELECT * FROM `{PROJECT}.{dataset}.src`",
-                       job_config=bigquery.QueryJobConfig(destination=dest, write_disposition=disposition))
+        job = bq.query(
+            f"SELECT * FROM `{PROJECT}.{dataset}.src`",
+            job_config=bigquery.QueryJobConfig(destination=dest, write_disposition=disposition),
+        )
         job.result()
         assert bq.get_table(dest).num_rows == expected
     with pytest.raises(Conflict):
-        bq.query("SELECT 1 AS x", job_config=bigquery.QueryJobConfig(destination=dest, write_disposition="WRITE_EMPTY")).result()
+        bq.query(
+            "SELECT 1 AS x", job_config=bigquery.QueryJobConfig(destination=dest, write_disposition="WRITE_EMPTY")
+        ).result()
     with pytest.raises(NotFound):
-        bq.query("SELECT 1 AS x", job_config=bigquery.QueryJobConfig(destination=f"{PROJECT}.{dataset}.never",
-                                                                     create_disposition="CREATE_NEVER")).result()
+        bq.query(
+            "SELECT 1 AS x",
+            job_config=bigquery.QueryJobConfig(
+                destination=f"{PROJECT}.{dataset}.never", create_disposition="CREATE_NEVER"
+            ),
+        ).result()
 
 
 def test_dry_run_counts_bytes_of_the_columns_read(bq, dataset):
@@ -110,8 +143,9 @@ def test_paging_with_query_and_get_query_results(bq, dataset):
     bq.insert_rows(table, [{"i": n} for n in range(250)])
     job = bq.query(f"SELECT i FROM `{PROJECT}.{dataset}.many` ORDER BY i")
     assert [r.i for r in job.result(page_size=40)] == list(range(250))
-    assert [r.i for r in bq.query_and_wait(f"SELECT i FROM `{PROJECT}.{dataset}.many` ORDER BY i", page_size=60)] \
-        == list(range(250))
+    assert [
+        r.i for r in bq.query_and_wait(f"SELECT i FROM `{PROJECT}.{dataset}.many` ORDER BY i", page_size=60)
+    ] == list(range(250))
 
 
 def test_failed_queries_fail(bq, dataset):
@@ -121,7 +155,9 @@ def test_failed_queries_fail(bq, dataset):
         bq.query("SELEC nonsense FROM").result()
     assert "invalidQuery" in str(err.value.errors) or "Syntax" in str(err.value)
     with pytest.raises(BadRequest) as err:
-        bq.query(f"SELECT * FROM [{PROJECT}:{dataset}.x]", job_config=bigquery.QueryJobConfig(use_legacy_sql=True)).result()
+        bq.query(
+            f"SELECT * FROM [{PROJECT}:{dataset}.x]", job_config=bigquery.QueryJobConfig(use_legacy_sql=True)
+        ).result()
     assert "standard SQL" in str(err.value)
 
 
@@ -138,14 +174,19 @@ def test_extract_csv_json_gzip_and_shards(bq, dataset):
     table = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.ex", schema=ALL_TYPES[:2]))
     bq.insert_rows(table, [{"s": "a,b", "i": 1}, {"s": "c", "i": 2}])
     bucket = new_bucket("ex")
-    bq.extract_table(table, f"gs://{bucket.name}/plain.csv",
-                     job_config=bigquery.ExtractJobConfig(print_header=False)).result()
+    bq.extract_table(
+        table, f"gs://{bucket.name}/plain.csv", job_config=bigquery.ExtractJobConfig(print_header=False)
+    ).result()
     assert bucket.blob("plain.csv").download_as_bytes() == b'"a,b",1\nc,2\n'
-    bq.extract_table(table, f"gs://{bucket.name}/head.tsv",
-                     job_config=bigquery.ExtractJobConfig(field_delimiter="\t")).result()
+    bq.extract_table(
+        table, f"gs://{bucket.name}/head.tsv", job_config=bigquery.ExtractJobConfig(field_delimiter="\t")
+    ).result()
     assert bucket.blob("head.tsv").download_as_bytes() == b"s\ti\na,b\t1\nc\t2\n"
-    bq.extract_table(table, f"gs://{bucket.name}/rows-*.json.gz", job_config=bigquery.ExtractJobConfig(
-        destination_format="NEWLINE_DELIMITED_JSON", compression="GZIP")).result()
+    bq.extract_table(
+        table,
+        f"gs://{bucket.name}/rows-*.json.gz",
+        job_config=bigquery.ExtractJobConfig(destination_format="NEWLINE_DELIMITED_JSON", compression="GZIP"),
+    ).result()
     data = gzip.decompress(bucket.blob("rows-000000000000.json.gz").download_as_bytes())
     assert [json.loads(line) for line in data.splitlines()] == [{"s": "a,b", "i": 1}, {"s": "c", "i": 2}]
 
@@ -155,10 +196,16 @@ def test_load_ndjson_and_csv_from_gcs(bq, dataset):
     bucket.blob("in/a.json").upload_from_string('{"s": "x", "i": 1}\n{"s": "y", "i": 2}\n')
     bucket.blob("in/b.csv").upload_from_string("s,i\nz,3\n")
     dest = f"{PROJECT}.{dataset}.loaded"
-    bq.load_table_from_uri(f"gs://{bucket.name}/in/a.json", dest, job_config=bigquery.LoadJobConfig(
-        source_format="NEWLINE_DELIMITED_JSON", schema=ALL_TYPES[:2])).result()
-    bq.load_table_from_uri(f"gs://{bucket.name}/in/b.csv", dest, job_config=bigquery.LoadJobConfig(
-        source_format="CSV", skip_leading_rows=1, write_disposition="WRITE_APPEND")).result()
+    bq.load_table_from_uri(
+        f"gs://{bucket.name}/in/a.json",
+        dest,
+        job_config=bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=ALL_TYPES[:2]),
+    ).result()
+    bq.load_table_from_uri(
+        f"gs://{bucket.name}/in/b.csv",
+        dest,
+        job_config=bigquery.LoadJobConfig(source_format="CSV", skip_leading_rows=1, write_disposition="WRITE_APPEND"),
+    ).result()
     assert sorted((r.s, r.i) for r in bq.list_rows(dest)) == [("x", 1), ("y", 2), ("z", 3)]
 
 

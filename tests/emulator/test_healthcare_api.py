@@ -16,7 +16,19 @@ from PIL import Image
 
 from scripts.dicom_samples import make_instance, make_study, pydicom_test_file
 from tests.helpers import (
-    LOCATION, PROJECT, admin, export, gcs, healthcare, import_, logs, new_bucket, new_store, unique, upload, wait,
+    LOCATION,
+    PROJECT,
+    admin,
+    export,
+    gcs,
+    healthcare,
+    import_,
+    logs,
+    new_bucket,
+    new_store,
+    unique,
+    upload,
+    wait,
 )
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -27,6 +39,7 @@ def _error(exc: HttpError) -> dict:
 
 
 # --- routes and errors --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("version", ["v1", "v1beta1"])
 def test_dataset_and_store_lifecycle(version):
@@ -39,7 +52,9 @@ def test_dataset_and_store_lifecycle(version):
     assert datasets.get(name=f"{parent}/datasets/{ds_id}").execute()["name"].endswith(ds_id)
     assert any(d["name"].endswith(ds_id) for d in datasets.list(parent=parent).execute()["datasets"])
     stores = datasets.dicomStores()
-    store = stores.create(parent=f"{parent}/datasets/{ds_id}", dicomStoreId="s", body={"labels": {"env": "test"}}).execute()
+    store = stores.create(
+        parent=f"{parent}/datasets/{ds_id}", dicomStoreId="s", body={"labels": {"env": "test"}}
+    ).execute()
     assert stores.get(name=store["name"]).execute()["labels"] == {"env": "test"}
     listed = stores.list(parent=f"{parent}/datasets/{ds_id}", filter="labels.env=test").execute()
     assert [s["name"] for s in listed["dicomStores"]] == [store["name"]]
@@ -59,16 +74,19 @@ def test_error_shapes():
     parent = f"projects/{PROJECT}/locations/{LOCATION}"
     with pytest.raises(HttpError) as err:  # missing dataset: 403, as Google answers
         svc.projects().locations().datasets().dicomStores().create(
-            parent=f"{parent}/datasets/nope", dicomStoreId="s", body={}).execute()
+            parent=f"{parent}/datasets/nope", dicomStoreId="s", body={}
+        ).execute()
     assert err.value.resp.status == 403 and _error(err.value)["status"] == "PERMISSION_DENIED"
     store = new_store(svc)
     with pytest.raises(HttpError) as err:  # create of an existing resource
         svc.projects().locations().datasets().dicomStores().create(
-            parent=store.rsplit("/dicomStores/", 1)[0], dicomStoreId="store", body={}).execute()
+            parent=store.rsplit("/dicomStores/", 1)[0], dicomStoreId="store", body={}
+        ).execute()
     assert err.value.resp.status == 409 and _error(err.value)["status"] == "ALREADY_EXISTS"
     with pytest.raises(HttpError) as err:  # unknown request field, named
         svc.projects().locations().datasets().dicomStores().import_(
-            name=store, body={"gcsSource": {"uri": "gs://b/x.dcm"}, "overwrite": True}).execute()
+            name=store, body={"gcsSource": {"uri": "gs://b/x.dcm"}, "overwrite": True}
+        ).execute()
     e = _error(err.value)
     assert err.value.resp.status == 400 and e["status"] == "INVALID_ARGUMENT" and '"overwrite"' in e["message"]
     assert e["details"][0]["@type"] == "type.googleapis.com/google.rpc.BadRequest"
@@ -77,23 +95,37 @@ def test_error_shapes():
 def test_percent_encoded_colon_and_standard_params():
     store = new_store()
     base = os.environ["HEALTHCARE_API_ENDPOINT"]
-    resp = requests.get(f"{base}/v1/{store}%3AgetDICOMStoreMetrics", params={"alt": "json", "prettyPrint": "false",
-                                                                            "$.xgafv": "2"}, timeout=30)
+    resp = requests.get(
+        f"{base}/v1/{store}%3AgetDICOMStoreMetrics",
+        params={"alt": "json", "prettyPrint": "false", "$.xgafv": "2"},
+        timeout=30,
+    )
     assert resp.status_code == 200 and resp.json()["name"] == store
 
 
 # --- import ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad", ["gs://b/a/**/x.dcm", "gs://b/**/*.dcm", "gs://b*/x.dcm", "s3://b/x", "gs://b/a/**b/**"])
+
+@pytest.mark.parametrize(
+    "bad", ["gs://b/a/**/x.dcm", "gs://b/**/*.dcm", "gs://b*/x.dcm", "s3://b/x", "gs://b/a/**b/**"]
+)
 def test_import_bad_pattern_is_400_before_any_operation(bad):
     svc = healthcare()
     store = new_store(svc)
     dataset = store.split("/dicomStores/")[0]
     with pytest.raises(HttpError) as err:
-        svc.projects().locations().datasets().dicomStores().import_(name=store, body={"gcsSource": {"uri": bad}}).execute()
+        svc.projects().locations().datasets().dicomStores().import_(
+            name=store, body={"gcsSource": {"uri": bad}}
+        ).execute()
     assert err.value.resp.status == 400 and "gcsSource.uri" in _error(err.value)["message"]
-    ops = svc.projects().locations().datasets().operations().list(
-        name=dataset, filter='metadata.apiMethodName="ImportDicomData"').execute()
+    ops = (
+        svc.projects()
+        .locations()
+        .datasets()
+        .operations()
+        .list(name=dataset, filter='metadata.apiMethodName="ImportDicomData"')
+        .execute()
+    )
     assert ops.get("operations", []) == []
 
 
@@ -149,6 +181,7 @@ def test_import_pydicom_bundled_files():
 
 # --- export ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def loaded_store():
     """A store with pydicom's CT (single frame), rtdose (multi-frame), rtplan (no pixels) and JPEG2000."""
@@ -186,16 +219,25 @@ def test_export_dicom_round_trips_byte_identical(loaded_store):
 def test_export_transcodes_to_explicit_vr_little_endian(loaded_store):
     store, uids = loaded_store
     out = new_bucket("out")
-    op = export(store, {"gcsDestination": {"uriPrefix": f"gs://{out.name}/t",
-                                           "mimeType": "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"}})
+    op = export(
+        store,
+        {
+            "gcsDestination": {
+                "uriPrefix": f"gs://{out.name}/t",
+                "mimeType": "application/dicom; transfer-syntax=1.2.840.10008.1.2.1",
+            }
+        },
+    )
     assert op["metadata"]["counter"] == {"success": "4"}
     ds = pydicom.dcmread(io.BytesIO(_objects(out)[f"t/{uids['JPEG2000.dcm']}.dcm"]))
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert ds.pixel_array.shape == pydicom.dcmread(io.BytesIO(pydicom_test_file("JPEG2000.dcm"))).pixel_array.shape
 
 
-@pytest.mark.parametrize("mime,ext,fmt", [("image/png", ".png", "PNG"),
-                                          ("image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50", ".jpg", "JPEG")])
+@pytest.mark.parametrize(
+    "mime,ext,fmt",
+    [("image/png", ".png", "PNG"), ("image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50", ".jpg", "JPEG")],
+)
 def test_export_images_per_frame_and_no_pixel_failure(loaded_store, mime, ext, fmt):
     store, uids = loaded_store
     out = new_bucket("img")
@@ -205,15 +247,23 @@ def test_export_images_per_frame_and_no_pixel_failure(loaded_store, mime, ext, f
     objs = _objects(out)
     assert Image.open(io.BytesIO(objs[f"r/{uids['CT_small.dcm']}{ext}"])).format == fmt
     frames = [n for n in objs if n.startswith(f"r/{uids['rtdose.dcm']}/")]
-    assert sorted(frames, key=lambda n: int(n.rsplit("/", 1)[1].split(".")[0])) == \
-        [f"r/{uids['rtdose.dcm']}/{i}{ext}" for i in range(1, 16)]
+    assert sorted(frames, key=lambda n: int(n.rsplit("/", 1)[1].split(".")[0])) == [
+        f"r/{uids['rtdose.dcm']}/{i}{ext}" for i in range(1, 16)
+    ]
 
 
 def test_export_raw_pixel_data_has_no_extension(loaded_store):
     store, uids = loaded_store
     out = new_bucket("raw")
-    op = export(store, {"gcsDestination": {"uriPrefix": f"gs://{out.name}/raw",
-                                           "mimeType": "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"}})
+    op = export(
+        store,
+        {
+            "gcsDestination": {
+                "uriPrefix": f"gs://{out.name}/raw",
+                "mimeType": "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1",
+            }
+        },
+    )
     assert op["metadata"]["counter"]["success"] == "3"
     objs = _objects(out)
     ct = pydicom.dcmread(io.BytesIO(pydicom_test_file("CT_small.dcm")))
@@ -226,7 +276,8 @@ def test_export_unknown_mime_is_400_naming_it(loaded_store, mime):
     store, _ = loaded_store
     with pytest.raises(HttpError) as err:
         healthcare().projects().locations().datasets().dicomStores().export(
-            name=store, body={"gcsDestination": {"uriPrefix": "gs://bucket-x/p", "mimeType": mime}}).execute()
+            name=store, body={"gcsDestination": {"uriPrefix": "gs://bucket-x/p", "mimeType": mime}}
+        ).execute()
     assert err.value.resp.status == 400 and mime in _error(err.value)["message"]
 
 
@@ -236,32 +287,50 @@ def test_filtered_export(loaded_store):
     ct_study, ct_series, ct_sop = uids["CT_small.dcm"].split("/")
     dose_study = uids["rtdose.dcm"].split("/")[0]
     plan_study, plan_series, plan_sop = uids["rtplan.dcm"].split("/")
-    text = (f"/studies/{ct_study}/series/{ct_series}\r\n\r\n/studies/{dose_study}\n"
-            f"/studies/{plan_study}/series/{plan_series}/instances/{plan_sop}\n\n")
+    text = (
+        f"/studies/{ct_study}/series/{ct_series}\r\n\r\n/studies/{dose_study}\n"
+        f"/studies/{plan_study}/series/{plan_series}/instances/{plan_sop}\n\n"
+    )
     out.blob("filter.txt").upload_from_string(text)
-    op = export(store, {"gcsDestination": {"uriPrefix": f"gs://{out.name}/f"},
-                        "filterConfig": {"resourcePathsGcsUri": f"gs://{out.name}/filter.txt"}})
+    op = export(
+        store,
+        {
+            "gcsDestination": {"uriPrefix": f"gs://{out.name}/f"},
+            "filterConfig": {"resourcePathsGcsUri": f"gs://{out.name}/filter.txt"},
+        },
+    )
     assert op["metadata"]["counter"] == {"success": "3"}
     assert sorted(n for n in _objects(out) if n.startswith("f/")) == sorted(
-        f"f/{uids[n]}.dcm" for n in ("CT_small.dcm", "rtdose.dcm", "rtplan.dcm"))
+        f"f/{uids[n]}.dcm" for n in ("CT_small.dcm", "rtdose.dcm", "rtplan.dcm")
+    )
 
 
 def test_filter_malformed_line_fails_before_writing(loaded_store):
     store, uids = loaded_store
     out = new_bucket("bad")
     out.blob("filter.txt").upload_from_string(f"/studies/{uids['CT_small.dcm'].split('/')[0]}\n/series/1.2.3\n")
-    op = export(store, {"gcsDestination": {"uriPrefix": f"gs://{out.name}/f"},
-                        "filterConfig": {"resourcePathsGcsUri": f"gs://{out.name}/filter.txt"}})
+    op = export(
+        store,
+        {
+            "gcsDestination": {"uriPrefix": f"gs://{out.name}/f"},
+            "filterConfig": {"resourcePathsGcsUri": f"gs://{out.name}/filter.txt"},
+        },
+    )
     assert op["error"]["code"] == 3 and "line 2" in op["error"]["message"]
     assert [b.name for b in gcs().list_blobs(out.name)] == ["filter.txt"]
-    op = export(store, {"gcsDestination": {"uriPrefix": f"gs://{out.name}/f"},
-                        "filterConfig": {"resourcePathsGcsUri": f"gs://{out.name}/missing.txt"}})
+    op = export(
+        store,
+        {
+            "gcsDestination": {"uriPrefix": f"gs://{out.name}/f"},
+            "filterConfig": {"resourcePathsGcsUri": f"gs://{out.name}/missing.txt"},
+        },
+    )
     assert op["error"]["code"] == 5
 
 
 def test_export_to_bigquery_flattened_and_write_disposition(loaded_store):
-    from google.cloud import bigquery
     from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
 
     store, uids = loaded_store
     bq = bigquery.Client(project=PROJECT, credentials=AnonymousCredentials())
@@ -287,6 +356,7 @@ def test_export_to_bigquery_flattened_and_write_disposition(loaded_store):
 
 # --- operations ------------------------------------------------------------------------------------
 
+
 def _slow_store(n: int = 12) -> tuple[str, str]:
     bucket = new_bucket("slow")
     for inst in make_study("MR", "20261121", series=1, per_series=n):
@@ -299,7 +369,14 @@ def test_operations_run_in_background_pending_counts_down_and_cancel():
     svc = healthcare()
     admin("/admin/settings", {"latency_s": 0.25})
     try:
-        op = svc.projects().locations().datasets().dicomStores().import_(name=store, body={"gcsSource": {"uri": uri}}).execute()
+        op = (
+            svc.projects()
+            .locations()
+            .datasets()
+            .dicomStores()
+            .import_(name=store, body={"gcsSource": {"uri": uri}})
+            .execute()
+        )
         assert not op.get("done")
         seen = []
         for _ in range(40):
@@ -312,8 +389,14 @@ def test_operations_run_in_background_pending_counts_down_and_cancel():
         svc.projects().locations().datasets().operations().cancel(name=op["name"], body={}).execute()
         done = wait(op, svc)
         assert done["error"]["code"] == 1 and done["metadata"]["cancelRequested"] is True
-        listed = svc.projects().locations().datasets().operations().list(
-            name=store.split("/dicomStores/")[0], filter="done=true").execute()
+        listed = (
+            svc.projects()
+            .locations()
+            .datasets()
+            .operations()
+            .list(name=store.split("/dicomStores/")[0], filter="done=true")
+            .execute()
+        )
         assert op["name"] in [o["name"] for o in listed["operations"]]
     finally:
         admin("/admin/settings", {"latency_s": 0.0})
@@ -325,8 +408,15 @@ def test_many_operations_at_once():
         upload(bucket, f"m/{i}.dcm", inst.data)
     svc = healthcare()
     stores = [new_store(svc) for _ in range(6)]
-    ops = [svc.projects().locations().datasets().dicomStores().import_(
-        name=s, body={"gcsSource": {"uri": f"gs://{bucket.name}/m/*"}}).execute() for s in stores]
+    ops = [
+        svc.projects()
+        .locations()
+        .datasets()
+        .dicomStores()
+        .import_(name=s, body={"gcsSource": {"uri": f"gs://{bucket.name}/m/*"}})
+        .execute()
+        for s in stores
+    ]
     assert all(wait(op, svc)["metadata"]["counter"] == {"success": "10"} for op in ops)
 
 
@@ -350,6 +440,7 @@ def test_fault_injection_and_forced_failure():
 
 # --- DICOMweb ------------------------------------------------------------------------------------
 
+
 def test_dicomweb_stow_qido_wado_delete():
     store = new_store()
     url = f"{os.environ['HEALTHCARE_API_ENDPOINT']}/v1/{store}/dicomWeb"
@@ -364,7 +455,9 @@ def test_dicomweb_stow_qido_wado_delete():
     resp = requests.post(f"{url}/studies", data=changed.data, headers={"Content-Type": "application/dicom"}, timeout=30)
     assert resp.status_code == 409
     assert len(client.search_for_studies()) == 2
-    assert [s["0020000D"]["Value"][0] for s in client.search_for_studies(search_filters={"PatientID": "P2"})] == [mr[0].study]
+    assert [s["0020000D"]["Value"][0] for s in client.search_for_studies(search_filters={"PatientID": "P2"})] == [
+        mr[0].study
+    ]
     assert len(client.search_for_series(search_filters={"Modality": "CT"})) == 1
     hits = client.search_for_studies(search_filters={"StudyDate": "20261121-20261130"})
     assert [h["0020000D"]["Value"][0] for h in hits] == [mr[0].study]
@@ -373,8 +466,11 @@ def test_dicomweb_stow_qido_wado_delete():
     assert inst.SOPInstanceUID == ct[0].sop
     meta = client.retrieve_instance_metadata(ct[0].study, ct[0].series, ct[0].sop)
     assert meta["00080060"]["Value"] == ["CT"]
-    single = requests.get(f"{url}/studies/{ct[0].study}/series/{ct[0].series}/instances/{ct[0].sop}",
-                          headers={"Accept": "application/dicom; transfer-syntax=*"}, timeout=30)
+    single = requests.get(
+        f"{url}/studies/{ct[0].study}/series/{ct[0].series}/instances/{ct[0].sop}",
+        headers={"Accept": "application/dicom; transfer-syntax=*"},
+        timeout=30,
+    )
     assert single.content == ct[0].data
     client.delete_instance(ct[1].study, ct[1].series, ct[1].sop)
     op = requests.delete(f"{url}/studies/{mr[0].study}", timeout=30).json()
@@ -384,6 +480,7 @@ def test_dicomweb_stow_qido_wado_delete():
 
 # --- persistence -----------------------------------------------------------------------------------
 
+
 def test_restart_keeps_state_and_aborts_running_operation(stack):
     store, uri = _slow_store(20)
     svc = healthcare()
@@ -391,7 +488,14 @@ def test_restart_keeps_state_and_aborts_running_operation(stack):
     upload(bucket, "k.dcm", make_instance("1.8", "1.8.1", "1.8.1.1").data)
     assert import_(store, f"gs://{bucket.name}/k.dcm", svc)["metadata"]["counter"] == {"success": "1"}
     admin("/admin/settings", {"latency_s": 0.5})
-    op = svc.projects().locations().datasets().dicomStores().import_(name=store, body={"gcsSource": {"uri": uri}}).execute()
+    op = (
+        svc.projects()
+        .locations()
+        .datasets()
+        .dicomStores()
+        .import_(name=store, body={"gcsSource": {"uri": uri}})
+        .execute()
+    )
     time.sleep(1.5)
     stack.stop("healthcare")
     stack.start_stack()  # restarts only what is not running

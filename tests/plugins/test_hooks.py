@@ -18,7 +18,7 @@ from dicom_pipelines.hooks import (
     resolve_endpoint,
 )
 from dicom_pipelines.polling import PollPlanner
-from tests.helpers import PROJECT, LOCATION, admin, new_bucket, seed_import, unique
+from tests.helpers import LOCATION, PROJECT, admin, new_bucket, seed_import, unique
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -54,8 +54,9 @@ def test_ensure_store_is_idempotent_and_import_export_metrics(hook):
     assert status.succeeded and status.success == 3 and status.failure == 0
     assert hook.get_store_metrics(name)["instanceCount"] == 3
     out = new_bucket("hookout")
-    status = hook.wait_for_operation(hook.export_dicom_to_gcs(name, f"gs://{out.name}/x", "image/png")["name"],
-                                     PollPlanner(0.1, 0.5))
+    status = hook.wait_for_operation(
+        hook.export_dicom_to_gcs(name, f"gs://{out.name}/x", "image/png")["name"], PollPlanner(0.1, 0.5)
+    )
     assert status.success == 3
     assert len(hook.list_operations(name.split("/dicomStores/")[0], filter="done=true")) >= 2
 
@@ -117,8 +118,12 @@ def test_wait_deadline_holds_during_an_outage(hook):
     admin("/admin/faults", {"operations.get": {"rate": 1.0, "code": 503}})
     try:
         with pytest.raises(OperationDeadlineExceeded) as exc:
-            hook.wait_for_operation(op["name"], PollPlanner(0.05, 0.1), deadline=time.time() + 1.0,
-                                    sleep=lambda s: None if s <= 0 else time.sleep(min(s, 0.05)))
+            hook.wait_for_operation(
+                op["name"],
+                PollPlanner(0.05, 0.1),
+                deadline=time.time() + 1.0,
+                sleep=lambda s: None if s <= 0 else time.sleep(min(s, 0.05)),
+            )
         assert exc.value.last is None
     finally:
         admin("/admin/faults", {})

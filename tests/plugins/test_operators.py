@@ -24,7 +24,18 @@ from dicom_pipelines.operators import (
 )
 from dicom_pipelines.triggers import HealthcareOperationTrigger, make_event
 from tests.helpers import (
-    LOCATION, PROJECT, FakeStateStore, FakeTI, admin, gcs, import_ops, make_context, new_bucket, seed_import, store_parts, unique,
+    LOCATION,
+    PROJECT,
+    FakeStateStore,
+    FakeTI,
+    admin,
+    gcs,
+    import_ops,
+    make_context,
+    new_bucket,
+    seed_import,
+    store_parts,
+    unique,
 )
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -50,13 +61,17 @@ def importer(store: str, uri: str, **kw) -> HealthcareDicomImportOperator:
 
 # --- validation before any API call ------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs,field", [
-    ({"gcs_uri": "gs://bucket/a/**/b.dcm"}, "gcs_uri"),
-    ({"gcs_uri": "gs://bucket/x", "max_failures": -1}, "max_failures"),
-    ({"gcs_uri": "gs://bucket/x", "max_failure_ratio": "lots"}, "max_failure_ratio"),
-    ({"gcs_uri": "gs://bucket/x", "blob_storage_class": "HOT"}, "blob_storage_class"),
-    ({"gcs_uri": "gs://bucket/x", "dataset_id": "a/b"}, "dataset_id"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"gcs_uri": "gs://bucket/a/**/b.dcm"}, "gcs_uri"),
+        ({"gcs_uri": "gs://bucket/x", "max_failures": -1}, "max_failures"),
+        ({"gcs_uri": "gs://bucket/x", "max_failure_ratio": "lots"}, "max_failure_ratio"),
+        ({"gcs_uri": "gs://bucket/x", "blob_storage_class": "HOT"}, "blob_storage_class"),
+        ({"gcs_uri": "gs://bucket/x", "dataset_id": "a/b"}, "dataset_id"),
+    ],
+)
 def test_bad_input_fails_fast_without_calls(kwargs, field, monkeypatch):
     monkeypatch.setattr(CloudHealthcareDicomHook, "get_conn", lambda self: pytest.fail("no API call expected"))
     parts = {"project_id": "p", "location": "l", "dataset_id": "d", "dicom_store_id": "s", **kwargs}
@@ -69,18 +84,21 @@ def test_export_operators_validate_mime_prefix_and_table(monkeypatch):
     monkeypatch.setattr(CloudHealthcareDicomHook, "get_conn", lambda self: pytest.fail("no API call expected"))
     parts = {"project_id": "p", "location": "l", "dataset_id": "d", "dicom_store_id": "s"}
     with pytest.raises(AirflowFailException, match="mime_type="):
-        HealthcareDicomExportOperator(task_id="t", uri_prefix="gs://bucket/x", mime_type="image/gif", **parts) \
-            .execute(make_context())
+        HealthcareDicomExportOperator(task_id="t", uri_prefix="gs://bucket/x", mime_type="image/gif", **parts).execute(
+            make_context()
+        )
     with pytest.raises(AirflowFailException, match="uri_prefix="):
         HealthcareDicomExportOperator(task_id="t", uri_prefix="bucket/x", **parts).execute(make_context())
     with pytest.raises(AirflowFailException, match="table_uri="):
         HealthcareDicomExportToBigQueryOperator(task_id="t", table_uri="bq://p.d", **parts).execute(make_context())
     with pytest.raises(AirflowFailException, match="write_disposition="):
-        HealthcareDicomExportToBigQueryOperator(task_id="t", table_uri="bq://p.d.t", write_disposition="APPEND",
-                                                **parts).execute(make_context())
+        HealthcareDicomExportToBigQueryOperator(
+            task_id="t", table_uri="bq://p.d.t", write_disposition="APPEND", **parts
+        ).execute(make_context())
 
 
 # --- deferral and completion branches ------------------------------------------------------------
+
 
 def test_defers_after_submit_and_check_once():
     store = new_store()
@@ -120,8 +138,15 @@ def test_execute_complete_partial_failure_default_fails_with_counts(capfd):
     assert "Failed: gs://" in out and "junk.dcm" in out and "Synthetic" not in out
 
 
-@pytest.mark.parametrize("kw,ok", [({"max_failures": 1}, True), ({"max_failures": 0}, False),
-                                   ({"max_failure_ratio": 0.25}, True), ({"max_failure_ratio": 0.2}, False)])
+@pytest.mark.parametrize(
+    "kw,ok",
+    [
+        ({"max_failures": 1}, True),
+        ({"max_failures": 0}, False),
+        ({"max_failure_ratio": 0.25}, True),
+        ({"max_failure_ratio": 0.2}, False),
+    ],
+)
 def test_execute_complete_failure_tolerance(kw, ok):
     store, name = _finished_import({"junk.dcm": b"junk"})
     op = importer(store, "gs://bucket/x", **kw)
@@ -137,7 +162,9 @@ def test_execute_complete_error_timeout_and_operation_error_events():
     with pytest.raises(AirflowFailException, match="HTTP 403"):
         op.execute_complete(make_context(), make_event("error", "HTTP 403 denied", "projects/p/operations/1"))
     with pytest.raises(AirflowFailException, match="deadline"):
-        op.execute_complete(make_context(), make_event("timeout", "not done by its deadline", "projects/p/operations/1"))
+        op.execute_complete(
+            make_context(), make_event("timeout", "not done by its deadline", "projects/p/operations/1")
+        )
     store = new_store()
     admin("/admin/settings", {"force_failure": 1})
     _, uri = seed_import(1)
@@ -172,8 +199,14 @@ def test_twenty_percent_503_still_succeeds_with_one_operation():
     store = new_store()
     _, uri = seed_import(20)
     admin("/admin/settings", {"latency_s": 0.05})
-    admin("/admin/faults", {"seed": 11, "*": {"rate": 0.2, "codes": [429, 503]},
-                            "dicomStores.import": {"rate": 0.5, "code": 503, "after": True}})
+    admin(
+        "/admin/faults",
+        {
+            "seed": 11,
+            "*": {"rate": 0.2, "codes": [429, 503]},
+            "dicomStores.import": {"rate": 0.5, "code": 503, "after": True},
+        },
+    )
     result = importer(store, uri, poll_interval=0.03, max_poll_interval=0.05).execute(make_context())
     injected = admin("/admin/stats")["injected"]
     admin("/admin/faults", {})
@@ -187,28 +220,43 @@ def test_export_and_bigquery_export_operators():
 
     store, _ = _finished_import(n=2)
     out = new_bucket("opx")
-    result = HealthcareDicomExportOperator(task_id="x", uri_prefix=f"gs://{out.name}/e", mime_type="image/png",
-                                           deferrable=False, poll_interval=0.1, **store_parts(store)).execute(make_context())
+    result = HealthcareDicomExportOperator(
+        task_id="x",
+        uri_prefix=f"gs://{out.name}/e",
+        mime_type="image/png",
+        deferrable=False,
+        poll_interval=0.1,
+        **store_parts(store),
+    ).execute(make_context())
     assert result["success"] == 2 and len(list(gcs().list_blobs(out.name))) == 2
     ds = unique("opbq").replace("-", "_")
     bigquery.Client(project=PROJECT, credentials=AnonymousCredentials()).create_dataset(ds)
     result = HealthcareDicomExportToBigQueryOperator(
-        task_id="b", table_uri=f"bq://{PROJECT}.{ds}.meta", write_disposition="WRITE_TRUNCATE", deferrable=False,
-        poll_interval=0.1, **store_parts(store)).execute(make_context())
+        task_id="b",
+        table_uri=f"bq://{PROJECT}.{ds}.meta",
+        write_disposition="WRITE_TRUNCATE",
+        deferrable=False,
+        poll_interval=0.1,
+        **store_parts(store),
+    ).execute(make_context())
     assert result["success"] == 2
 
 
 def test_ensure_store_operator():
     ds = unique("ens")
-    op = HealthcareEnsureDicomStoreOperator(task_id="e", project_id=PROJECT, location=LOCATION, dataset_id=ds,
-                                            dicom_store_id="s")
-    assert op.execute(make_context()) == op.execute(make_context()) == \
-        f"projects/{PROJECT}/locations/{LOCATION}/datasets/{ds}/dicomStores/s"
+    op = HealthcareEnsureDicomStoreOperator(
+        task_id="e", project_id=PROJECT, location=LOCATION, dataset_id=ds, dicom_store_id="s"
+    )
+    assert (
+        op.execute(make_context())
+        == op.execute(make_context())
+        == f"projects/{PROJECT}/locations/{LOCATION}/datasets/{ds}/dicomStores/s"
+    )
 
 
 # --- retry safety --------------------------------------------------------------------------------
 
-KILLABLE = textwrap.dedent('''
+KILLABLE = textwrap.dedent("""
     import json, sys
     from dicom_pipelines.operators import HealthcareDicomImportOperator
     state_file, store_json, uri = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -228,7 +276,7 @@ KILLABLE = textwrap.dedent('''
     op = HealthcareDicomImportOperator(task_id="imp", gcs_uri=uri, deferrable=False, poll_interval=0.1, retries=2,
                                        **json.loads(store_json))
     op.execute({"ti": TI(), "task_state_store": FileStateStore()})
-''')
+""")
 
 
 def test_killed_worker_retry_reattaches_without_a_duplicate(tmp_path):
@@ -238,8 +286,11 @@ def test_killed_worker_retry_reattaches_without_a_duplicate(tmp_path):
     admin("/admin/settings", {"latency_s": 0.3})
     state_file = tmp_path / "state.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path.cwd() / "plugins"), str(Path.cwd())]))
-    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(state_file), json.dumps(store_parts(store)), uri],
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE, str(state_file), json.dumps(store_parts(store)), uri],
+        env=env,
+        start_new_session=True,
+    )
     for _ in range(300):
         if state_file.exists() and "name" in state_file.read_text():
             break

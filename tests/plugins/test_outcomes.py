@@ -39,21 +39,25 @@ def status(code: int = 0, success: int = 0, failure: int = 0, done: bool = True)
 
 # --- pure classification -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("op,kind", [
-    (status(0, 5, 0), SUCCESS),
-    (status(3, 4, 1), PARTIAL),
-    (status(0, 4, 1), PARTIAL),  # failures reported without an error code still count
-    (status(9, 4, 1), PARTIAL),  # whatever code Google uses for a partial failure
-    (status(3, 0, 5), PARTIAL),  # total failure: the policy decides, like any partial one
-    (status(5, 0, 0), EMPTY),
-    (status(0, 0, 0), EMPTY),
-    (status(1, 2, 0), CANCELLED),
-    (status(10, 2, 1), TRANSIENT),  # a transient end wins over the counters: the retry redoes everything
-    (status(13), TRANSIENT),
-    (status(14), TRANSIENT),
-    (status(7), ERROR),
-    (status(3), ERROR),
-])
+
+@pytest.mark.parametrize(
+    "op,kind",
+    [
+        (status(0, 5, 0), SUCCESS),
+        (status(3, 4, 1), PARTIAL),
+        (status(0, 4, 1), PARTIAL),  # failures reported without an error code still count
+        (status(9, 4, 1), PARTIAL),  # whatever code Google uses for a partial failure
+        (status(3, 0, 5), PARTIAL),  # total failure: the policy decides, like any partial one
+        (status(5, 0, 0), EMPTY),
+        (status(0, 0, 0), EMPTY),
+        (status(1, 2, 0), CANCELLED),
+        (status(10, 2, 1), TRANSIENT),  # a transient end wins over the counters: the retry redoes everything
+        (status(13), TRANSIENT),
+        (status(14), TRANSIENT),
+        (status(7), ERROR),
+        (status(3), ERROR),
+    ],
+)
 def test_classify_by_counters_first(op, kind):
     assert classify(op) == kind
 
@@ -66,8 +70,9 @@ def test_classify_refuses_a_running_operation():
 def test_failure_messages_name_counts_policy_and_permissions():
     assert failure_message(status(0, 5), SUCCESS, FailurePolicy()) is None
     assert failure_message(status(3, 9, 1), PARTIAL, FailurePolicy(max_failures=1)) is None
-    assert "1 of 10 instances failed (10.0%), more than allowed (no failures allowed)" in \
-        failure_message(status(3, 9, 1), PARTIAL, FailurePolicy())
+    assert "1 of 10 instances failed (10.0%), more than allowed (no failures allowed)" in failure_message(
+        status(3, 9, 1), PARTIAL, FailurePolicy()
+    )
     assert "all 3 instances failed" in failure_message(status(3, 0, 3), PARTIAL, FailurePolicy(max_failures=2))
     assert "roles/storage.objectViewer" in failure_message(status(7), ERROR, FailurePolicy())
     assert "the retry submits the operation again" in failure_message(status(10), TRANSIENT, FailurePolicy())

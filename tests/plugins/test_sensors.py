@@ -23,8 +23,7 @@ def reset_stack():
 @pytest.mark.parametrize("mode", ["poke", "reschedule"])
 def test_poke_until_done(mode):
     name = start_import(4, latency=0.2)
-    sensor = HealthcareOperationSensor(task_id="s", operation_name=name, mode=mode, poke_interval=0.1,
-                                       deferrable=False)
+    sensor = HealthcareOperationSensor(task_id="s", operation_name=name, mode=mode, poke_interval=0.1, deferrable=False)
     assert sensor.poke(make_context()) is False
     admin("/admin/settings", {"latency_s": 0.0})
     for _ in range(100):
@@ -36,8 +35,9 @@ def test_poke_until_done(mode):
 
 def test_deferrable_defers_then_completes():
     name = start_import(6, latency=0.3)
-    sensor = HealthcareOperationSensor(task_id="s", operation_name=name, poke_interval=0.5, timeout=600,
-                                       deferrable=True)
+    sensor = HealthcareOperationSensor(
+        task_id="s", operation_name=name, poke_interval=0.5, timeout=600, deferrable=True
+    )
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(make_context())
     assert deferred.value.trigger.operation_name == name and not deferred.value.trigger.cancel_on_kill

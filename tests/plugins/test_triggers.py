@@ -20,6 +20,7 @@ def first_event(trigger: HealthcareOperationTrigger, timeout: float = 60) -> dic
     async def go():
         async for event in trigger.run():
             return event.payload
+
     return asyncio.run(asyncio.wait_for(go(), timeout))
 
 
@@ -31,8 +32,9 @@ def reset_stack():
 
 
 def test_serialize_round_trip_primitives_only():
-    trigger = HealthcareOperationTrigger("projects/p/locations/l/datasets/d/operations/1", "conn", ["sa@x"], "v1beta1",
-                                         3.0, 30.0, 1_900_000_000.0, False)
+    trigger = HealthcareOperationTrigger(
+        "projects/p/locations/l/datasets/d/operations/1", "conn", ["sa@x"], "v1beta1", 3.0, 30.0, 1_900_000_000.0, False
+    )
     classpath, kwargs = trigger.serialize()
     module, _, name = classpath.rpartition(".")
     again = getattr(importlib.import_module(module), name)(**kwargs)
@@ -57,8 +59,11 @@ def test_done_with_partial_failure_event():
 
 
 def test_non_retryable_error_event():
-    event = first_event(HealthcareOperationTrigger(f"projects/{PROJECT}/locations/{LOCATION}/datasets/none/operations/1",
-                                                   poll_interval=0.1))
+    event = first_event(
+        HealthcareOperationTrigger(
+            f"projects/{PROJECT}/locations/{LOCATION}/datasets/none/operations/1", poll_interval=0.1
+        )
+    )
     assert event["status"] == "error" and event["http_status"] == 403
 
 
@@ -112,8 +117,9 @@ def test_an_operation_done_before_the_deadline_check_is_reported_done():
 
 def test_deadline_leaves_the_operation_running_without_cancel_on_kill():
     name = start_import(10, latency=0.5)
-    event = first_event(HealthcareOperationTrigger(name, poll_interval=0.1, deadline=time.time() + 0.5,
-                                                   cancel_on_kill=False))
+    event = first_event(
+        HealthcareOperationTrigger(name, poll_interval=0.1, deadline=time.time() + 0.5, cancel_on_kill=False)
+    )
     assert event["status"] == "timeout" and "left running" in event["message"]
     assert not parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
 
@@ -121,8 +127,9 @@ def test_deadline_leaves_the_operation_running_without_cancel_on_kill():
 def test_an_outage_longer_than_the_deadline_ends_in_timeout():
     name = start_import(5, latency=0.5)
     admin("/admin/faults", {"*": {"rate": 1.0, "code": 503}})
-    event = first_event(HealthcareOperationTrigger(name, poll_interval=0.1, max_poll_interval=0.2,
-                                                   deadline=time.time() + 1.0))
+    event = first_event(
+        HealthcareOperationTrigger(name, poll_interval=0.1, max_poll_interval=0.2, deadline=time.time() + 1.0)
+    )
     admin("/admin/faults", {})
     assert event["status"] == "timeout" and "cancelling it failed too" in event["message"]
     assert event["polls"] >= 3

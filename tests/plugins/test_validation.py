@@ -48,18 +48,35 @@ def test_bad_import_uris(uri, rule):
     assert "gcs_uri=" in str(err.value)
 
 
-@pytest.mark.parametrize("uri", ["gs://bucket/x.dcm", "gs://bucket/day/**", "gs://bucket/day/**.dcm",
-                                 "gs://bucket/day/*.dcm", "gs://bucket/d?y/img?.dcm", "gs://my.bucket_1/a b/c.dcm"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "gs://bucket/x.dcm",
+        "gs://bucket/day/**",
+        "gs://bucket/day/**.dcm",
+        "gs://bucket/day/*.dcm",
+        "gs://bucket/d?y/img?.dcm",
+        "gs://my.bucket_1/a b/c.dcm",
+    ],
+)
 def test_good_import_uris(uri):
     assert str(parse_import_uri(uri)) == uri
 
 
-@pytest.mark.parametrize("pattern,name,matches", [
-    ("day/*.dcm", "day/a.dcm", True), ("day/*.dcm", "day/sub/a.dcm", False),
-    ("day/**", "day/sub/deep/a", True), ("day/**.dcm", "day/sub/a.dcm", True), ("day/**.dcm", "day/a.txt", False),
-    ("day/img?.dcm", "day/img1.dcm", True), ("day/img?.dcm", "day/img12.dcm", False), ("day/?", "day//", False),
-    ("a+b/[x].dcm", "a+b/[x].dcm", True),
-])
+@pytest.mark.parametrize(
+    "pattern,name,matches",
+    [
+        ("day/*.dcm", "day/a.dcm", True),
+        ("day/*.dcm", "day/sub/a.dcm", False),
+        ("day/**", "day/sub/deep/a", True),
+        ("day/**.dcm", "day/sub/a.dcm", True),
+        ("day/**.dcm", "day/a.txt", False),
+        ("day/img?.dcm", "day/img1.dcm", True),
+        ("day/img?.dcm", "day/img12.dcm", False),
+        ("day/?", "day//", False),
+        ("a+b/[x].dcm", "a+b/[x].dcm", True),
+    ],
+)
 def test_wildcard_regex(pattern, name, matches):
     assert bool(wildcard_regex(pattern).match(name)) is matches
 
@@ -68,9 +85,19 @@ def test_literal_prefix():
     assert literal_prefix("day/2026/**.dcm") == "day/2026/" and literal_prefix("a/b?c/*") == "a/b"
 
 
-@pytest.mark.parametrize("value", ["image/gif", "application/dicom; transfer-syntax=1.2.3", "image/png; q=1",
-                                   "image/jpeg", "application/octet-stream", "text/plain; transfer-syntax=*", 5,
-                                   "application/dicom; charset=utf-8"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "image/gif",
+        "application/dicom; transfer-syntax=1.2.3",
+        "image/png; q=1",
+        "image/jpeg",
+        "application/octet-stream",
+        "text/plain; transfer-syntax=*",
+        5,
+        "application/dicom; charset=utf-8",
+    ],
+)
 def test_bad_mime_types(value):
     with pytest.raises(ValidationError) as err:
         parse_mime_type(value, "mime_type")
@@ -87,8 +114,19 @@ def test_all_documented_mime_types_and_tolerant_spelling():
     assert parse_mime_type("application/octet-stream; transfer-syntax=*").extension == ""
 
 
-@pytest.mark.parametrize("uri", ["bq://p.d", "bq://p.d.t.x", "bigquery://p.d.t", "bq://p.d-x.t", "bq://p.d.t t",
-                                 "p.d.t", None, "bq://" + "p" * 2000 + ".d.t"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "bq://p.d",
+        "bq://p.d.t.x",
+        "bigquery://p.d.t",
+        "bq://p.d-x.t",
+        "bq://p.d.t t",
+        "p.d.t",
+        None,
+        "bq://" + "p" * 2000 + ".d.t",
+    ],
+)
 def test_bad_bigquery_table_uris(uri):
     with pytest.raises(ValidationError) as err:
         parse_bigquery_table_uri(uri, "table_uri")
@@ -100,11 +138,20 @@ def test_good_bigquery_table_uri():
     assert (t.project, t.dataset, t.table) == ("my-project", "dicom_meta", "meta_2026")
 
 
-@pytest.mark.parametrize("text,line", [
-    ("/studies/1.2\n/series/1.2.3\n", 2), ("studies/1.2", 1), ("/studies/", 1), ("/studies/1.2/series", 1),
-    ("/studies/1.2/instances/3", 1), ("/studies/1.2/series/1.3/instances/1.4/frames/1", 1),
-    ("\n\n/studies/abc", 3), ("/studies/1..2", 1), ("/studies/1.2/", 1),
-])
+@pytest.mark.parametrize(
+    "text,line",
+    [
+        ("/studies/1.2\n/series/1.2.3\n", 2),
+        ("studies/1.2", 1),
+        ("/studies/", 1),
+        ("/studies/1.2/series", 1),
+        ("/studies/1.2/instances/3", 1),
+        ("/studies/1.2/series/1.3/instances/1.4/frames/1", 1),
+        ("\n\n/studies/abc", 3),
+        ("/studies/1..2", 1),
+        ("/studies/1.2/", 1),
+    ],
+)
 def test_bad_filter_lines_name_the_line(text, line):
     with pytest.raises(ValidationError) as err:
         parse_filter_file(text, "filter")
@@ -112,15 +159,23 @@ def test_bad_filter_lines_name_the_line(text, line):
 
 
 def test_filter_file_grammar():
-    paths = parse_filter_file("/studies/1.2\r\n\r\n/studies/1.2/series/1.3\n/studies/1.2\n"
-                              "/studies/1.2/series/1.3/instances/1.4\n")
+    paths = parse_filter_file(
+        "/studies/1.2\r\n\r\n/studies/1.2/series/1.3\n/studies/1.2\n/studies/1.2/series/1.3/instances/1.4\n"
+    )
     assert [p.level for p in paths] == ["study", "series", "instance"]
     assert str(paths[2]) == "/studies/1.2/series/1.3/instances/1.4"
     assert paths[1].matches("1.2", "1.3", "9") and not paths[2].matches("1.2", "1.3", "9")
 
 
-@pytest.mark.parametrize("args,field", [(("p/x", "l", "d", "s"), "project_id"), (("p", "", "d", "s"), "location"),
-                                        (("p", "l", "d d", "s"), "dataset_id"), (("p", "l", "d", "a/b"), "dicom_store_id")])
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        (("p/x", "l", "d", "s"), "project_id"),
+        (("p", "", "d", "s"), "location"),
+        (("p", "l", "d d", "s"), "dataset_id"),
+        (("p", "l", "d", "a/b"), "dicom_store_id"),
+    ],
+)
 def test_bad_resource_ids(args, field):
     with pytest.raises(ValidationError) as err:
         resource_name(*args)

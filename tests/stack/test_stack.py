@@ -28,8 +28,15 @@ def test_stack_starts_answers_on_loopback_only_and_stops(tmp_path):
         addresses = stack.listening_addresses()
         assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
         env_file = (tmp_path / "s" / "env").read_text()
-        for key in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "HEALTHCARE_API_ENDPOINT", "GCP_PROJECT",
-                    "HEALTHCARE_LOCATION", "HEALTHCARE_DATASET", "DICOM_STORE"):
+        for key in (
+            "STORAGE_EMULATOR_HOST",
+            "BIGQUERY_EMULATOR_HOST",
+            "HEALTHCARE_API_ENDPOINT",
+            "GCP_PROJECT",
+            "HEALTHCARE_LOCATION",
+            "HEALTHCARE_DATASET",
+            "DICOM_STORE",
+        ):
             assert f"export {key}=" in env_file
     finally:
         stack.stop_stack()
@@ -39,7 +46,7 @@ def test_stack_starts_answers_on_loopback_only_and_stops(tmp_path):
 
 
 def test_official_storage_client_works_with_only_the_env_file(stack):
-    script = textwrap.dedent('''
+    script = textwrap.dedent("""
         from google.cloud import storage
         client = storage.Client()
         bucket = client.create_bucket("env-only-bucket")
@@ -47,7 +54,7 @@ def test_official_storage_client_works_with_only_the_env_file(stack):
         assert [b.name for b in client.list_blobs("env-only-bucket", prefix="dir/")] == ["dir/a.txt"]
         assert bucket.blob("dir/a.txt").download_as_bytes() == b"hello"
         print("ok")
-    ''')
+    """)
     clean = {k: v for k, v in os.environ.items() if "EMULATOR" not in k and "GOOGLE" not in k}
     cmd = f"set -a; . {stack.dir / 'env'}; set +a; {sys.executable} -c '{script}'"
     out = subprocess.run(["bash", "-c", cmd], env=clean, capture_output=True, text=True, timeout=120)
@@ -56,10 +63,26 @@ def test_official_storage_client_works_with_only_the_env_file(stack):
 
 def test_compose_file_validates():
     assert shutil.which("docker-compose"), "make setup installs Debian's docker-compose (Compose v1)"
-    out = subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yaml"), "config", "-q"],
-                         capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        ["docker-compose", "-f", str(REPO / "docker-compose.yaml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert out.returncode == 0, out.stderr
-    services = subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yaml"), "config", "--services"],
-                              capture_output=True, text=True, cwd=REPO).stdout.split()
-    assert {"postgres", "gcs", "bigquery", "healthcare", "airflow-api-server", "airflow-scheduler",
-            "airflow-dag-processor", "airflow-triggerer"} <= set(services)
+    services = subprocess.run(
+        ["docker-compose", "-f", str(REPO / "docker-compose.yaml"), "config", "--services"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    ).stdout.split()
+    assert {
+        "postgres",
+        "gcs",
+        "bigquery",
+        "healthcare",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    } <= set(services)
