@@ -6,16 +6,17 @@ import datetime as dt
 
 from airflow.sdk import DAG
 
+from dicom_pipelines.checks import verify_export
 from dicom_pipelines.dag_params import (
     EXPORT_PREFIX,
     GCP_CONN_ID,
     STORE_FROM_PARAMS,
     export_params,
+    safe_table_suffix,
     store_params,
     tolerance_params,
 )
 from dicom_pipelines.operators import HealthcareDicomExportOperator
-from dicom_pipelines.pipeline_tasks import safe_table_suffix, verify_export
 
 with DAG(
     dag_id="dicom_export",

@@ -23,6 +23,7 @@ from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToG
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, task
 
+from dicom_pipelines.checks import verify_export
 from dicom_pipelines.dag_params import (
     BQ_DATASET_PATTERN,
     DATE_PATTERN,
@@ -33,11 +34,11 @@ from dicom_pipelines.dag_params import (
     UID_PATTERN,
     env,
     export_params,
+    safe_table_suffix,
     store_params,
     tolerance_params,
 )
 from dicom_pipelines.operators import HealthcareDicomExportOperator, HealthcareDicomExportToBigQueryOperator
-from dicom_pipelines.pipeline_tasks import safe_table_suffix, verify_export
 
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 RUN = "{{ run_id | bq_safe }}"
@@ -184,7 +185,7 @@ with DAG(
 
     @task
     def compose_filter(**context) -> str:
-        from dicom_pipelines.pipeline_tasks import compose_filter_shards
+        from dicom_pipelines.filter_files import compose_filter_shards
 
         run = safe_table_suffix(context["run_id"])
         bucket = context["params"]["export_bucket"]
@@ -192,7 +193,7 @@ with DAG(
 
     @task(trigger_rule="none_failed_min_one_success")
     def check_filter(**context) -> dict:
-        from dicom_pipelines.pipeline_tasks import check_filter_file
+        from dicom_pipelines.filter_files import check_filter_file
 
         params = context["params"]
         uri = params.get("filter_uri") or context["ti"].xcom_pull(task_ids="compose_filter")

@@ -84,9 +84,9 @@ with DAG(
 
     @task
     def count_before(store_name: str) -> int:
-        from dicom_pipelines.pipeline_tasks import store_instance_count
+        from dicom_pipelines.hooks import CloudHealthcareDicomHook
 
-        return store_instance_count(GCP_CONN_ID, store_name)
+        return CloudHealthcareDicomHook(GCP_CONN_ID).get_store_metrics(store_name)["instanceCount"]
 
     import_dicom = HealthcareDicomImportOperator(
         task_id="import_dicom",
@@ -102,11 +102,12 @@ with DAG(
     @task(outlets=[STORE_ASSET])
     def verify(store_name: str, before: int, result: dict, **context) -> dict:
         """Instance-count delta from the store metrics, next to the operation's counters."""
-        from dicom_pipelines.pipeline_tasks import require_result, store_instance_count
+        from dicom_pipelines.checks import require_result
+        from dicom_pipelines.hooks import CloudHealthcareDicomHook
 
         require_result(result, "import_dicom")
 
-        after = store_instance_count(GCP_CONN_ID, store_name)
+        after = CloudHealthcareDicomHook(GCP_CONN_ID).get_store_metrics(store_name)["instanceCount"]
         summary = {
             "instances_before": before,
             "instances_after": after,

@@ -328,7 +328,6 @@ class Stack:
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports.trigger_logs),
                 "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",
                 "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(conn),
-                "AIRFLOW_VAR_DICOM_SETTINGS": json.dumps({k.lower(): v for k, v in DEMO_IDS.items()}),
                 "NO_PROXY": "127.0.0.1,localhost",
             }
         )

@@ -7,19 +7,21 @@ checks in :mod:`dicom_pipelines.validation` run again in the operators before an
 from __future__ import annotations
 
 import os
+import re
 from typing import TypedDict
 
 from airflow.sdk import Param
 
-from dicom_pipelines.validation import MIME_TYPES
+from dicom_pipelines.validation import BUCKET_PATTERN, GCS_URI_PATTERN, ID_PATTERN, MIME_TYPES
 
 GCP_CONN_ID = "google_cloud_default"
-ID_PATTERN = r"^[\w\-.]{1,256}$"
-BUCKET_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$"
-GCS_URI_PATTERN = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$"
 BQ_DATASET_PATTERN = r"^[A-Za-z0-9_]{1,1024}$"
-UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 DATE_PATTERN = r"^$|^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def safe_table_suffix(run_id: str) -> str:
+    """A BigQuery-safe table suffix for a run (letters, digits and underscores)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", run_id)[:200]
 
 
 def env(name: str, default: str) -> str:
@@ -110,4 +112,4 @@ def export_params() -> dict[str, Param]:
 
 
 EXPORT_PREFIX = "{{ params.destination_prefix or ('gs://' ~ params.export_bucket ~ '/exports/' ~ (run_id | bq_safe)) }}"
-"""Where an export run writes; the same rule as :func:`dicom_pipelines.pipeline_tasks.default_export_prefix`."""
+"""Where an export run writes, defined once: the export operator renders it and returns it as ``uri_prefix``."""

@@ -13,7 +13,8 @@ one (never submitting again), except after a transient error or a cancel before 
 try that finds the submission started but no name (the worker died in between) looks the
 operation up. A new generation (a user cleared the task) submits a new operation.
 
-XCom ``return_value``: ``{operation_name, success, failure, pending, logs_url, duration_s}``.
+XCom ``return_value``: ``{operation_name, success, failure, pending, logs_url, duration_s}``; the GCS
+export adds ``uri_prefix`` and ``mime_type``.
 """
 
 from __future__ import annotations
@@ -518,6 +519,10 @@ class HealthcareDicomExportOperator(HealthcareDicomOperationOperator):
         parse_mime_type(self.mime_type, "mime_type")
         if self.filter_uri:
             parse_gcs_uri(self.filter_uri, "filter_uri")
+
+    def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
+        """The result names where the objects went, so a check downstream needs no rule of its own."""
+        return {**super()._finish(context, hook, status), "uri_prefix": self.uri_prefix, "mime_type": self.mime_type}
 
     def submit(self, hook: CloudHealthcareDicomHook, store_name: str) -> dict:
         return hook.export_dicom_to_gcs(store_name, self.uri_prefix, self.mime_type or None, self.filter_uri or None)

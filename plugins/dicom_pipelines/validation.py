@@ -10,6 +10,10 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "BUCKET_PATTERN",
+    "GCS_URI_PATTERN",
+    "ID_PATTERN",
+    "UID_PATTERN",
     "ValidationError",
     "GcsUri",
     "MimeType",
@@ -40,8 +44,14 @@ class ValidationError(ValueError):
 
 
 # Bucket names: 3-63 chars (222 with dots), lowercase letters, digits, dashes, underscores, dots.
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+# The patterns are also the DAG params' JSON-schema patterns (dag_params.py): one rule, two places it is checked.
+# Here they are matched with fullmatch, so a trailing newline (which `$` lets through) is refused.
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$"
+UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+ID_PATTERN = r"^[\w\-.]{1,256}$"
+GCS_URI_PATTERN = r"^gs://" + BUCKET_PATTERN[1:-1] + r"(/.*)?$"
+_BUCKET_RE = re.compile(BUCKET_PATTERN)
+_UID_RE = re.compile(UID_PATTERN)
 _BQ_TABLE_RE = re.compile(
     r"^bq://(?P<project>(?:[a-z0-9.-]+:)?[a-zA-Z0-9_-]{1,63})\.(?P<dataset>[A-Za-z0-9_]{1,1024})\.(?P<table>[^.\s/]{1,1024})$"
 )
@@ -66,7 +76,7 @@ def parse_gcs_uri(uri: object, field: str = "uri", *, allow_empty_object: bool =
     bucket, _, name = rest.partition("/")
     if any(ch in bucket for ch in "*?[]"):
         raise ValidationError(field, uri, "wildcards are allowed only in the object part, not in the bucket name")
-    if not _BUCKET_RE.match(bucket):
+    if not _BUCKET_RE.fullmatch(bucket):
         raise ValidationError(
             field, uri, "bucket name must be 3-222 characters of lowercase letters, digits, '-', '_' or '.'"
         )
@@ -238,7 +248,7 @@ def parse_bigquery_table_uri(uri: object, field: str = "table_uri") -> BigQueryT
         raise ValidationError(field, uri, "must be a string of the form bq://PROJECT.DATASET.TABLE")
     if len(uri) > 2000:
         raise ValidationError(field, uri[:40] + "...", "must be at most 2000 characters")
-    m = _BQ_TABLE_RE.match(uri)
+    m = _BQ_TABLE_RE.fullmatch(uri)
     if not m:
         raise ValidationError(
             field,
@@ -292,7 +302,7 @@ def parse_filter_line(line: str, line_number: int, field: str = "filter file") -
         if body[i] != names[i // 2]:
             raise ValidationError(where, line, f"segment {i // 2 + 1} must be '{names[i // 2]}'")
         uid = body[i + 1]
-        if not uid or len(uid) > 64 or not _UID_RE.match(uid):
+        if not uid or len(uid) > 64 or not _UID_RE.fullmatch(uid):
             raise ValidationError(where, line, "each UID must be 1-64 digits and dots, like 1.2.840.113619.2.1")
         uids.append(uid)
     return FilterPath(*uids)
@@ -309,7 +319,7 @@ def parse_filter_file(text: str, field: str = "filter file") -> list[FilterPath]
     return list(seen)
 
 
-_ID_RE = re.compile(r"^[\w\-.]{1,256}$")
+_ID_RE = re.compile(ID_PATTERN)
 
 
 def resource_name(project: str, location: str, dataset: str, store: str | None = None) -> str:
@@ -317,7 +327,7 @@ def resource_name(project: str, location: str, dataset: str, store: str | None =
     for field, value in (("project_id", project), ("location", location), ("dataset_id", dataset)) + (
         (("dicom_store_id", store),) if store is not None else ()
     ):
-        if not isinstance(value, str) or not _ID_RE.match(value):
+        if not isinstance(value, str) or not _ID_RE.fullmatch(value):
             raise ValidationError(field, value, "must be 1-256 letters, digits, '_', '-' or '.'")
     name = f"projects/{project}/locations/{location}/datasets/{dataset}"
     return name + (f"/dicomStores/{store}" if store is not None else "")
