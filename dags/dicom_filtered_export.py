@@ -31,7 +31,6 @@ from dicom_pipelines.dag_params import (
     GCP_CONN_ID,
     GCS_URI_PATTERN,
     STORE_FROM_PARAMS,
-    UID_PATTERN,
     env,
     export_params,
     safe_table_suffix,
@@ -39,6 +38,7 @@ from dicom_pipelines.dag_params import (
     tolerance_params,
 )
 from dicom_pipelines.operators import HealthcareDicomExportOperator, HealthcareDicomExportToBigQueryOperator
+from dicom_pipelines.validation import UID_PATTERN
 
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 RUN = "{{ run_id | bq_safe }}"
