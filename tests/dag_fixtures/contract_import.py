@@ -126,3 +126,20 @@ with DAG(
             retries=2,
             retry_delay=dt.timedelta(seconds=0),
         )
+
+with DAG(
+    "contract_sensor_reschedule",
+    schedule=None,
+    start_date=START,
+    tags=["test"],
+    params={"operation_name": "projects/p/locations/l/datasets/d/operations/1"},
+) as contract_sensor_reschedule:
+    HealthcareOperationSensor(
+        task_id="wait",
+        operation_name="{{ params.operation_name }}",
+        mode="reschedule",
+        deferrable=False,
+        poke_interval=1,
+        timeout=120,
+        retries=1,
+    )

@@ -496,7 +496,19 @@ def test_restart_keeps_state_and_aborts_running_operation(stack):
         .import_(name=store, body={"gcsSource": {"uri": uri}})
         .execute()
     )
-    time.sleep(1.5)
+    for _ in range(100):  # stop it while the operation is under way: some instances done, some pending
+        if (
+            svc.projects()
+            .locations()
+            .datasets()
+            .operations()
+            .get(name=op["name"])
+            .execute()["metadata"]
+            .get("counter", {})
+            .get("success")
+        ):
+            break
+        time.sleep(0.1)
     stack.stop("healthcare")
     stack.start_stack()  # restarts only what is not running
     done = svc.projects().locations().datasets().operations().get(name=op["name"]).execute()

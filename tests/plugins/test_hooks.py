@@ -39,7 +39,17 @@ def test_endpoint_from_connection_extra_then_env(monkeypatch):
 def test_both_api_versions_build_from_the_bundled_document():
     for version in ("v1", "v1beta1"):
         conn = CloudHealthcareDicomHook(api_version=version).get_conn()
-        assert conn.projects().locations().datasets().dicomStores().import_ is not None
+        request = (
+            conn.projects()
+            .locations()
+            .datasets()
+            .dicomStores()
+            .import_(name="projects/p/locations/l/datasets/d/dicomStores/s", body={})
+        )
+        assert (
+            request.method == "POST"
+            and f"/{version}/projects/p/locations/l/datasets/d/dicomStores/s:import" in request.uri
+        )
     with pytest.raises(ValueError, match="api_version"):
         CloudHealthcareDicomHook(api_version="v2")
 

@@ -224,3 +224,20 @@ def test_sensor_timeout_fails_without_retry_or_skips_with_soft_fail_and_never_ca
     states = {ti.task_id: (ti.state, ti.try_number) for ti in run.get_task_instances()}
     assert states == {"wait_soft_fail_true": ("skipped", 1), "wait_soft_fail_false": ("failed", 1)}
     assert not parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
+
+
+@pytest.mark.usefixtures("stack", "airflow_db")
+def test_sensor_in_reschedule_mode_gives_its_slot_back_between_pokes():
+    """Airflow reschedules the sensor (a TaskReschedule row per poke that found it running), then it succeeds."""
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from tests.helpers import start_import
+
+    name = start_import(30, latency=0.5)
+    run = fixture_dag("contract_sensor_reschedule").test(run_conf={"operation_name": name})
+    (ti,) = run.get_task_instances()
+    with create_session() as session:
+        reschedules = session.scalars(select(TaskReschedule).where(TaskReschedule.ti_id == ti.id)).all()
+    assert ti.state == "success" and len(reschedules) >= 1
