@@ -97,7 +97,7 @@ def run_fixed(duration: float, interval: float) -> tuple[int, float]:
     hook = FakeOperationHook(clock, duration)
 
     async def go() -> None:
-        while not (await hook.get_operation("op")).get("done"):
+        while not (await hook.get_operation(name="op")).get("done"):
             await clock.sleep(interval)
 
     asyncio.run(go())

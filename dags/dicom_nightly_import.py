@@ -86,7 +86,7 @@ with DAG(
     def count_before(store_name: str) -> int:
         from dicom_pipelines.hooks import CloudHealthcareDicomHook
 
-        return CloudHealthcareDicomHook(GCP_CONN_ID).get_store_metrics(store_name)["instanceCount"]
+        return CloudHealthcareDicomHook(GCP_CONN_ID).get_store_metrics(store_name=store_name)["instanceCount"]
 
     import_dicom = HealthcareDicomImportOperator(
         task_id="import_dicom",
@@ -107,7 +107,7 @@ with DAG(
 
         require_result(result, "import_dicom")
 
-        after = CloudHealthcareDicomHook(GCP_CONN_ID).get_store_metrics(store_name)["instanceCount"]
+        after = CloudHealthcareDicomHook(GCP_CONN_ID).get_store_metrics(store_name=store_name)["instanceCount"]
         summary = {
             "instances_before": before,
             "instances_after": after,

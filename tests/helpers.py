@@ -158,7 +158,9 @@ def start_import(n: int = 3, latency: float = 0.0, extra: dict | None = None, pr
     from dicom_pipelines.hooks import CloudHealthcareDicomHook
 
     hook = CloudHealthcareDicomHook()
-    store = hook.ensure_dicom_store(PROJECT, LOCATION, unique(prefix), "s")
+    store = hook.ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=unique(prefix), dicom_store_id="s"
+    )
     _, uri = seed_import(n, extra=extra)
     admin("/admin/settings", {"latency_s": latency})
-    return hook.import_dicom(store, uri)["name"]
+    return hook.import_dicom(store_name=store, gcs_uri=uri)["name"]

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 import httplib2
-from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+from airflow.providers.google.common.hooks.base_google import PROVIDE_PROJECT_ID, GoogleBaseHook
 from airflow.sdk.exceptions import AirflowException
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
@@ -239,7 +239,9 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 if not exc.retryable or attempt == self.num_retries:
                     raise
                 if exc.maybe_accepted:
-                    started = self.find_operations_started(dataset, api_method, since, time.time())
+                    started = self.find_operations_started(
+                        dataset_name=dataset, api_method=api_method, since=since, until=time.time()
+                    )
                     if len(started) == 1:
                         self.log.warning(
                             "%s answered HTTP %s, but operation %s was started: adopting it",
@@ -269,7 +271,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def find_operations_started(self, dataset_name: str, api_method: str, since: float, until: float) -> list[dict]:
+    def find_operations_started(self, *, dataset_name: str, api_method: str, since: float, until: float) -> list[dict]:
         """Operations of ``api_method`` (e.g. ``ImportDicomData``) in the dataset that a request sent between
         ``since`` and ``until`` (epoch seconds, our clock) may have started.
 
@@ -279,7 +281,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         refuses to choose between several, and the README states the residual risk.
         """
         found = []
-        for op in self.list_operations(dataset_name):
+        for op in self.list_operations(dataset_name=dataset_name):
             meta = op.get("metadata") or {}
             created, ended = parse_time(meta.get("createTime", "")), parse_time(meta.get("endTime", ""))
             if (
@@ -292,8 +294,14 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         return found
 
     # --- datasets and stores -----------------------------------------------------------------
-    def ensure_dicom_store(self, project_id: str, location: str, dataset_id: str, dicom_store_id: str) -> str:
-        """Create the dataset and the store if they do not exist (409 counts as success); return the store name."""
+    @GoogleBaseHook.fallback_to_default_project_id
+    def ensure_dicom_store(
+        self, *, location: str, dataset_id: str, dicom_store_id: str, project_id: str = PROVIDE_PROJECT_ID
+    ) -> str:
+        """Create the dataset and the store if they do not exist (409 counts as success); return the store name.
+
+        ``project_id`` defaults to the connection's project.
+        """
         parent = f"projects/{project_id}/locations/{location}"
         dataset = f"{parent}/datasets/{dataset_id}"
         try:
@@ -313,10 +321,10 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 raise
         return f"{dataset}/dicomStores/{dicom_store_id}"
 
-    def get_dicom_store(self, store_name: str) -> dict:
+    def get_dicom_store(self, *, store_name: str) -> dict:
         return self._execute(self._datasets().dicomStores().get(name=store_name), "dicomStores.get")
 
-    def get_store_metrics(self, store_name: str) -> dict[str, int]:
+    def get_store_metrics(self, *, store_name: str) -> dict[str, int]:
         raw = self._execute(
             self._datasets().dicomStores().getDICOMStoreMetrics(name=store_name), "dicomStores.getDICOMStoreMetrics"
         )
@@ -332,7 +340,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         }
 
     # --- operations that start LROs -------------------------------------------------------------
-    def import_dicom(self, store_name: str, gcs_uri: str, blob_storage_class: str | None = None) -> dict:
+    def import_dicom(self, *, store_name: str, gcs_uri: str, blob_storage_class: str | None = None) -> dict:
         body: dict[str, Any] = {"gcsSource": {"uri": gcs_uri}}
         if blob_storage_class:
             body["blobStorageSettings"] = {"blobStorageClass": blob_storage_class}
@@ -344,23 +352,16 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         )
 
     def export_dicom_to_gcs(
-        self, store_name: str, uri_prefix: str, mime_type: str | None = None, filter_uri: str | None = None
+        self, *, store_name: str, uri_prefix: str, mime_type: str | None = None, filter_uri: str | None = None
     ) -> dict:
         dest: dict[str, Any] = {"uriPrefix": uri_prefix}
         if mime_type:
             dest["mimeType"] = mime_type
-        body: dict[str, Any] = {"gcsDestination": dest}
-        if filter_uri:
-            body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
-        return self._start_operation(
-            self._datasets().dicomStores().export(name=store_name, body=body),
-            "dicomStores.export",
-            store_name,
-            "ExportDicomData",
-        )
+        return self._export(store_name, {"gcsDestination": dest}, filter_uri)
 
     def export_dicom_to_bigquery(
         self,
+        *,
         store_name: str,
         table_uri: str,
         write_disposition: str = "WRITE_EMPTY",
@@ -370,7 +371,9 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         dest: dict[str, Any] = {"tableUri": table_uri, "writeDisposition": write_disposition}
         if include_source_store:
             dest["includeSourceStore"] = True
-        body: dict[str, Any] = {"bigqueryDestination": dest}
+        return self._export(store_name, {"bigqueryDestination": dest}, filter_uri)
+
+    def _export(self, store_name: str, body: dict[str, Any], filter_uri: str | None) -> dict:
         if filter_uri:
             body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
         return self._start_operation(
@@ -381,11 +384,11 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         )
 
     # --- operations -------------------------------------------------------------------------
-    def get_operation(self, name: str, num_retries: int | None = None) -> dict:
+    def get_operation(self, *, name: str, num_retries: int | None = None) -> dict:
         """The operation; ``num_retries=0`` for polling loops, which retry transient errors with their own backoff."""
         return self._execute(self._datasets().operations().get(name=name), "operations.get", num_retries)
 
-    def list_operations(self, dataset_name: str, filter: str | None = None) -> list[dict]:
+    def list_operations(self, *, dataset_name: str, filter: str | None = None) -> list[dict]:
         ops, token = [], None
         while True:
             kwargs: dict[str, Any] = {"name": dataset_name, "pageSize": 1000}
@@ -399,11 +402,12 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
             if not token:
                 return ops
 
-    def cancel_operation(self, name: str) -> None:
+    def cancel_operation(self, *, name: str) -> None:
         self._execute(self._datasets().operations().cancel(name=name, body={}), "operations.cancel")
 
     def wait_for_operation(
         self,
+        *,
         name: str,
         planner: PollPlanner,
         deadline: float | None = None,
@@ -419,7 +423,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         last: OperationStatus | None = None
         while True:
             try:
-                last = parse_operation(self.get_operation(name, num_retries=0))
+                last = parse_operation(self.get_operation(name=name, num_retries=0))
             except HealthcareApiError as exc:
                 if not exc.retryable:
                     raise
@@ -437,11 +441,11 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 delay = min(delay, max(0.0, deadline - time.time()))
             sleep(delay)
 
-    def failed_entries(self, status: OperationStatus, limit: int) -> list[dict]:
+    def failed_entries(self, *, status: OperationStatus, limit: int) -> list[dict]:
         """Up to ``limit`` per-instance error entries of a finished operation that had failures."""
-        return self.get_operation_logs(status.logs_url, limit) if status.failure and limit else []
+        return self.get_operation_logs(logs_url=status.logs_url, limit=limit) if status.failure and limit else []
 
-    def get_operation_logs(self, logs_url: str, limit: int = 10) -> list[dict]:
+    def get_operation_logs(self, *, logs_url: str, limit: int = 10) -> list[dict]:
         """Per-instance error entries, where the endpoint serves them as JSON (the local stack does).
 
         On Google, ``logsUrl`` is a Cloud Logging console link; the entries are read there instead and this
@@ -532,10 +536,10 @@ class CloudHealthcareDicomAsyncHook:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise HealthcareApiError(503, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", api_method) from None
 
-    async def get_operation(self, name: str) -> dict:
+    async def get_operation(self, *, name: str) -> dict:
         return await self._request("GET", name, "operations.get")
 
-    async def cancel_operation(self, name: str) -> None:
+    async def cancel_operation(self, *, name: str) -> None:
         await self._request("POST", f"{name}:cancel", "operations.cancel", {})
 
     async def close(self) -> None:

@@ -248,7 +248,10 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
                 return None
             since = float(entry["submit_started"])
             started = hook.find_operations_started(
-                store.split("/dicomStores/")[0], self.api_method, since, since + SUBMIT_TIMEOUT_S
+                dataset_name=store.split("/dicomStores/")[0],
+                api_method=self.api_method,
+                since=since,
+                until=since + SUBMIT_TIMEOUT_S,
             )
             if len(started) > 1:
                 raise AirflowFailException(
@@ -263,7 +266,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             self.log.warning("An earlier try started operation %s but died before recording it; adopting it", name)
             state.set(OPERATION_STATE_KEY, {**entry, "name": name})
         try:
-            status = parse_operation(hook.get_operation(name))
+            status = parse_operation(hook.get_operation(name=name))
         except HealthcareApiError as exc:
             if exc.http_status == 404:
                 self.log.warning("Operation %s from an earlier try no longer exists; submitting a new one", name)
@@ -317,7 +320,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
                 dataset_id=self.dataset_id,
             )
             if not status.done:
-                status = parse_operation(hook.get_operation(name))
+                status = parse_operation(hook.get_operation(name=name))
         except HealthcareApiError as exc:
             raise api_failure(exc) from None
         if status.done:
@@ -350,7 +353,10 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
 
         try:
             status = hook.wait_for_operation(
-                name, PollPlanner(self.poll_interval, self.max_poll_interval), deadline, progress
+                name=name,
+                planner=PollPlanner(self.poll_interval, self.max_poll_interval),
+                deadline=deadline,
+                on_progress=progress,
             )
         except OperationDeadlineExceeded as exc:
             raise self._timeout(hook, exc.last or status) from None
@@ -364,7 +370,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             note = "it was left running (cancel_on_kill=False)"
         else:
             try:
-                hook.cancel_operation(status.name)
+                hook.cancel_operation(name=status.name)
                 note = "it was cancelled"
             except HealthcareApiError as exc:
                 note = f"cancelling it failed too ({exc}), so it may still be running"
@@ -383,7 +389,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             raise AirflowFailException(f"Waiting for operation {event['operation_name']} failed: {event['message']}")
         hook = self.get_hook()
         try:
-            status = parse_operation(hook.get_operation(event["operation_name"]))
+            status = parse_operation(hook.get_operation(name=event["operation_name"]))
         except HealthcareApiError as exc:
             raise api_failure(exc) from None
         return self._finish(context, hook, status)
@@ -391,7 +397,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
     def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
         """Evaluate a finished operation by the contract (:mod:`dicom_pipelines.outcomes`)."""
         kind = classify(status)
-        log_finished(self.log, status, hook.failed_entries(status, self.failed_sources_to_log))
+        log_finished(self.log, status, hook.failed_entries(status=status, limit=self.failed_sources_to_log))
         if kind == EMPTY:
             return self._on_empty(status)
         if kind == CANCELLED and self._cancelled_by_deadline(status):
@@ -420,7 +426,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
     def on_kill(self) -> None:
         if self.cancel_on_kill and self._operation_name:
             self.log.info("Cancelling operation %s", self._operation_name)
-            self.get_hook().cancel_operation(self._operation_name)
+            self.get_hook().cancel_operation(name=self._operation_name)
 
 
 class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
@@ -491,7 +497,9 @@ class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
             raise ValidationError("blob_storage_class", self.blob_storage_class, f"must be one of {allowed}")
 
     def submit(self, hook: CloudHealthcareDicomHook, store_name: str) -> dict:
-        return hook.import_dicom(store_name, self.gcs_uri, self.blob_storage_class)
+        return hook.import_dicom(
+            store_name=store_name, gcs_uri=self.gcs_uri, blob_storage_class=self.blob_storage_class
+        )
 
 
 class HealthcareDicomExportOperator(HealthcareDicomOperationOperator):
@@ -525,7 +533,12 @@ class HealthcareDicomExportOperator(HealthcareDicomOperationOperator):
         return {**super()._finish(context, hook, status), "uri_prefix": self.uri_prefix, "mime_type": self.mime_type}
 
     def submit(self, hook: CloudHealthcareDicomHook, store_name: str) -> dict:
-        return hook.export_dicom_to_gcs(store_name, self.uri_prefix, self.mime_type or None, self.filter_uri or None)
+        return hook.export_dicom_to_gcs(
+            store_name=store_name,
+            uri_prefix=self.uri_prefix,
+            mime_type=self.mime_type or None,
+            filter_uri=self.filter_uri or None,
+        )
 
 
 class HealthcareDicomExportToBigQueryOperator(HealthcareDicomOperationOperator):
@@ -571,7 +584,11 @@ class HealthcareDicomExportToBigQueryOperator(HealthcareDicomOperationOperator):
 
     def submit(self, hook: CloudHealthcareDicomHook, store_name: str) -> dict:
         return hook.export_dicom_to_bigquery(
-            store_name, self.table_uri, self.write_disposition, self.filter_uri or None, self.include_source_store
+            store_name=store_name,
+            table_uri=self.table_uri,
+            write_disposition=self.write_disposition,
+            filter_uri=self.filter_uri or None,
+            include_source_store=self.include_source_store,
         )
 
 
@@ -585,7 +602,10 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
             raise AirflowFailException(str(exc)) from None
         try:
             name = self.get_hook().ensure_dicom_store(
-                self.project_id, self.location, self.dataset_id, self.dicom_store_id
+                project_id=self.project_id,
+                location=self.location,
+                dataset_id=self.dataset_id,
+                dicom_store_id=self.dicom_store_id,
             )
         except HealthcareApiError as exc:
             raise api_failure(exc) from None

@@ -77,14 +77,14 @@ class HealthcareOperationSensor(BaseSensorOperator):
     def _status(self, hook: CloudHealthcareDicomHook) -> OperationStatus:
         """The operation now; 429/5xx were retried by the hook, other API errors are final."""
         try:
-            return parse_operation(hook.get_operation(self.operation_name))
+            return parse_operation(hook.get_operation(name=self.operation_name))
         except HealthcareApiError as exc:
             if exc.retryable:
                 raise
             raise AirflowFailException(str(exc)) from None
 
     def _evaluate(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> dict[str, Any]:
-        log_finished(self.log, status, hook.failed_entries(status, self.failed_sources_to_log))
+        log_finished(self.log, status, hook.failed_entries(status=status, limit=self.failed_sources_to_log))
         message = failure_message(status, classify(status), self.policy)
         if message:
             raise AirflowFailException(message)
@@ -137,4 +137,4 @@ class HealthcareOperationSensor(BaseSensorOperator):
 
     def on_kill(self) -> None:
         if self.cancel_on_kill:
-            self._hook().cancel_operation(self.operation_name)
+            self._hook().cancel_operation(name=self.operation_name)

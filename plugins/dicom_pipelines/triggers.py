@@ -128,7 +128,7 @@ class HealthcareOperationTrigger(BaseTrigger):
             while True:
                 polls += 1
                 try:
-                    status = parse_operation(await hook.get_operation(name))
+                    status = parse_operation(await hook.get_operation(name=name))
                 except HealthcareApiError as exc:
                     if not exc.retryable:
                         yield TriggerEvent(make_event("error", str(exc), name, None, exc.http_status, polls))
@@ -168,12 +168,12 @@ class HealthcareOperationTrigger(BaseTrigger):
             note = "it was left running (cancel_on_kill=False)"
         else:
             try:
-                await hook.cancel_operation(name)
+                await hook.cancel_operation(name=name)
                 note = "it was cancelled"
             except HealthcareApiError as exc:
                 note = f"cancelling it failed too ({exc}), so it may still be running"
         try:
-            status: OperationStatus | None = parse_operation(await hook.get_operation(name))
+            status: OperationStatus | None = parse_operation(await hook.get_operation(name=name))
         except HealthcareApiError:
             status = None
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.deadline or 0))
@@ -195,7 +195,7 @@ class HealthcareOperationTrigger(BaseTrigger):
             return
         hook = CloudHealthcareDicomAsyncHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
         try:
-            await hook.cancel_operation(self.operation_name)
+            await hook.cancel_operation(name=self.operation_name)
             self.log.info("Cancelled operation %s because a user killed or cleared the task", self.operation_name)
         except HealthcareApiError as exc:
             self.log.error("Could not cancel operation %s: %s", self.operation_name, exc)

@@ -60,7 +60,7 @@ with DAG(
         )
         entry = {"generation": -3 if mode == "cleared" else 0, "submit_started": time.time()}
         if mode != "before_post":
-            name = CloudHealthcareDicomHook().import_dicom(store, p["gcs_uri"])["name"]
+            name = CloudHealthcareDicomHook().import_dicom(store_name=store, gcs_uri=p["gcs_uri"])["name"]
             if mode != "unrecorded":
                 entry["name"] = name
         scope = TaskScope(dag_id=context["dag"].dag_id, run_id=context["run_id"], task_id="import_dicom", map_index=-1)

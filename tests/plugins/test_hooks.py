@@ -56,81 +56,90 @@ def test_both_api_versions_build_from_the_bundled_document():
 
 def test_ensure_store_is_idempotent_and_import_export_metrics(hook):
     ds = unique("hook")
-    name = hook.ensure_dicom_store(PROJECT, LOCATION, ds, "s")
-    assert hook.ensure_dicom_store(PROJECT, LOCATION, ds, "s") == name
+    name = hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=ds, dicom_store_id="s")
+    assert hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=ds, dicom_store_id="s") == name
     _, uri = seed_import(3)
-    op = hook.import_dicom(name, uri)
-    status = hook.wait_for_operation(op["name"], PollPlanner(0.1, 0.5))
+    op = hook.import_dicom(store_name=name, gcs_uri=uri)
+    status = hook.wait_for_operation(name=op["name"], planner=PollPlanner(0.1, 0.5))
     assert status.succeeded and status.success == 3 and status.failure == 0
-    assert hook.get_store_metrics(name)["instanceCount"] == 3
+    assert hook.get_store_metrics(store_name=name)["instanceCount"] == 3
     out = new_bucket("hookout")
     status = hook.wait_for_operation(
-        hook.export_dicom_to_gcs(name, f"gs://{out.name}/x", "image/png")["name"], PollPlanner(0.1, 0.5)
+        name=hook.export_dicom_to_gcs(store_name=name, uri_prefix=f"gs://{out.name}/x", mime_type="image/png")["name"],
+        planner=PollPlanner(0.1, 0.5),
     )
     assert status.success == 3
-    assert len(hook.list_operations(name.split("/dicomStores/")[0], filter="done=true")) >= 2
+    assert len(hook.list_operations(dataset_name=name.split("/dicomStores/")[0], filter="done=true")) >= 2
 
 
 def test_errors_carry_http_status_google_status_and_message(hook):
     with pytest.raises(HealthcareApiError) as err:
-        hook.get_dicom_store(f"projects/{PROJECT}/locations/{LOCATION}/datasets/nope/dicomStores/s")
+        hook.get_dicom_store(store_name=f"projects/{PROJECT}/locations/{LOCATION}/datasets/nope/dicomStores/s")
     e = err.value
     assert (e.http_status, e.google_status) == (403, "PERMISSION_DENIED") and "nope" in e.api_message
     assert not e.retryable
 
 
 def test_retries_429_and_5xx_inside_execute(hook):
-    name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("retry"), "s")
+    name = hook.ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=unique("retry"), dicom_store_id="s"
+    )
     admin("/admin/faults", {"dicomStores.getDICOMStoreMetrics": {"rate": 0.5, "code": 503}})
     try:
         for _ in range(5):
-            assert hook.get_store_metrics(name)["instanceCount"] == 0
+            assert hook.get_store_metrics(store_name=name)["instanceCount"] == 0
     finally:
         admin("/admin/faults", {})
 
 
 def test_cancel_and_logs(hook):
-    name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("cancel"), "s")
+    name = hook.ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=unique("cancel"), dicom_store_id="s"
+    )
     _, uri = seed_import(6, extra={"bad.txt": b"no"})
     admin("/admin/settings", {"latency_s": 0.3})
     try:
-        op = hook.import_dicom(name, uri)
-        hook.cancel_operation(op["name"])
-        status = hook.wait_for_operation(op["name"], PollPlanner(0.1, 0.5))
+        op = hook.import_dicom(store_name=name, gcs_uri=uri)
+        hook.cancel_operation(name=op["name"])
+        status = hook.wait_for_operation(name=op["name"], planner=PollPlanner(0.1, 0.5))
         assert status.error_code == 1 and status.cancel_requested
     finally:
         admin("/admin/settings", {"latency_s": 0.0})
-    status = hook.wait_for_operation(hook.import_dicom(name, uri)["name"], PollPlanner(0.1, 0.5))
-    entries = hook.get_operation_logs(status.logs_url)
+    status = hook.wait_for_operation(
+        name=hook.import_dicom(store_name=name, gcs_uri=uri)["name"], planner=PollPlanner(0.1, 0.5)
+    )
+    entries = hook.get_operation_logs(logs_url=status.logs_url)
     assert [e["source"].rsplit("/", 1)[1] for e in entries] == ["bad.txt"]
 
 
 def test_wait_deadline_raises_with_the_last_status(hook):
-    name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("dl"), "s")
+    name = hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=unique("dl"), dicom_store_id="s")
     _, uri = seed_import(5)
     admin("/admin/settings", {"latency_s": 0.5})
     try:
-        op = hook.import_dicom(name, uri)
+        op = hook.import_dicom(store_name=name, gcs_uri=uri)
         with pytest.raises(OperationDeadlineExceeded) as exc:
-            hook.wait_for_operation(op["name"], PollPlanner(0.1, 0.2), deadline=time.time() + 0.5)
+            hook.wait_for_operation(name=op["name"], planner=PollPlanner(0.1, 0.2), deadline=time.time() + 0.5)
         assert exc.value.last is not None and exc.value.last.name == op["name"] and not exc.value.last.done
-        hook.cancel_operation(op["name"])
+        hook.cancel_operation(name=op["name"])
     finally:
         admin("/admin/settings", {"latency_s": 0.0})
 
 
 def test_wait_deadline_holds_during_an_outage(hook):
     """Every poll fails with 503: the wait still ends at the deadline, not never."""
-    name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("outage"), "s")
+    name = hook.ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=unique("outage"), dicom_store_id="s"
+    )
     _, uri = seed_import(3)
     admin("/admin/settings", {"latency_s": 0.5})
-    op = hook.import_dicom(name, uri)
+    op = hook.import_dicom(store_name=name, gcs_uri=uri)
     admin("/admin/faults", {"operations.get": {"rate": 1.0, "code": 503}})
     try:
         with pytest.raises(OperationDeadlineExceeded) as exc:
             hook.wait_for_operation(
-                op["name"],
-                PollPlanner(0.05, 0.1),
+                name=op["name"],
+                planner=PollPlanner(0.05, 0.1),
                 deadline=time.time() + 1.0,
                 sleep=lambda s: None if s <= 0 else time.sleep(min(s, 0.05)),
             )
@@ -138,15 +147,15 @@ def test_wait_deadline_holds_during_an_outage(hook):
     finally:
         admin("/admin/faults", {})
         admin("/admin/settings", {"latency_s": 0.0})
-        hook.cancel_operation(op["name"])
+        hook.cancel_operation(name=op["name"])
 
 
 def test_submission_answered_503_after_the_server_acted_is_adopted_not_repeated(hook):
-    name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("amb"), "s")
+    name = hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=unique("amb"), dicom_store_id="s")
     _, uri = seed_import(2)
     admin("/admin/faults", {"dicomStores.import": {"rate": 1.0, "code": 503, "after": True}})
     try:
-        op = hook.import_dicom(name, uri)
+        op = hook.import_dicom(store_name=name, gcs_uri=uri)
     finally:
         admin("/admin/faults", {})
     received = admin(f"/admin/operations?store={name}")
@@ -154,14 +163,14 @@ def test_submission_answered_503_after_the_server_acted_is_adopted_not_repeated(
 
 
 def test_submission_refused_with_429_or_503_before_acting_is_sent_again(hook):
-    name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("ref"), "s")
+    name = hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=unique("ref"), dicom_store_id="s")
     _, uri = seed_import(2)
     admin("/admin/faults", {"seed": 3, "dicomStores.import": {"rate": 0.5, "codes": [429, 503]}})
     try:
         ops = []
         for _ in range(4):  # one after the other, as the nightly runs do
-            ops.append(hook.import_dicom(name, uri)["name"])
-            hook.wait_for_operation(ops[-1], PollPlanner(0.05, 0.1))
+            ops.append(hook.import_dicom(store_name=name, gcs_uri=uri)["name"])
+            hook.wait_for_operation(name=ops[-1], planner=PollPlanner(0.05, 0.1))
         injected = admin("/admin/stats")["injected"]
     finally:
         admin("/admin/faults", {})
@@ -172,15 +181,15 @@ def test_submission_refused_with_429_or_503_before_acting_is_sent_again(hook):
 def test_ambiguous_submission_with_two_candidates_refuses_to_guess(hook):
     """Two stores of one dataset submit at once and the answer is lost: the hook cannot tell which is its own."""
     dataset = unique("two")
-    first = hook.ensure_dicom_store(PROJECT, LOCATION, dataset, "a")
-    hook.ensure_dicom_store(PROJECT, LOCATION, dataset, "b")
+    first = hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=dataset, dicom_store_id="a")
+    hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=dataset, dicom_store_id="b")
     _, uri = seed_import(4)
     admin("/admin/settings", {"latency_s": 0.5})
-    hook.import_dicom(f"{first.rsplit('/', 1)[0]}/b", uri)  # the other store's import, running
+    hook.import_dicom(store_name=f"{first.rsplit('/', 1)[0]}/b", gcs_uri=uri)  # the other store's import, running
     admin("/admin/faults", {"dicomStores.import": {"rate": 1.0, "code": 503, "after": True}})
     try:
         with pytest.raises(AmbiguousSubmissionError, match="2 ImportDicomData operations"):
-            hook.import_dicom(first, uri)
+            hook.import_dicom(store_name=first, gcs_uri=uri)
     finally:
         admin("/admin/faults", {})
         admin("/admin/settings", {"latency_s": 0.0})
@@ -188,15 +197,17 @@ def test_ambiguous_submission_with_two_candidates_refuses_to_guess(hook):
 
 
 def test_async_hook_gets_and_cancels(hook):
-    name = hook.ensure_dicom_store(PROJECT, LOCATION, unique("async"), "s")
+    name = hook.ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=unique("async"), dicom_store_id="s"
+    )
     _, uri = seed_import(2)
-    op_name = hook.import_dicom(name, uri)["name"]
+    op_name = hook.import_dicom(store_name=name, gcs_uri=uri)["name"]
 
     async def go():
         ahook = CloudHealthcareDicomAsyncHook()
         try:
             for _ in range(50):
-                status = parse_operation(await ahook.get_operation(op_name))
+                status = parse_operation(await ahook.get_operation(name=op_name))
                 if status.done:
                     return status
                 await asyncio.sleep(0.1)
@@ -209,7 +220,7 @@ def test_async_hook_gets_and_cancels(hook):
     async def missing():
         ahook = CloudHealthcareDicomAsyncHook()
         try:
-            await ahook.get_operation(op_name.rsplit("/", 1)[0] + "/999")
+            await ahook.get_operation(name=op_name.rsplit("/", 1)[0] + "/999")
         finally:
             await ahook.close()
 
@@ -226,5 +237,5 @@ def test_non_json_5xx_error_shape_from_a_proxy(monkeypatch):
     http = HttpMockSequence([({"status": "502"}, b"<html>Bad Gateway</html>")])
     monkeypatch.setattr(conn._http, "request", http.request)
     with pytest.raises(HealthcareApiError) as err:
-        hook.get_operation(f"projects/{PROJECT}/locations/{LOCATION}/datasets/d/operations/1")
+        hook.get_operation(name=f"projects/{PROJECT}/locations/{LOCATION}/datasets/d/operations/1")
     assert err.value.http_status == 502 and "Bad Gateway" in err.value.api_message and err.value.retryable

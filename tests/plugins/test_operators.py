@@ -49,7 +49,9 @@ def reset_stack():
 
 
 def new_store() -> str:
-    return CloudHealthcareDicomHook().ensure_dicom_store(PROJECT, LOCATION, unique("op"), "s")
+    return CloudHealthcareDicomHook().ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=unique("op"), dicom_store_id="s"
+    )
 
 
 def importer(store: str, uri: str, **kw) -> HealthcareDicomImportOperator:

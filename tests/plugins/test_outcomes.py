@@ -98,7 +98,9 @@ def fixture_dag(dag_id: str):
 
 
 def new_store() -> str:
-    return CloudHealthcareDicomHook().ensure_dicom_store(PROJECT, LOCATION, unique("ct"), "s")
+    return CloudHealthcareDicomHook().ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=unique("ct"), dicom_store_id="s"
+    )
 
 
 def operations(store: str) -> list[dict]:
@@ -223,7 +225,7 @@ def test_sensor_timeout_fails_without_retry_or_skips_with_soft_fail_and_never_ca
     run = fixture_dag("contract_sensor").test(run_conf={"operation_name": name})
     states = {ti.task_id: (ti.state, ti.try_number) for ti in run.get_task_instances()}
     assert states == {"wait_soft_fail_true": ("skipped", 1), "wait_soft_fail_false": ("failed", 1)}
-    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
+    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested
 
 
 @pytest.mark.usefixtures("stack", "airflow_db")

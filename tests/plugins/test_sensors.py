@@ -43,13 +43,13 @@ def test_deferrable_defers_then_completes():
         sensor.execute(make_context())
     assert deferred.value.trigger.operation_name == name and not deferred.value.trigger.cancel_on_kill
     admin("/admin/settings", {"latency_s": 0.0})
-    CloudHealthcareDicomHook().wait_for_operation(name, PollPlanner(0.1, 0.2))
+    CloudHealthcareDicomHook().wait_for_operation(name=name, planner=PollPlanner(0.1, 0.2))
     assert sensor.execute_complete(make_context(), make_event("done", "", name))["success"] == 6
 
 
 def test_partial_failure_policy_and_bad_name():
     name = start_import(2, extra={"x.txt": b"x"})
-    CloudHealthcareDicomHook().wait_for_operation(name, PollPlanner(0.1, 0.2))
+    CloudHealthcareDicomHook().wait_for_operation(name=name, planner=PollPlanner(0.1, 0.2))
     with pytest.raises(AirflowException, match="more than allowed"):
         HealthcareOperationSensor(task_id="s", operation_name=name, deferrable=False).poke(make_context())
     ok = HealthcareOperationSensor(task_id="s", operation_name=name, max_failures=1, deferrable=False)

@@ -79,7 +79,7 @@ def test_deadline_cancels_the_operation():
     event = first_event(HealthcareOperationTrigger(name, poll_interval=0.1, deadline=time.time() + 1.0))
     assert event["status"] == "timeout" and "deadline" in event["message"] and "cancelled" in event["message"]
     for _ in range(50):
-        status = parse_operation(CloudHealthcareDicomHook().get_operation(name))
+        status = parse_operation(CloudHealthcareDicomHook().get_operation(name=name))
         if status.done:
             break
         time.sleep(0.1)
@@ -100,17 +100,17 @@ def test_user_kill_cancels_but_triggerer_restart_does_not():
             pass
 
     asyncio.run(run_then_cancel())
-    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
+    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested
     asyncio.run(HealthcareOperationTrigger(name, cancel_on_kill=False).on_kill())
-    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
+    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested
     asyncio.run(HealthcareOperationTrigger(name).on_kill())
-    assert parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
+    assert parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested
 
 
 def test_an_operation_done_before_the_deadline_check_is_reported_done():
     """The triggerer was down past the deadline while the operation succeeded: that is a success, not a timeout."""
     name = start_import(2)
-    CloudHealthcareDicomHook().wait_for_operation(name, PollPlanner(0.05, 0.1))
+    CloudHealthcareDicomHook().wait_for_operation(name=name, planner=PollPlanner(0.05, 0.1))
     event = first_event(HealthcareOperationTrigger(name, poll_interval=0.1, deadline=time.time() - 60))
     assert (event["status"], event["success"]) == ("done", 2)
 
@@ -121,7 +121,7 @@ def test_deadline_leaves_the_operation_running_without_cancel_on_kill():
         HealthcareOperationTrigger(name, poll_interval=0.1, deadline=time.time() + 0.5, cancel_on_kill=False)
     )
     assert event["status"] == "timeout" and "left running" in event["message"]
-    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name)).cancel_requested
+    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested
 
 
 def test_an_outage_longer_than_the_deadline_ends_in_timeout():
