@@ -296,3 +296,14 @@ def make_server(app: App, port: int, host: str = "127.0.0.1") -> ThreadingHTTPSe
 
 def status_name(code: int) -> str:
     return _STATUS_NAMES.get(code, HTTPStatus(code).phrase.upper().replace(" ", "_"))
+
+
+def serve(app: App, args: Any, what: str) -> None:
+    """The entry points' shared tail: faults from ``--faults``, serve on ``--host``/``--port`` until Ctrl-C."""
+    app.faults.parse_flag(args.faults)
+    server = make_server(app, args.port, args.host)
+    log.info("%s listening on http://%s:%d", what, args.host, args.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass

@@ -8,7 +8,7 @@ import logging
 from emulator.bigquery.engine import Engine
 from emulator.bigquery.server import BigQueryApi
 from emulator.gcs import GcsClient
-from emulator.httpbase import make_server
+from emulator.httpbase import serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,13 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     api = BigQueryApi(Engine(args.state_dir, GcsClient(args.gcs_endpoint), args.extract_shard_rows))
-    api.app.faults.parse_flag(args.faults)
-    server = make_server(api.app, args.port, args.host)
-    logging.info("local BigQuery listening on http://127.0.0.1:%d", args.port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(api.app, args, "local BigQuery")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from emulator.gcs import GcsClient
 from emulator.healthcare.operations import OperationEngine, Settings
 from emulator.healthcare.server import HealthcareApi
 from emulator.healthcare.storage import Storage
-from emulator.httpbase import make_server
+from emulator.httpbase import serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,13 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     storage = Storage(args.state_dir)
     engine = OperationEngine(storage, settings, GcsClient(args.gcs_endpoint))
     api = HealthcareApi(storage, settings, engine)
-    api.app.faults.parse_flag(args.faults)
-    server = make_server(api.app, args.port, args.host)
-    logging.info("local Healthcare API listening on http://127.0.0.1:%d", args.port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(api.app, args, "local Healthcare API")
 
 
 if __name__ == "__main__":
