@@ -1,10 +1,11 @@
 """1,000 concurrent operations polled by 1,000 trigger coroutines in one event loop (one triggerer's worth).
 
-    python bench/triggerer_scale.py [--operations 1000] [--duration 120]
+    python bench/triggerer_scale.py [--operations 1000] [--duration 120] [--sessions shared|per-trigger]
 
 The local Healthcare API serves synthetic operations whose counters follow the clock (no thread
 per operation). Prints this process's RSS delta, its CPU use (% of one core) while polling, the
-number of operations.get calls and how late completions were detected.
+number of operations.get calls and how late completions were detected. ``--sessions per-trigger``
+gives every trigger its own aiohttp session, to measure what sharing one per event loop saves.
 """
 
 from __future__ import annotations
@@ -17,6 +18,26 @@ import time
 import psutil
 import requests
 from _stack import local_stack
+
+
+def use_one_session_per_trigger() -> None:
+    """The comparison: what the async hook would do without sharing its session."""
+    import aiohttp
+
+    from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook
+
+    def acquire(self):
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.request_timeout))
+        return self._session
+
+    async def close(self):
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    CloudHealthcareDicomAsyncHook._acquire_session = acquire
+    CloudHealthcareDicomAsyncHook.close = close
 
 
 async def run_all(names: list[str], poll: float, cap: float) -> list[tuple[str, float]]:
@@ -35,6 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--operations", type=int, default=1000)
     ap.add_argument("--duration", type=float, default=120.0, help="seconds each operation runs")
+    ap.add_argument("--sessions", choices=["shared", "per-trigger"], default="shared")
     args = ap.parse_args()
     os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = (
         '{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true}}'
@@ -51,6 +73,9 @@ def main() -> None:
         started = time.time()
         import dicom_pipelines.triggers  # noqa: F401 - its import cost is not part of the measured delta
 
+        if args.sessions == "per-trigger":
+            use_one_session_per_trigger()
+
         proc = psutil.Process()
         rss0 = proc.memory_info().rss
         cpu0 = proc.cpu_times()
@@ -65,7 +90,7 @@ def main() -> None:
     lateness = sorted(max(0.0, t - done_at) for _, t in results)
     statuses = {s: sum(1 for x, _ in results if x == s) for s in {x for x, _ in results}}
     cpu_s = (cpu.user - cpu0.user) + (cpu.system - cpu0.system)
-    print(f"operations: {args.operations} x {args.duration:.0f}s, events: {statuses}")
+    print(f"operations: {args.operations} x {args.duration:.0f}s, sessions: {args.sessions}, events: {statuses}")
     print(
         f"RSS delta: {(rss_peak - rss0) / 1e6:.1f} MB   CPU: {100 * cpu_s / wall:.1f}% of one core "
         f"({cpu_s:.1f}s CPU over {wall:.1f}s)"

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 import httplib2
-from airflow.providers.google.common.hooks.base_google import PROVIDE_PROJECT_ID, GoogleBaseHook
+from airflow.providers.google.common.hooks.base_google import PROVIDE_PROJECT_ID, GoogleBaseAsyncHook, GoogleBaseHook
 from airflow.sdk.exceptions import AirflowException
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
@@ -465,16 +465,19 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
             return []
 
 
-class CloudHealthcareDicomAsyncHook:
+class CloudHealthcareDicomAsyncHook(GoogleBaseAsyncHook):
     """Async access to operations for the trigger: aiohttp, no blocking call in the event loop.
 
+    Credentials are the provider's: the sync hook is built off the loop (``get_sync_hook``) and tokens come
+    from its ``get_token``, so impersonation and every connection type work as in the provider's triggers.
     Many triggers share one triggerer process, so they share what can be shared: one HTTP session per
-    event loop (reference-counted) and the resolved endpoint and credentials per connection. Resolving
-    credentials blocks (connection lookup, token refresh), so it runs in a worker thread.
+    event loop (reference-counted), and per connection the endpoint and the token
+    (``bench/triggerer_scale.py`` measures what that saves).
     """
 
+    sync_hook_class = CloudHealthcareDicomHook
     _sessions: dict[int, tuple[aiohttp.ClientSession, int]] = {}
-    _setups: dict[tuple, tuple[str, Any, bool]] = {}
+    _setups: dict[tuple, tuple[str, Any]] = {}
 
     def __init__(
         self,
@@ -483,33 +486,20 @@ class CloudHealthcareDicomAsyncHook:
         api_version: str = "v1",
         request_timeout: float = 60.0,
     ):
-        self.gcp_conn_id = gcp_conn_id
-        self.impersonation_chain = impersonation_chain
+        super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain, api_version=api_version)
         self.api_version = api_version
         self.request_timeout = request_timeout
         self._setup_key = (gcp_conn_id, json.dumps(impersonation_chain), api_version)
         self._session: aiohttp.ClientSession | None = None
 
-    async def _setup(self) -> tuple[str, Any, bool]:
+    async def _setup(self) -> tuple[str, Any]:
+        """(API root, token or None for an anonymous connection), resolved once per connection."""
         cached = self._setups.get(self._setup_key)
         if cached is None:
-
-            def resolve() -> tuple[str, Any, bool]:
-                hook = CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
-                anonymous = bool(hook.extras.get("is_anonymous"))
-                return hook.api_root, (None if anonymous else hook.get_credentials()), anonymous
-
-            cached = self._setups[self._setup_key] = await asyncio.to_thread(resolve)
+            hook = await self.get_sync_hook()
+            token = None if hook.extras.get("is_anonymous") else await self.get_token()
+            cached = self._setups[self._setup_key] = (hook.api_root, token)
         return cached
-
-    async def _headers(self, credentials: Any, anonymous: bool) -> dict[str, str]:
-        if anonymous or credentials is None:
-            return {}
-        if not credentials.valid:
-            import google.auth.transport.requests
-
-            await asyncio.to_thread(credentials.refresh, google.auth.transport.requests.Request())
-        return {"Authorization": f"Bearer {credentials.token}"}
 
     def _acquire_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -522,13 +512,12 @@ class CloudHealthcareDicomAsyncHook:
         return self._session
 
     async def _request(self, method: str, path: str, api_method: str, body: dict | None = None) -> dict:
-        root, credentials, anonymous = await self._setup()
+        root, token = await self._setup()
         session = self._acquire_session()
         url = f"{root}{self.api_version}/{path}"
+        headers = {"Authorization": f"Bearer {await token.get()}"} if token is not None else {}
         try:
-            async with session.request(
-                method, url, json=body, headers=await self._headers(credentials, anonymous)
-            ) as resp:
+            async with session.request(method, url, json=body, headers=headers) as resp:
                 data = await resp.read()
                 if resp.status >= 400:
                     raise HealthcareApiError.from_body(resp.status, data, api_method)
