@@ -10,8 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from airflow.sdk import DAG, Asset, Param, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 from dicom_pipelines.dag_params import (
     BUCKET_PATTERN,

@@ -207,6 +207,8 @@ class HealthcareOperationTrigger(BaseTrigger):
         if ti is None:
             return False
         try:
+            # The SDK exposes only the TaskInstance protocol; the runtime class is what the Google provider's
+            # own triggers use for this lookup (DataprocBaseTrigger.get_task_state).
             from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
             from asgiref.sync import sync_to_async
 

@@ -66,7 +66,7 @@ def test_bad_conf_is_refused():
 
 def test_schedules(dagbag):
     nightly = dagbag.dags["dicom_nightly_import"]
-    assert nightly.catchup and nightly.timetable._expression == "0 0 * * *"
+    assert nightly.catchup and nightly.timetable.expression == "0 0 * * *"
     assert nightly.start_date == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     assert dagbag.dags["dicom_filtered_export"].schedule is None
 
