@@ -11,6 +11,7 @@ from dicom_pipelines.dag_params import (
     EXPORT_PREFIX,
     GCP_CONN_ID,
     STORE_FROM_PARAMS,
+    TOLERANCE_FROM_PARAMS,
     export_params,
     safe_table_suffix,
     store_params,
@@ -40,8 +41,7 @@ with DAG(
         gcp_conn_id=GCP_CONN_ID,
         uri_prefix=EXPORT_PREFIX,
         mime_type="{{ params.mime_type }}",
-        max_failures="{{ params.max_failures }}",
-        max_failure_ratio="{{ params.max_failure_ratio }}",
+        **TOLERANCE_FROM_PARAMS,
     )
 
     verify_export(export.output, gcp_conn_id=GCP_CONN_ID)  # type: ignore[arg-type]  # resolved at run time

@@ -31,6 +31,7 @@ from dicom_pipelines.dag_params import (
     GCP_CONN_ID,
     GCS_URI_PATTERN,
     STORE_FROM_PARAMS,
+    TOLERANCE_FROM_PARAMS,
     env,
     export_params,
     safe_table_suffix,
@@ -206,8 +207,7 @@ with DAG(
         uri_prefix=EXPORT_PREFIX,
         mime_type="{{ params.mime_type }}",
         filter_uri="{{ ti.xcom_pull(task_ids='check_filter')['filter_uri'] }}",
-        max_failures="{{ params.max_failures }}",
-        max_failure_ratio="{{ params.max_failure_ratio }}",
+        **TOLERANCE_FROM_PARAMS,
     )
 
     checked = check_filter()

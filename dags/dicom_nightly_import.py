@@ -17,6 +17,7 @@ from dicom_pipelines.dag_params import (
     GCP_CONN_ID,
     GCS_URI_PATTERN,
     STORE_FROM_PARAMS,
+    TOLERANCE_FROM_PARAMS,
     env,
     store_params,
     tolerance_params,
@@ -94,8 +95,7 @@ with DAG(
         gcs_uri="{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' "
         "if params.source_prefix else '') ~ data_interval_start.strftime('%Y-%m-%d') ~ '/' ~ params.source_pattern) }}",
         allow_empty_source="{{ params.allow_empty }}",
-        max_failures="{{ params.max_failures }}",
-        max_failure_ratio="{{ params.max_failure_ratio }}",
+        **TOLERANCE_FROM_PARAMS,
     )
 
     @task(outlets=[STORE_ASSET])

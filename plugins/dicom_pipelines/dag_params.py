@@ -70,6 +70,18 @@ def store_params() -> dict[str, Param]:
     }
 
 
+class ToleranceKwargs(TypedDict):
+    max_failures: str
+    max_failure_ratio: str
+
+
+TOLERANCE_FROM_PARAMS: ToleranceKwargs = {
+    "max_failures": "{{ params.max_failures }}",
+    "max_failure_ratio": "{{ params.max_failure_ratio }}",
+}
+"""Operator keyword arguments that take the failure tolerance from the params of :func:`tolerance_params`."""
+
+
 def tolerance_params() -> dict[str, Param]:
     return {
         "max_failures": Param(
