@@ -2,7 +2,8 @@
 
 Each run imports ``gs://{source_bucket}/{source_prefix}/{day}/{source_pattern}`` (default
 ``**.dcm``), where ``day`` is the start of the run's data interval (YYYY-MM-DD): the run at 00:00 on 11-25
-imports the files of 11-24. Backfills from the UI or the REST API replay any range of days.
+imports the files of 11-24. Backfills from the UI or the REST API replay any range of days. A run
+started by hand imports the ``day`` param, or, with no logical date, yesterday (UTC).
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ STORE_ASSET = Asset(
     ),
 )
 
+IMPORT_DAY = (
+    "(params.day or (data_interval_start.strftime('%Y-%m-%d') if data_interval_start is defined and "
+    "data_interval_start else macros.ds_add(dag_run.run_after.strftime('%Y-%m-%d'), -1)))"
+)
+"""The day whose folder a run imports: the ``day`` param, else the data interval's start, else (a manual run
+with no logical date) the day before the run, UTC. A template that cannot fail on a missing logical date."""
+
 with DAG(
     dag_id="dicom_nightly_import",
     description="Import the previous day's DICOM files from GCS into the DICOM store",
@@ -65,6 +73,13 @@ with DAG(
             pattern=r"^(\*\*[^*?/]*|[^*]*)$",
             description="Pattern under the day's folder: '**.dcm' (recursive), '*.dcm', '**'.",
         ),
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Day to import (YYYY-MM-DD, a real calendar date). Empty: the run's data interval, or "
+            "yesterday (UTC) for a run started without a logical date.",
+        ),
         "gcs_uri": Param(
             None,
             type=["null", "string"],
@@ -93,7 +108,7 @@ with DAG(
         **STORE_FROM_PARAMS,
         gcp_conn_id=GCP_CONN_ID,
         gcs_uri="{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' "
-        "if params.source_prefix else '') ~ data_interval_start.strftime('%Y-%m-%d') ~ '/' ~ params.source_pattern) }}",
+        "if params.source_prefix else '') ~ " + IMPORT_DAY + " ~ '/' ~ params.source_pattern) }}",
         allow_empty_source="{{ params.allow_empty }}",
         **TOLERANCE_FROM_PARAMS,
     )

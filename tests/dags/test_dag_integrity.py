@@ -109,3 +109,20 @@ def test_sql_is_rendered_from_include_not_python(dagbag):
     query = dag.get_task("build_filter_table").configuration["query"]["query"]
     assert query == "{% include 'sql/filter_paths.sql' %}"
     assert any(Path(p, "sql", "filter_paths.sql").exists() for p in dag.template_searchpath)
+
+
+def test_nightly_day_must_be_a_real_calendar_date():
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = DagBag(dag_folder=str(DAGS / "dicom_nightly_import.py")).dags["dicom_nightly_import"]
+    for good in (None, "2026-11-21"):
+        params = ParamsDict(dict(dag.params.items()))
+        params.update({"day": good})
+        params.validate()
+    for bad in ("2026-13-45", "2026-02-30", "21/11/2026"):
+        params = ParamsDict(dict(dag.params.items()))
+        with pytest.raises(ParamValidationError, match="day"):
+            params.update({"day": bad})
+            params.validate()

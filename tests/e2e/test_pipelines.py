@@ -71,6 +71,15 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
         assert verify["imported"] == result["success"]
     assert seen == seeded.expected
 
+    # 1b. runs started by hand with no logical date: the `day` param, else yesterday (UTC); never a template error
+    by_day = client.trigger(IMPORT, {"day": DAYS[0], "max_failure_ratio": 0.5})
+    yesterday = client.trigger(IMPORT, {})
+    assert client.wait_run(IMPORT, by_day["dag_run_id"])["state"] == "success"
+    result = client.xcom(IMPORT, by_day["dag_run_id"], "import_dicom")
+    assert (result["success"], result["failure"]) == seeded.expected[DAYS[0]]  # identical re-sends count as success
+    assert client.wait_run(IMPORT, yesterday["dag_run_id"])["state"] == "success"
+    assert client.task_states(IMPORT, yesterday["dag_run_id"])["import_dicom"] == "skipped"  # no folder for that day
+
     # 2. filtered export of CT between the first two days, triggered with conf
     prefix = "exports/e2e-ct"
     run = client.trigger(
