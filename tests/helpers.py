@@ -69,9 +69,10 @@ def upload(bucket: storage.Bucket, name: str, data: bytes) -> None:
     bucket.blob(name).upload_from_string(data, content_type="application/dicom")
 
 
-def import_(store: str, uri: str, svc=None) -> dict:
+def submit_import(store: str, uri: str, svc=None) -> dict:
+    """Start an import through the discovery client; returns the operation as first answered."""
     svc = svc or healthcare()
-    op = (
+    return (
         svc.projects()
         .locations()
         .datasets()
@@ -79,7 +80,11 @@ def import_(store: str, uri: str, svc=None) -> dict:
         .import_(name=store, body={"gcsSource": {"uri": uri}})
         .execute()
     )
-    return wait(op, svc)
+
+
+def import_(store: str, uri: str, svc=None) -> dict:
+    svc = svc or healthcare()
+    return wait(submit_import(store, uri, svc), svc)
 
 
 def export(store: str, body: dict, svc=None) -> dict:

@@ -218,9 +218,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         except (TimeoutError, OSError, httplib2.HttpLib2Error) as exc:
             raise HealthcareApiError(503, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", method) from None
 
-    def _start_operation(
-        self, request: Any, method: str, store_name: str, api_method: str, sleep: Callable[[float], None] = time.sleep
-    ) -> dict:
+    def _start_operation(self, request: Any, method: str, store_name: str, api_method: str) -> dict:
         """POST a request that starts an operation, at most once in effect.
 
         The request carries no request id, so a blind retry after a 5xx or a lost connection could start a
@@ -267,7 +265,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                     exc.api_message,
                     delay,
                 )
-                sleep(delay)
+                time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 

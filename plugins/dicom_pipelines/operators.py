@@ -31,7 +31,6 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from dicom_pipelines.hooks import (
     SUBMIT_TIMEOUT_S,
-    AmbiguousSubmissionError,
     CloudHealthcareDicomHook,
     HealthcareApiError,
     OperationDeadlineExceeded,
@@ -45,7 +44,9 @@ from dicom_pipelines.outcomes import (
     EMPTY,
     TRANSIENT,
     FailurePolicy,
+    api_failure,
     classify,
+    deadline_note,
     failure_message,
     log_finished,
     operation_result,
@@ -69,20 +70,6 @@ WRITE_DISPOSITIONS = ("WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND")
 
 def _seconds(value: float | dt.timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, dt.timedelta) else (float(value) if value is not None else None)
-
-
-def api_failure(exc: HealthcareApiError) -> AirflowException:
-    """A failed API call as a task failure: retried for 429/5xx, final for other 4xx (they will not pass)."""
-    if isinstance(exc, AmbiguousSubmissionError):
-        return AirflowFailException(str(exc))
-    if exc.retryable:
-        return AirflowException(f"{exc} (still failing after the hook's own retries; Airflow retries the task)")
-    hints = {
-        403: " The dataset may not exist (the API answers 403 for a missing dataset), or the Airflow identity lacks "
-        "a Healthcare role such as roles/healthcare.dicomEditor.",
-        404: " The DICOM store does not exist: create it first (the nightly DAG's ensure_store task does).",
-    }
-    return AirflowFailException(f"{exc}{hints.get(exc.http_status, '')}")
 
 
 class HealthcareDicomStoreBaseOperator(GoogleCloudBaseOperator):
@@ -366,14 +353,13 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
 
     def _timeout(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> AirflowFailException:
         """The deadline passed with the operation not done: final, since a retry would find it passed too."""
-        if not self.cancel_on_kill:
-            note = "it was left running (cancel_on_kill=False)"
-        else:
+        error: HealthcareApiError | None = None
+        if self.cancel_on_kill:
             try:
                 hook.cancel_operation(name=status.name)
-                note = "it was cancelled"
             except HealthcareApiError as exc:
-                note = f"cancelling it failed too ({exc}), so it may still be running"
+                error = exc
+        note = deadline_note(self.cancel_on_kill, error)
         return AirflowFailException(
             f"Operation {status.name} was not done {_seconds(self.operation_timeout):.0f}s after its creation "
             f"({status.create_time or 'unknown'}); {note}. Last counters: {summary(status)}"

@@ -27,7 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dicom_pipelines.hooks import OperationStatus, parse_time
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from dicom_pipelines.hooks import AmbiguousSubmissionError, HealthcareApiError, OperationStatus, parse_time
 from dicom_pipelines.validation import ValidationError
 
 SUCCESS, PARTIAL, EMPTY, CANCELLED, TRANSIENT, ERROR = "success", "partial", "empty", "cancelled", "transient", "error"
@@ -171,3 +173,26 @@ def log_finished(log: Any, status: OperationStatus, failed_entries: list[dict]) 
     log.info("Operation %s done: %s", status.name, summary(status))
     for line in failed_source_lines(failed_entries):
         log.warning("%s", line)
+
+
+def api_failure(exc: HealthcareApiError) -> AirflowException:
+    """A failed API call as a task failure: retried for 429/5xx, final for other 4xx (they will not pass)."""
+    if isinstance(exc, AmbiguousSubmissionError):
+        return AirflowFailException(str(exc))
+    if exc.retryable:
+        return AirflowException(f"{exc} (still failing after the hook's own retries; Airflow retries the task)")
+    hints = {
+        403: " The dataset may not exist (the API answers 403 for a missing dataset), or the Airflow identity lacks "
+        "a Healthcare role such as roles/healthcare.dicomEditor.",
+        404: " The DICOM store does not exist: create it first (the nightly DAG's ensure_store task does).",
+    }
+    return AirflowFailException(f"{exc}{hints.get(exc.http_status, '')}")
+
+
+def deadline_note(cancel_on_kill: bool, cancel_error: Exception | None) -> str:
+    """What became of an operation whose deadline passed, for the failure message."""
+    if not cancel_on_kill:
+        return "it was left running (cancel_on_kill=False)"
+    if cancel_error is not None:
+        return f"cancelling it failed too ({cancel_error}), so it may still be running"
+    return "it was cancelled"

@@ -18,7 +18,14 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from dicom_pipelines.hooks import CloudHealthcareDicomHook, HealthcareApiError, OperationStatus, parse_operation
-from dicom_pipelines.outcomes import FailurePolicy, classify, failure_message, log_finished, operation_result
+from dicom_pipelines.outcomes import (
+    FailurePolicy,
+    api_failure,
+    classify,
+    failure_message,
+    log_finished,
+    operation_result,
+)
 from dicom_pipelines.triggers import HealthcareOperationTrigger
 
 _OPERATION_RE = r"^projects/[^/]+/locations/[^/]+/datasets/[^/]+/operations/[^/]+\Z"
@@ -79,9 +86,7 @@ class HealthcareOperationSensor(BaseSensorOperator):
         try:
             return parse_operation(hook.get_operation(name=self.operation_name))
         except HealthcareApiError as exc:
-            if exc.retryable:
-                raise
-            raise AirflowFailException(str(exc)) from None
+            raise api_failure(exc) from None
 
     def _evaluate(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> dict[str, Any]:
         log_finished(self.log, status, hook.failed_entries(status=status, limit=self.failed_sources_to_log))

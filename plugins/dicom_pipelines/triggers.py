@@ -14,6 +14,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook, HealthcareApiError, OperationStatus, parse_operation
+from dicom_pipelines.outcomes import deadline_note
 from dicom_pipelines.polling import PollPlanner
 
 EVENT_KEYS = (
@@ -164,14 +165,13 @@ class HealthcareOperationTrigger(BaseTrigger):
     async def _deadline_event(self, hook: CloudHealthcareDicomAsyncHook, polls: int) -> dict[str, Any]:
         """The deadline passed after a poll that found the operation running (or the API unreachable)."""
         name = self.operation_name
-        if not self.cancel_on_kill:
-            note = "it was left running (cancel_on_kill=False)"
-        else:
+        error: HealthcareApiError | None = None
+        if self.cancel_on_kill:
             try:
                 await hook.cancel_operation(name=name)
-                note = "it was cancelled"
             except HealthcareApiError as exc:
-                note = f"cancelling it failed too ({exc}), so it may still be running"
+                error = exc
+        note = deadline_note(self.cancel_on_kill, error)
         try:
             status: OperationStatus | None = parse_operation(await hook.get_operation(name=name))
         except HealthcareApiError:

@@ -26,6 +26,7 @@ from tests.helpers import (
     logs,
     new_bucket,
     new_store,
+    submit_import,
     unique,
     upload,
     wait,
@@ -369,14 +370,7 @@ def test_operations_run_in_background_pending_counts_down_and_cancel():
     svc = healthcare()
     admin("/admin/settings", {"latency_s": 0.25})
     try:
-        op = (
-            svc.projects()
-            .locations()
-            .datasets()
-            .dicomStores()
-            .import_(name=store, body={"gcsSource": {"uri": uri}})
-            .execute()
-        )
+        op = submit_import(store, uri, svc)
         assert not op.get("done")
         seen = []
         for _ in range(40):
@@ -488,14 +482,7 @@ def test_restart_keeps_state_and_aborts_running_operation(stack):
     upload(bucket, "k.dcm", make_instance("1.8", "1.8.1", "1.8.1.1").data)
     assert import_(store, f"gs://{bucket.name}/k.dcm", svc)["metadata"]["counter"] == {"success": "1"}
     admin("/admin/settings", {"latency_s": 0.5})
-    op = (
-        svc.projects()
-        .locations()
-        .datasets()
-        .dicomStores()
-        .import_(name=store, body={"gcsSource": {"uri": uri}})
-        .execute()
-    )
+    op = submit_import(store, uri, svc)
     for _ in range(100):  # stop it while the operation is under way: some instances done, some pending
         if (
             svc.projects()
