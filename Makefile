@@ -14,14 +14,16 @@ $(STAMP): requirements.txt constraints.txt
 	@touch $(STAMP)
 
 # System packages: Compose v1 validates docker-compose.yaml offline; PostgreSQL serves the
-# production-like metadata database. Both come from Debian.
+# production-like metadata database; Chromium is the browser the UI test drives (through Playwright's
+# executable_path: `playwright install` would download a browser of its own). All come from Debian.
 system-packages:
-	@if ! command -v docker-compose >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	@if ! command -v docker-compose >/dev/null || ! command -v chromium >/dev/null \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing docker-compose and postgresql from Debian"; \
+	    echo "installing docker-compose, postgresql and chromium from Debian"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      docker-compose postgresql) >/dev/null; \
-	  else echo "missing: run once as root: apt-get install --no-install-recommends docker-compose postgresql"; fi; \
+	      docker-compose postgresql chromium) >/dev/null; \
+	  else echo "missing: run once as root: apt-get install --no-install-recommends docker-compose postgresql chromium"; fi; \
 	fi
 
 setup: $(STAMP) system-packages

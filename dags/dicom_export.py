@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import DAG
 
-from dicom_pipelines.checks import verify_export
+from dicom_pipelines.checks import check_params, verify_export
 from dicom_pipelines.dag_params import (
     EXPORT_PREFIX,
     GCP_CONN_ID,
@@ -40,8 +40,9 @@ with DAG(
         **STORE_FROM_PARAMS,
         gcp_conn_id=GCP_CONN_ID,
         uri_prefix=EXPORT_PREFIX,
-        mime_type="{{ params.mime_type }}",
+        mime_type="{{ params.mime_type or '' }}",
         **TOLERANCE_FROM_PARAMS,
     )
 
+    check_params() >> export
     verify_export(export.output, gcp_conn_id=GCP_CONN_ID)  # type: ignore[arg-type]  # resolved at run time

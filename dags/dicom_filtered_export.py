@@ -21,25 +21,21 @@ from airflow.providers.google.cloud.operators.bigquery import (
 )
 from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToGCSOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 
-from dicom_pipelines.checks import verify_export
+from dicom_pipelines.checks import check_params, verify_export
 from dicom_pipelines.dag_params import (
-    BQ_DATASET_PATTERN,
-    DATE_PATTERN,
     EXPORT_PREFIX,
     GCP_CONN_ID,
-    GCS_URI_PATTERN,
     STORE_FROM_PARAMS,
     TOLERANCE_FROM_PARAMS,
-    env,
     export_params,
+    filter_params,
     safe_table_suffix,
     store_params,
     tolerance_params,
 )
 from dicom_pipelines.operators import HealthcareDicomExportOperator, HealthcareDicomExportToBigQueryOperator
-from dicom_pipelines.validation import UID_PATTERN
 
 INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 RUN = "{{ run_id | bq_safe }}"
@@ -48,14 +44,15 @@ FILTER_TABLE = "filter_" + RUN
 FILTER_OBJECT = "filters/{{ run_id | bq_safe }}.txt"
 
 
+LIST_CRITERIA = ("modalities", "patient_ids", "study_uids")
+"""Criteria given as lists; they reach the SQL joined with commas (the rules refuse commas inside a value)."""
+
+
 def _string_param(name: str) -> dict:
-    return {
-        "name": name,
-        "parameterType": {"type": "STRING"},
-        "parameterValue": {
-            "value": f"{{{{ params.{name} | join(',') if params.{name} is not string else params.{name} }}}}"
-        },
-    }
+    value = (
+        f"{{{{ (params.{name} or []) | join(',') }}}}" if name in LIST_CRITERIA else f"{{{{ params.{name} or '' }}}}"
+    )
+    return {"name": name, "parameterType": {"type": "STRING"}, "parameterValue": {"value": value}}
 
 
 with DAG(
@@ -72,55 +69,8 @@ with DAG(
     user_defined_macros={"metadata_table": lambda run_id: "meta_" + safe_table_suffix(run_id)},
     params={
         **store_params(),
-        "modalities": Param(
-            [],
-            type="array",
-            items={"type": "string", "pattern": r"^[A-Z0-9]{1,16}$"},
-            description='Modalities to export, e.g. ["CT", "MR"]. Empty: any.',
-        ),
-        "study_date_from": Param(
-            "",
-            type="string",
-            pattern=DATE_PATTERN,
-            description="First StudyDate to export (YYYY-MM-DD). Empty: no lower bound.",
-        ),
-        "study_date_to": Param(
-            "",
-            type="string",
-            pattern=DATE_PATTERN,
-            description="Last StudyDate to export (YYYY-MM-DD). Empty: no upper bound.",
-        ),
-        "patient_ids": Param(
-            [],
-            type="array",
-            items={"type": "string", "pattern": r"^[^,\\]{1,64}$"},
-            description="Only these PatientIDs. Empty: any.",
-        ),
-        "study_uids": Param(
-            [],
-            type="array",
-            items={"type": "string", "pattern": UID_PATTERN},
-            description="Only these StudyInstanceUIDs. Empty: any.",
-        ),
-        "granularity": Param(
-            "series",
-            type="string",
-            enum=["study", "series", "instance"],
-            description="Filter-file lines per study, per series or per instance.",
-        ),
-        "bigquery_dataset": Param(
-            env("BIGQUERY_DATASET", "dicom_metadata"),
-            type="string",
-            pattern=BQ_DATASET_PATTERN,
-            description="BigQuery dataset for the work tables.",
-        ),
+        **filter_params(),
         **export_params(),
-        "filter_uri": Param(
-            None,
-            type=["null", "string"],
-            pattern=GCS_URI_PATTERN,
-            description="A filter file you uploaded yourself; skips the BigQuery steps.",
-        ),
         **tolerance_params(),
     },
     doc_md=__doc__,
@@ -205,13 +155,13 @@ with DAG(
         **STORE_FROM_PARAMS,
         gcp_conn_id=GCP_CONN_ID,
         uri_prefix=EXPORT_PREFIX,
-        mime_type="{{ params.mime_type }}",
+        mime_type="{{ params.mime_type or '' }}",
         filter_uri="{{ ti.xcom_pull(task_ids='check_filter')['filter_uri'] }}",
         **TOLERANCE_FROM_PARAMS,
     )
 
     checked = check_filter()
-    choose_filter_source() >> [ensure_work_dataset, use_given_filter]
+    check_params() >> choose_filter_source() >> [ensure_work_dataset, use_given_filter]
     ensure_work_dataset >> export_metadata
     use_given_filter >> checked
     export_metadata >> build_filter_table >> extract_filter >> compose_filter() >> checked

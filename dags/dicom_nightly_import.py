@@ -4,6 +4,9 @@ Each run imports ``gs://{source_bucket}/{source_prefix}/{day}/{source_pattern}``
 ``**.dcm``), where ``day`` is the start of the run's data interval (YYYY-MM-DD): the run at 00:00 on 11-25
 imports the files of 11-24. Backfills from the UI or the REST API replay any range of days. A run
 started by hand imports the ``day`` param, or, with no logical date, yesterday (UTC).
+
+Nights import in date order: each run first waits for the run of the previous logical date to finish, whatever
+its outcome, and no two import tasks run at once (``max_active_tis_per_dag=1``), however the runs were started.
 """
 
 from __future__ import annotations
@@ -11,30 +14,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
+from airflow.sdk import DAG, Asset, AssetAlias, CronDataIntervalTimetable, task
 
+from dicom_pipelines.checks import check_params, wait_for_previous_run
 from dicom_pipelines.dag_params import (
-    BUCKET_PATTERN,
     GCP_CONN_ID,
-    GCS_URI_PATTERN,
     STORE_FROM_PARAMS,
     TOLERANCE_FROM_PARAMS,
     env,
+    import_params,
     store_params,
     tolerance_params,
 )
 from dicom_pipelines.operators import HealthcareDicomImportOperator, HealthcareEnsureDicomStoreOperator
 
 log = logging.getLogger(__name__)
-STORE_ASSET = Asset(
-    name="dicom_store",
-    uri="healthcare://{}/{}/{}/{}".format(
-        env("GCP_PROJECT", "demo-project"),
-        env("HEALTHCARE_LOCATION", "us-central1"),
-        env("HEALTHCARE_DATASET", "demo-dataset"),
-        env("DICOM_STORE", "demo-store"),
-    ),
-)
+STORE_IMPORTS = AssetAlias("dicom_store_imports")
+"""Each successful night emits an event for the store it really imported into (``healthcare://`` + its name)."""
 
 IMPORT_DAY = (
     "(params.day or (data_interval_start.strftime('%Y-%m-%d') if data_interval_start is defined and "
@@ -49,46 +45,13 @@ with DAG(
     schedule=CronDataIntervalTimetable(env("DICOM_IMPORT_CRON", "0 0 * * *"), timezone="UTC"),
     start_date=dt.datetime.fromisoformat(env("DICOM_IMPORT_START_DATE", "2026-11-01")).replace(tzinfo=dt.UTC),
     catchup=True,
-    max_active_runs=1,  # one import at a time per store keeps the instance-count delta exact
+    max_active_runs=1,
     render_template_as_native_obj=True,
     tags=["dicom", "healthcare", "import"],
     default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
     params={
         **store_params(),
-        "source_bucket": Param(
-            env("SOURCE_BUCKET", "dicom-incoming"),
-            type="string",
-            pattern=BUCKET_PATTERN,
-            description="Bucket that receives the DICOM files.",
-        ),
-        "source_prefix": Param(
-            "incoming",
-            type="string",
-            pattern=r"^[^*?]*[^/*?]$|^$",
-            description="Folder in the bucket; each day's files are under <prefix>/<YYYY-MM-DD>/.",
-        ),
-        "source_pattern": Param(
-            "**.dcm",
-            type="string",
-            pattern=r"^(\*\*[^*?/]*|[^*]*)$",
-            description="Pattern under the day's folder: '**.dcm' (recursive), '*.dcm', '**'.",
-        ),
-        "day": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="Day to import (YYYY-MM-DD, a real calendar date). Empty: the run's data interval, or "
-            "yesterday (UTC) for a run started without a logical date.",
-        ),
-        "gcs_uri": Param(
-            None,
-            type=["null", "string"],
-            pattern=GCS_URI_PATTERN,
-            description="Override: import exactly this gs:// URI or pattern instead of the day's folder.",
-        ),
-        "allow_empty": Param(
-            True, type="boolean", description="Skip (rather than fail) a night with no files to import."
-        ),
+        **import_params(),
         **tolerance_params(),
     },
     doc_md=__doc__,
@@ -110,10 +73,11 @@ with DAG(
         gcs_uri="{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' "
         "if params.source_prefix else '') ~ " + IMPORT_DAY + " ~ '/' ~ params.source_pattern) }}",
         allow_empty_source="{{ params.allow_empty }}",
+        max_active_tis_per_dag=1,
         **TOLERANCE_FROM_PARAMS,
     )
 
-    @task(outlets=[STORE_ASSET])
+    @task(outlets=[STORE_IMPORTS])
     def verify(store_name: str, before: int, result: dict, **context) -> dict:
         """Instance-count delta from the store metrics, next to the operation's counters."""
         from dicom_pipelines.checks import require_result
@@ -142,9 +106,13 @@ with DAG(
                 "%d imported instances were already in the store (identical re-sends)",
                 result["success"] - (after - before),
             )
-        context["outlet_events"][STORE_ASSET].extra = {"run_id": context["run_id"], **summary}
+        context["outlet_events"][STORE_IMPORTS].add(
+            Asset(uri=f"healthcare://{store_name}", name=f"dicom_store:{store_name}"),
+            extra={"run_id": context["run_id"], **summary},
+        )
         return summary
 
+    check_params() >> wait_for_previous_run() >> ensure_store
     # XComArgs resolve to the upstream values at run time; the decorator's signature cannot say so
     before = count_before(ensure_store.output)  # type: ignore[arg-type]
     before >> import_dicom

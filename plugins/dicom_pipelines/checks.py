@@ -1,4 +1,5 @@
-"""Checks after an operation: the exported objects against the counters, and what to do without a result.
+"""Checks around an operation: a run's params before any API call, the exported objects against the counters
+after it, and what to do without a result.
 
 Task helpers for the DAGs; they run in workers, never at DAG parse time.
 """
@@ -8,9 +9,51 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import task
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from dicom_pipelines.dag_params import run_param_problems
 from dicom_pipelines.validation import parse_gcs_uri, parse_mime_type
+
+
+@task(task_id="check_params", retries=0)
+def check_params(**context: Any) -> None:
+    """Task: refuse the run's params in words, all problems at once, before any API call; never retried.
+
+    The Trigger form and the REST API already refuse what the JSON schema can say (types, dates, lengths,
+    choices). This catches the rest: ids, bucket names and ``gs://`` URIs by their rules, a backwards date
+    range, and keys that are no param of the DAG, which Airflow would otherwise ignore silently.
+    """
+    problems = run_param_problems(context["dag"].params, context["params"], context["dag_run"].conf)
+    if problems:
+        raise AirflowFailException(
+            f"{len(problems)} problem(s) with this run's parameters; nothing was sent to any API:\n"
+            + "\n".join(f"- {p}" for p in problems)
+        )
+
+
+FINISHED_RUN_STATES = ("success", "failed")
+
+
+@task.sensor(task_id="wait_for_previous_run", poke_interval=10, timeout=24 * 3600, mode="reschedule")
+def wait_for_previous_run(**context: Any) -> bool:
+    """Task: wait until the run of the previous logical date has finished, whatever its outcome.
+
+    Runs of one DAG share a store, and what a night imports can depend on what came before it (the same
+    instance sent again, or changed). A backfill started from the UI runs up to ten nights at once, so this keeps
+    the nights in date order however they were started. A failed night does not hold the next one back; a run
+    with no logical date (started by hand) does not wait. Imports themselves never overlap either: the import
+    task has ``max_active_tis_per_dag=1``.
+    """
+    previous = context["ti"].get_previous_dagrun()
+    if previous is None or str(previous.state) in FINISHED_RUN_STATES:
+        return True
+    context["ti"].log.info(
+        "Waiting for run %s (logical date %s, %s) to finish: nights import in date order",
+        previous.run_id,
+        previous.logical_date,
+        previous.state,
+    )
+    return False
 
 
 def require_result(result: dict | None, task_id: str) -> None:

@@ -1,22 +1,52 @@
-"""DAG ``params`` (JSON schema) shared by the DICOM DAGs, so the UI shows a form and a bad ``conf`` gets a 400.
+"""DAG ``params`` shared by the DICOM DAGs, and the rules that check a run's values in words.
 
-Defaults come from environment variables read when the DAG file is parsed (no I/O); the runtime
-checks in :mod:`dicom_pipelines.validation` run again in the operators before any API call.
+The JSON schema gives the Trigger form its fields (dates, choices, one value per line) and a 400 for a wrong
+type, a bad date or a value too long. What a schema can only say as a regex (ids, bucket names, ``gs://`` URIs,
+wildcard rules) or cannot say at all (an unknown key, a backwards date range) is checked by
+:func:`run_param_problems`, which the first task of every DAG runs before any API call. Each rule is a function
+of :mod:`dicom_pipelines.validation`, so its message names the field, the value and the rule in words.
+
+Defaults come from environment variables read when the DAG file is parsed (no I/O).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from typing import TypedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypedDict
 
 from airflow.sdk import Param
 
-from dicom_pipelines.validation import BUCKET_PATTERN, GCS_URI_PATTERN, ID_PATTERN, MIME_TYPES
+from dicom_pipelines.validation import (
+    MIME_TYPES,
+    MODALITIES,
+    ValidationError,
+    check_bigquery_dataset,
+    check_bucket,
+    check_choice,
+    check_count,
+    check_date,
+    check_date_range,
+    check_folder,
+    check_gcs_prefix,
+    check_id,
+    check_modalities,
+    check_patient_ids,
+    check_ratio,
+    check_source_pattern,
+    check_uids,
+    parse_bool,
+    parse_gcs_uri,
+    parse_import_uri,
+    parse_mime_type,
+)
 
 GCP_CONN_ID = "google_cloud_default"
-BQ_DATASET_PATTERN = r"^[A-Za-z0-9_]{1,1024}$"
-DATE_PATTERN = r"^$|^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+GCS_URI_MAX_LENGTH = 1100
+"""``gs://`` + a bucket + an object name of at most 1,024 bytes; the form stops typing there."""
+GRANULARITIES = ("study", "series", "instance")
 
 
 def safe_table_suffix(run_id: str) -> str:
@@ -49,23 +79,30 @@ def store_params() -> dict[str, Param]:
         "project_id": Param(
             env("GCP_PROJECT", "demo-project"),
             type="string",
-            pattern=ID_PATTERN,
+            minLength=1,
+            maxLength=256,
             description="Google Cloud project of the Healthcare dataset.",
         ),
         "location": Param(
             env("HEALTHCARE_LOCATION", "us-central1"),
             type="string",
-            pattern=ID_PATTERN,
+            minLength=1,
+            maxLength=256,
             description="Region of the Healthcare dataset, e.g. us-central1.",
         ),
         "dataset_id": Param(
             env("HEALTHCARE_DATASET", "demo-dataset"),
             type="string",
-            pattern=ID_PATTERN,
+            minLength=1,
+            maxLength=256,
             description="Healthcare dataset id.",
         ),
         "dicom_store_id": Param(
-            env("DICOM_STORE", "demo-store"), type="string", pattern=ID_PATTERN, description="DICOM store id."
+            env("DICOM_STORE", "demo-store"),
+            type="string",
+            minLength=1,
+            maxLength=256,
+            description="DICOM store id (letters, digits, '_', '-' or '.').",
         ),
     }
 
@@ -105,22 +142,206 @@ def export_params() -> dict[str, Param]:
         "export_bucket": Param(
             env("EXPORT_BUCKET", "dicom-exports"),
             type="string",
-            pattern=BUCKET_PATTERN,
+            minLength=3,
+            maxLength=222,
             description="Bucket for the exported objects (and filter files) when no prefix is given.",
         ),
         "destination_prefix": Param(
             None,
             type=["null", "string"],
-            pattern=GCS_URI_PATTERN,
+            maxLength=GCS_URI_MAX_LENGTH,
             description="gs:// prefix for the exported objects. Empty: gs://<export bucket>/exports/<run id>.",
         ),
         "mime_type": Param(
-            "",
-            type="string",
-            enum=["", *MIME_TYPES],
-            description="Export format: empty keeps the stored DICOM; or one of the 24 documented MIME types.",
+            None,
+            type=["null", "string"],
+            enum=[None, *MIME_TYPES],
+            values_display={"None": "As stored (DICOM, original transfer syntax)", **MIME_DISPLAY},
+            description="Export format. Empty: the stored DICOM as it is.",
         ),
     }
+
+
+MIME_DISPLAY = {
+    "application/dicom; transfer-syntax=*": "DICOM, original transfer syntax",
+    "application/dicom; transfer-syntax=1.2.840.10008.1.2.1": "DICOM, Explicit VR Little Endian",
+    "application/dicom; transfer-syntax=1.2.840.10008.1.2": "DICOM, Implicit VR Little Endian",
+    "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50": "DICOM, JPEG Baseline",
+    "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.90": "DICOM, JPEG 2000 lossless",
+    "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.80": "DICOM, JPEG-LS lossless",
+    "application/dicom; transfer-syntax=1.2.840.10008.1.2.5": "DICOM, RLE lossless",
+    "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1": "Raw pixel data, one object per frame",
+    "application/octet-stream; transfer-syntax=*": "Raw pixel data as stored, one object per frame",
+    "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50": "JPEG images, one per frame",
+    "image/png": "PNG images, one per frame",
+}
+"""Readable names in the form for the common export formats; the others show their MIME type."""
+
+
+def filter_params() -> dict[str, Param]:
+    """Criteria of the filtered export; every one is optional, and empty means any."""
+    return {
+        "modalities": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string", "enum": list(MODALITIES)},
+            uniqueItems=True,
+            values_display={code: f"{code} ({name})" for code, name in MODALITIES.items()},
+            description="Modalities to export, picked from the list (e.g. CT and MR). Empty: any.",
+        ),
+        "study_date_from": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="First StudyDate to export. Empty: no lower bound.",
+        ),
+        "study_date_to": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Last StudyDate to export (on or after the first). Empty: no upper bound.",
+        ),
+        "patient_ids": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string"},
+            maxItems=1000,
+            description="Only these PatientIDs, one per line. Empty: any.",
+        ),
+        "study_uids": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string"},
+            maxItems=1000,
+            description="Only these StudyInstanceUIDs, one per line. Empty: any.",
+        ),
+        "granularity": Param(
+            "series",
+            type="string",
+            enum=list(GRANULARITIES),
+            values_display={
+                "study": "Whole studies",
+                "series": "Whole series (default)",
+                "instance": "Single instances",
+            },
+            description="Whether a match exports its whole study, its series, or only the matching instances.",
+        ),
+        "bigquery_dataset": Param(
+            env("BIGQUERY_DATASET", "dicom_metadata"),
+            type="string",
+            minLength=1,
+            maxLength=1024,
+            description="BigQuery dataset for the work tables (letters, digits and '_').",
+        ),
+        "filter_uri": Param(
+            None,
+            type=["null", "string"],
+            maxLength=GCS_URI_MAX_LENGTH,
+            description="gs:// URI of a filter file you uploaded yourself; skips the BigQuery steps.",
+        ),
+    }
+
+
+def import_params() -> dict[str, Param]:
+    return {
+        "source_bucket": Param(
+            env("SOURCE_BUCKET", "dicom-incoming"),
+            type="string",
+            minLength=3,
+            maxLength=222,
+            description="Bucket that receives the DICOM files (its name, without gs://).",
+        ),
+        "source_prefix": Param(
+            "incoming",
+            type=["null", "string"],
+            maxLength=900,
+            description="Folder in the bucket; each day's files are under <folder>/<YYYY-MM-DD>/. Empty: the "
+            "bucket's root.",
+        ),
+        "source_pattern": Param(
+            "**.dcm",
+            type="string",
+            minLength=1,
+            maxLength=100,
+            description="Files under the day's folder: '**.dcm' (all .dcm files, in subfolders too), '*.dcm' "
+            "(that folder only) or '**' (everything).",
+        ),
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Day to import. Empty: the run's data interval, or yesterday (UTC) for a run started "
+            "without a logical date.",
+        ),
+        "gcs_uri": Param(
+            None,
+            type=["null", "string"],
+            maxLength=GCS_URI_MAX_LENGTH,
+            description="Override: import exactly this gs:// URI or pattern instead of the day's folder.",
+        ),
+        "allow_empty": Param(
+            True, type="boolean", description="Skip (rather than fail) a night with no files to import."
+        ),
+    }
+
+
+def _optional(rule: Callable[[Any, str], object]) -> Callable[[Any, str], object]:
+    return lambda value, field: None if value is None or value == "" else rule(value, field)
+
+
+PARAM_RULES: dict[str, Callable[[Any, str], object]] = {
+    "project_id": check_id,
+    "location": check_id,
+    "dataset_id": check_id,
+    "dicom_store_id": check_id,
+    "max_failures": check_count,
+    "max_failure_ratio": check_ratio,
+    "export_bucket": check_bucket,
+    "destination_prefix": _optional(check_gcs_prefix),
+    "mime_type": parse_mime_type,
+    "modalities": check_modalities,
+    "study_date_from": _optional(check_date),
+    "study_date_to": _optional(check_date),
+    "patient_ids": check_patient_ids,
+    "study_uids": check_uids,
+    "granularity": lambda value, field: check_choice(value, field, GRANULARITIES),
+    "bigquery_dataset": check_bigquery_dataset,
+    "filter_uri": _optional(parse_gcs_uri),
+    "source_bucket": check_bucket,
+    "source_prefix": check_folder,
+    "source_pattern": check_source_pattern,
+    "day": _optional(check_date),
+    "gcs_uri": _optional(parse_import_uri),
+    "allow_empty": parse_bool,
+}
+"""The rule in words for every param of the DAGs; a DAG-integrity test checks that none is missing."""
+
+
+def run_param_problems(declared: Iterable[str], values: Mapping[str, Any], conf: Mapping[str, Any] | None) -> list[str]:
+    """Every problem with a run's values, in words: unknown keys first, then each declared param, then ranges.
+
+    ``declared`` are the DAG's own params: Airflow adds any other key of ``conf`` to a run's params, so the
+    run's params alone cannot tell a typo from a param.
+    """
+    names = list(declared)
+    problems = []
+    for key in sorted(set(conf or {}) - set(names)):
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        problems.append(
+            f"{key!r} is not a parameter of this DAG, so it would be ignored.{hint} Known: {', '.join(sorted(names))}."
+        )
+    for name in names:
+        rule = PARAM_RULES.get(name)
+        try:
+            if rule is not None:
+                rule(values.get(name), name)
+            if name == "study_date_to" and values.get("study_date_from") and values.get(name):
+                check_date_range(values["study_date_from"], values[name], "study_date_from", name)
+        except ValidationError as exc:
+            if str(exc) not in problems:
+                problems.append(str(exc))
+    return problems
 
 
 EXPORT_PREFIX = "{{ params.destination_prefix or ('gs://' ~ params.export_bucket ~ '/exports/' ~ (run_id | bq_safe)) }}"

@@ -1,18 +1,43 @@
-"""Extra links on Healthcare tasks: the DICOM store and the operation in the Cloud Console.
+"""Extra links on Healthcare tasks: the DICOM store, the operation and its per-instance log.
 
-They build on the Google provider's ``BaseGoogleLink``: the operator persists the parts (``persist``),
-and the link is formatted when the UI asks. After a deferral Airflow stores the formatted URL under
-the same key; ``BaseGoogleLink`` returns it as it is.
+On Google they open the Cloud Console (the operation's log is its ``metadata.logsUrl``, a Logs Explorer link).
+Against another endpoint, such as the local stack, the Console knows nothing of the store, so the links open
+the endpoint's own views: the store's and the operation's JSON, and the log route the operation names.
+
+They build on the Google provider's ``BaseGoogleLink``. The operator persists the finished URL, which
+``BaseGoogleLink.get_link`` returns as it is (the provider stores a formatted URL the same way after a deferral).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.providers.google.cloud.links.base import BaseGoogleLink
 
 CONSOLE = "https://console.cloud.google.com/healthcare/browser"
+GOOGLE_ENDPOINT = "https://healthcare.googleapis.com/"
 
 
-class HealthcareDicomStoreLink(BaseGoogleLink):
+def _on_google(endpoint: str | None) -> bool:
+    return endpoint is None or endpoint.rstrip("/") == GOOGLE_ENDPOINT.rstrip("/")
+
+
+def _parts(resource_name: str) -> dict[str, str]:
+    """``projects/p/locations/l/datasets/d/...`` as ``{project_id, location, dataset_id, ...}``."""
+    keys = {"projects": "project_id", "locations": "location", "datasets": "dataset_id"}
+    keys |= {"dicomStores": "dicom_store_id", "operations": "operation_id"}
+    bits = resource_name.split("/")
+    return {keys[bits[i]]: bits[i + 1] for i in range(0, len(bits) - 1, 2) if bits[i] in keys}
+
+
+class _UrlLink(BaseGoogleLink):
+    @classmethod
+    def persist_url(cls, context: Any, url: str) -> None:
+        if url:
+            context["ti"].xcom_push(key=cls.key, value=url)
+
+
+class HealthcareDicomStoreLink(_UrlLink):
     name = "DICOM store"
     key = "healthcare_dicom_store_link"
     format_str = (
@@ -20,8 +45,28 @@ class HealthcareDicomStoreLink(BaseGoogleLink):
         "?project={project_id}"
     )
 
+    @classmethod
+    def url(cls, endpoint: str | None, store_name: str, api_version: str = "v1") -> str:
+        if _on_google(endpoint):
+            return cls.format_str.format(**_parts(store_name))
+        return f"{endpoint}{api_version}/{store_name}"
 
-class HealthcareOperationLink(BaseGoogleLink):
+
+class HealthcareOperationLink(_UrlLink):
     name = "Healthcare operation"
     key = "healthcare_operation_link"
     format_str = CONSOLE + "/locations/{location}/datasets/{dataset_id}/operations/{operation_id}?project={project_id}"
+
+    @classmethod
+    def url(cls, endpoint: str | None, operation_name: str, api_version: str = "v1") -> str:
+        if _on_google(endpoint):
+            return cls.format_str.format(**_parts(operation_name))
+        return f"{endpoint}{api_version}/{operation_name}"
+
+
+class HealthcareOperationLogLink(_UrlLink):
+    """The operation's per-instance errors: ``metadata.logsUrl`` as the API gives it, on Google and locally."""
+
+    name = "Operation log"
+    key = "healthcare_operation_log_link"
+    format_str = "{logs_url}"

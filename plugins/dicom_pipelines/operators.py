@@ -38,7 +38,7 @@ from dicom_pipelines.hooks import (
     parse_operation,
     parse_time,
 )
-from dicom_pipelines.links import HealthcareDicomStoreLink, HealthcareOperationLink
+from dicom_pipelines.links import HealthcareDicomStoreLink, HealthcareOperationLink, HealthcareOperationLogLink
 from dicom_pipelines.outcomes import (
     CANCELLED,
     EMPTY,
@@ -123,14 +123,8 @@ class HealthcareDicomStoreBaseOperator(GoogleCloudBaseOperator):
         """The store's resource name; raises :class:`ValidationError` for a bad id."""
         return resource_name(self.project_id, self.location, self.dataset_id, self.dicom_store_id)
 
-    def persist_store_link(self, context: Any) -> None:
-        HealthcareDicomStoreLink.persist(
-            context,
-            project_id=self.project_id,
-            location=self.location,
-            dataset_id=self.dataset_id,
-            dicom_store_id=self.dicom_store_id,
-        )
+    def persist_store_link(self, context: Any, hook: CloudHealthcareDicomHook, store_name: str) -> None:
+        HealthcareDicomStoreLink.persist_url(context, HealthcareDicomStoreLink.url(hook.endpoint, store_name))
 
 
 class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
@@ -155,7 +149,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         "max_failures",
         "max_failure_ratio",
     )
-    operator_extra_links = (HealthcareDicomStoreLink(), HealthcareOperationLink())
+    operator_extra_links = (HealthcareDicomStoreLink(), HealthcareOperationLink(), HealthcareOperationLogLink())
     api_method = ""
     """The operation's ``metadata.apiMethodName`` suffix, used to find it after an ambiguous submission."""
 
@@ -298,14 +292,9 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         try:
             status = self._resume(context, hook, store) or self._submit(context, hook, store)
             name = self._operation_name = status.name
-            self.persist_store_link(context)
-            HealthcareOperationLink.persist(
-                context,
-                operation_id=name.rsplit("/", 1)[-1],
-                project_id=self.project_id,
-                location=self.location,
-                dataset_id=self.dataset_id,
-            )
+            self.persist_store_link(context, hook, store)
+            HealthcareOperationLink.persist_url(context, HealthcareOperationLink.url(hook.endpoint, name))
+            HealthcareOperationLogLink.persist_url(context, status.logs_url)
             if not status.done:
                 status = parse_operation(hook.get_operation(name=name))
         except HealthcareApiError as exc:
@@ -409,6 +398,22 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             raise AirflowFailException(message)
         return operation_result(status)
 
+    def _bucket_exists(self, bucket: str) -> bool | None:
+        """True or False, or None when the Airflow identity may not look (then the API's own answer is trusted)."""
+        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+        from google.api_core.exceptions import GoogleAPICallError
+
+        try:
+            return (
+                GCSHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
+                .get_conn()
+                .bucket(bucket)
+                .exists()
+            )
+        except GoogleAPICallError as exc:
+            self.log.warning("Could not check whether gs://%s exists (%s); trusting the API's answer", bucket, exc)
+            return None
+
     def on_kill(self) -> None:
         if self.cancel_on_kill and self._operation_name:
             self.log.info("Cancelling operation %s", self._operation_name)
@@ -459,22 +464,6 @@ class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
             )
         raise AirflowSkipException(f"No objects matched {self.gcs_uri}: nothing to import")
 
-    def _bucket_exists(self, bucket: str) -> bool | None:
-        """True or False, or None when the Airflow identity may not look (then an empty match is trusted)."""
-        from airflow.providers.google.cloud.hooks.gcs import GCSHook
-        from google.api_core.exceptions import GoogleAPICallError
-
-        try:
-            return (
-                GCSHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
-                .get_conn()
-                .bucket(bucket)
-                .exists()
-            )
-        except GoogleAPICallError as exc:
-            self.log.warning("Could not check whether gs://%s exists (%s); trusting the empty match", bucket, exc)
-            return None
-
     def validate(self) -> None:
         parse_import_uri(self.gcs_uri, "gcs_uri")
         parse_bool(self.allow_empty_source, "allow_empty_source")
@@ -513,6 +502,16 @@ class HealthcareDicomExportOperator(HealthcareDicomOperationOperator):
         parse_mime_type(self.mime_type, "mime_type")
         if self.filter_uri:
             parse_gcs_uri(self.filter_uri, "filter_uri")
+
+    def _submit(self, context: Any, hook: CloudHealthcareDicomHook, store: str) -> OperationStatus:
+        """A missing destination bucket would fail every instance one by one: say so instead, and export nothing."""
+        bucket = parse_gcs_uri(self.uri_prefix, "uri_prefix", allow_empty_object=True).bucket
+        if self._bucket_exists(bucket) is False:
+            raise AirflowFailException(
+                f"uri_prefix={self.uri_prefix!r}: the destination bucket gs://{bucket} does not exist. Create it, "
+                "or fix the name; nothing was exported."
+            )
+        return super()._submit(context, hook, store)
 
     def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
         """The result names where the objects went, so a check downstream needs no rule of its own."""
@@ -595,5 +594,5 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
             )
         except HealthcareApiError as exc:
             raise api_failure(exc) from None
-        self.persist_store_link(context)
+        self.persist_store_link(context, self.get_hook(), name)
         return name

@@ -6,6 +6,7 @@ it broke, so a user can fix the input without reading code. Nothing here does I/
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 
@@ -34,13 +35,31 @@ __all__ = [
 
 
 class ValidationError(ValueError):
-    """Bad user input: carries the field name, the value and the rule that was broken."""
+    """Bad user input: carries the field name, the value and the rule that was broken.
 
-    def __init__(self, field: str, value: object, rule: str):
+    A long value is shortened in the message (a 100 KB prefix helps no one in a log), and a value that may
+    identify a patient (``withhold=True``) is not repeated at all: the field says which entry it was.
+    """
+
+    def __init__(self, field: str, value: object, rule: str, *, withhold: bool = False):
         self.field = field
         self.value = value
         self.rule = rule
-        super().__init__(f"{field}={value!r} is invalid: {rule}")
+        super().__init__(f"{field}={shown_value(value, withhold=withhold)} is invalid: {rule}")
+
+
+SHOWN_CHARACTERS = 80
+
+
+def shown_value(value: object, *, withhold: bool = False) -> str:
+    """How a bad value appears in a message: its repr, cut to a readable length, or withheld."""
+    if withhold:
+        return "(value withheld: it may identify a patient)"
+    text = repr(value)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, (str, list)) else ""
+    return text[: SHOWN_CHARACTERS - 3] + "..." + size
 
 
 # Bucket names: 3-63 chars (222 with dots), lowercase letters, digits, dashes, underscores, dots.
@@ -50,6 +69,8 @@ BUCKET_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$"
 UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 ID_PATTERN = r"^[\w\-.]{1,256}$"
 GCS_URI_PATTERN = r"^gs://" + BUCKET_PATTERN[1:-1] + r"(/.*)?$"
+MAX_OBJECT_NAME_BYTES = 1024
+"""Cloud Storage's limit for an object name (UTF-8 bytes); a longer prefix or pattern can match nothing."""
 _BUCKET_RE = re.compile(BUCKET_PATTERN)
 _UID_RE = re.compile(UID_PATTERN)
 _BQ_TABLE_RE = re.compile(
@@ -84,6 +105,10 @@ def parse_gcs_uri(uri: object, field: str = "uri", *, allow_empty_object: bool =
         raise ValidationError(field, uri, "must name an object (or a pattern) after the bucket: gs://BUCKET/OBJECT")
     if "\n" in name or "\r" in name:
         raise ValidationError(field, uri, "must not contain line breaks")
+    if len(name.encode()) > MAX_OBJECT_NAME_BYTES:
+        raise ValidationError(
+            field, uri, f"the object part must be at most {MAX_OBJECT_NAME_BYTES} bytes (Cloud Storage's limit)"
+        )
     return GcsUri(bucket, name)
 
 
@@ -327,8 +352,7 @@ def resource_name(project: str, location: str, dataset: str, store: str | None =
     for field, value in (("project_id", project), ("location", location), ("dataset_id", dataset)) + (
         (("dicom_store_id", store),) if store is not None else ()
     ):
-        if not isinstance(value, str) or not _ID_RE.fullmatch(value):
-            raise ValidationError(field, value, "must be 1-256 letters, digits, '_', '-' or '.'")
+        check_id(value, field)
     name = f"projects/{project}/locations/{location}/datasets/{dataset}"
     return name + (f"/dicomStores/{store}" if store is not None else "")
 
@@ -350,3 +374,209 @@ def parse_bool(value: object, field: str) -> bool:
     if text in _FALSE:
         return False
     raise ValidationError(field, value, "must be true or false")
+
+
+# --- run parameters: the rules a DAG's JSON schema cannot put in words -------------------------------
+
+
+def check_id(value: object, field: str) -> str:
+    """A project, location, dataset or store id, as the Healthcare API's resource names allow."""
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise ValidationError(field, value, "must be 1-256 letters, digits, '_', '-' or '.'")
+    return value
+
+
+def check_bucket(value: object, field: str) -> str:
+    """A bare bucket name (no ``gs://``)."""
+    if isinstance(value, str) and value.startswith("gs://"):
+        raise ValidationError(field, value, "must be the bucket's name alone, without gs:// or a path")
+    if not isinstance(value, str) or not _BUCKET_RE.fullmatch(value):
+        raise ValidationError(
+            field, value, "must be a bucket name: 3-222 characters of lowercase letters, digits, '-', '_' or '.'"
+        )
+    return value
+
+
+def check_gcs_prefix(value: object, field: str) -> GcsUri:
+    """Where objects are written or read from as is: a ``gs://`` prefix with no wildcard."""
+    parsed = parse_gcs_uri(value, field, allow_empty_object=True)
+    if any(ch in parsed.name for ch in "*?["):
+        raise ValidationError(field, value, "is a place to write to, not a pattern: no '*', '?' or '['")
+    return parsed
+
+
+def check_folder(value: object, field: str) -> str:
+    """A folder inside a bucket, written without a leading or trailing slash; empty means the bucket's root."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError(field, value, "must be a folder path such as 'incoming' or 'site-a/incoming'")
+    if any(ch in value for ch in "*?[\r\n"):
+        raise ValidationError(field, value, "must be a plain folder path: no wildcards or line breaks")
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        raise ValidationError(field, value, "must not start or end with '/' or contain '//'")
+    if len(value.encode()) > MAX_OBJECT_NAME_BYTES - 100:
+        raise ValidationError(field, value, f"must be at most {MAX_OBJECT_NAME_BYTES - 100} bytes")
+    return value
+
+
+def check_source_pattern(value: object, field: str) -> str:
+    """The file pattern under a day's folder, with the import's wildcard rules (``*``, ``?``, a final ``**``)."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(field, value, "must be a pattern such as '**.dcm', '*.dcm' or '**'")
+    if value.startswith("/"):
+        raise ValidationError(field, value, "is relative to the day's folder: it must not start with '/'")
+    try:
+        parse_import_uri(f"gs://bucket/{value}", field)
+    except ValidationError as exc:
+        raise ValidationError(field, value, exc.rule) from None
+    return value
+
+
+def check_date(value: object, field: str) -> dt.date:
+    """A real calendar date, written YYYY-MM-DD."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValidationError(field, value, "must be a real calendar date written YYYY-MM-DD, e.g. 2026-11-24")
+
+
+def check_date_range(start: object, end: object, start_field: str, end_field: str) -> None:
+    """Both ends optional; when both are given the range must not be backwards (it would match nothing)."""
+    lo = check_date(start, start_field) if start else None
+    hi = check_date(end, end_field) if end else None
+    if lo and hi and lo > hi:
+        raise ValidationError(
+            end_field, end, f"is before {start_field}={start!r}: the range would match nothing (swap them?)"
+        )
+
+
+def _list(value: object, field: str, what: str, limit: int) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValidationError(field, value, f"must be a list of {what}, one per entry (one per line in the form)")
+    if len(value) > limit:
+        raise ValidationError(field, value, f"may list at most {limit} {what}")
+    return value
+
+
+MODALITIES: dict[str, str] = {
+    "AR": "Autorefraction", "ASMT": "Content Assessment Results", "AU": "Audio", "BDUS": "Bone Densitometry (US)",
+    "BI": "Biomagnetic imaging", "BMD": "Bone Densitometry (X-Ray)", "CR": "Computed Radiography",
+    "CT": "Computed Tomography", "CTPROTOCOL": "CT Protocol", "DG": "Diaphanography", "DOC": "Document",
+    "DX": "Digital Radiography", "ECG": "Electrocardiography", "EEG": "Electroencephalography",
+    "EMG": "Electromyography", "EOG": "Electrooculography", "EPS": "Cardiac Electrophysiology",
+    "ES": "Endoscopy", "FID": "Fiducials", "GM": "General Microscopy", "HC": "Hard Copy",
+    "HD": "Hemodynamic Waveform", "IO": "Intra-Oral Radiography", "IOL": "Intraocular Lens Data",
+    "IVOCT": "Intravascular OCT", "IVUS": "Intravascular Ultrasound", "KER": "Keratometry",
+    "KO": "Key Object Selection", "LEN": "Lensometry", "LS": "Laser surface scan", "M3D": "Model for 3D Manufacturing",
+    "MG": "Mammography", "MR": "Magnetic Resonance", "NM": "Nuclear Medicine", "OAM": "Ophthalmic Axial Measurements",
+    "OCT": "Optical Coherence Tomography", "OP": "Ophthalmic Photography", "OPM": "Ophthalmic Mapping",
+    "OPT": "Ophthalmic Tomography", "OPTBSV": "Ophthalmic Tomography B-scan Volume Analysis",
+    "OPTENF": "Ophthalmic Tomography En Face", "OPV": "Ophthalmic Visual Field", "OSS": "Optical Surface Scan",
+    "OT": "Other", "PA": "Photoacoustic", "PLAN": "Plan", "POS": "Position Sensor", "PR": "Presentation State",
+    "PT": "Positron emission tomography (PET)", "PX": "Panoramic X-Ray", "REG": "Registration",
+    "RESP": "Respiratory Waveform", "RF": "Radio Fluoroscopy", "RG": "Radiographic imaging",
+    "RTDOSE": "Radiotherapy Dose", "RTIMAGE": "Radiotherapy Image", "RTINTENT": "Radiotherapy Intent",
+    "RTPLAN": "Radiotherapy Plan", "RTRAD": "RT Radiation", "RTRECORD": "RT Treatment Record",
+    "RTSEGANN": "Radiotherapy Segment Annotation", "RTSTRUCT": "Radiotherapy Structure Set",
+    "RWV": "Real World Value Map", "SEG": "Segmentation", "SM": "Slide Microscopy", "SMR": "Stereometric Relationship",
+    "SR": "SR Document", "SRF": "Subjective Refraction", "STAIN": "Automated Slide Stainer",
+    "TEXTUREMAP": "Texture Map", "TG": "Thermography", "US": "Ultrasound", "VA": "Visual Acuity",
+    "XA": "X-Ray Angiography", "XAPROTOCOL": "XA Protocol", "XC": "External-camera Photography",
+    "CD": "Color flow Doppler (retired)", "DD": "Duplex Doppler (retired)", "DF": "Digital fluoroscopy (retired)",
+    "DM": "Digital microscopy (retired)", "DS": "Digital Subtraction Angiography (retired)",
+    "EC": "Echocardiography (retired)", "FA": "Fluorescein angiography (retired)",
+    "FS": "Fundoscopy (retired)", "LP": "Laparoscopy (retired)", "MA": "Magnetic resonance angiography (retired)",
+    "MS": "Magnetic resonance spectroscopy (retired)", "OPR": "Ophthalmic Refraction (retired)",
+    "ST": "Single-photon emission computed tomography (retired)", "VF": "Videofluorography (retired)",
+    "CF": "Cinefluorography (retired)", "CS": "Cystoscopy (retired)",
+}  # fmt: skip
+"""DICOM PS3.3 C.7.3.1.1.1 Modality defined terms, current then retired: the codes a Modality column holds."""
+
+
+def check_modalities(value: object, field: str) -> list[str]:
+    """Modality codes, written as DICOM writes them (upper case)."""
+    codes = _list(value, field, "modality codes", len(MODALITIES))
+    for i, code in enumerate(codes):
+        where = f"{field}[{i}]"
+        if isinstance(code, str) and code.strip().upper() in MODALITIES and code not in MODALITIES:
+            raise ValidationError(
+                where, code, f"modality codes are upper case, as DICOM writes them: {code.strip().upper()!r}"
+            )
+        if code not in MODALITIES:
+            raise ValidationError(where, code, "must be a DICOM modality code such as CT, MR, US or PT")
+    return codes
+
+
+MAX_LISTED = 1000
+
+
+def check_patient_ids(value: object, field: str) -> list[str]:
+    """PatientIDs (DICOM LO). Their values are never repeated in a message: they identify patients."""
+    ids = _list(value, field, "PatientIDs", MAX_LISTED)
+    for i, pid in enumerate(ids):
+        if not isinstance(pid, str) or not 1 <= len(pid) <= 64 or any(ch in pid for ch in ",\\\r\n"):
+            raise ValidationError(
+                f"{field}[{i}]",
+                pid,
+                "each PatientID must be 1-64 characters without commas, backslashes or line breaks",
+                withhold=True,
+            )
+    return ids
+
+
+def check_uid(value: object, field: str) -> str:
+    """A DICOM UID: up to 64 characters of digits and dots, no empty or zero-led component."""
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= 64
+        or not _UID_RE.fullmatch(value)
+        or any(len(c) > 1 and c.startswith("0") for c in value.split("."))
+    ):
+        raise ValidationError(
+            field,
+            value,
+            "must be a DICOM UID: at most 64 digits and dots, like 1.2.840.113619.2.55.3 (no leading zeros)",
+        )
+    return value
+
+
+def check_uids(value: object, field: str) -> list[str]:
+    uids = _list(value, field, "UIDs", MAX_LISTED)
+    for i, uid in enumerate(uids):
+        check_uid(uid, f"{field}[{i}]")
+    return uids
+
+
+def check_bigquery_dataset(value: object, field: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,1024}", value):
+        raise ValidationError(field, value, "must be a BigQuery dataset id: 1-1024 letters, digits or '_'")
+    return value
+
+
+def check_count(value: object, field: str) -> int | None:
+    """A whole number of instances, zero or more; empty means not set."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(field, value, "must be a whole number, 0 or more (or empty)")
+    return value
+
+
+def check_ratio(value: object, field: str) -> float | None:
+    """A fraction between 0 and 1; empty means not set."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValidationError(field, value, "must be a fraction between 0 and 1, e.g. 0.05 for 5% (or empty)")
+    return float(value)
+
+
+def check_choice(value: object, field: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValidationError(field, value, "must be one of " + ", ".join(repr(c) for c in choices))
+    return value
