@@ -6,6 +6,7 @@ Task helpers for the DAGs; they run in workers, never at DAG parse time.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from airflow.sdk import task
@@ -31,6 +32,7 @@ def check_params(**context: Any) -> None:
         )
 
 
+log = logging.getLogger(__name__)
 FINISHED_RUN_STATES = ("success", "failed")
 
 
@@ -45,9 +47,9 @@ def wait_for_previous_run(**context: Any) -> bool:
     task has ``max_active_tis_per_dag=1``.
     """
     previous = context["ti"].get_previous_dagrun()
-    if previous is None or str(previous.state) in FINISHED_RUN_STATES:
+    if previous is None or getattr(previous.state, "value", previous.state) in FINISHED_RUN_STATES:
         return True
-    context["ti"].log.info(
+    log.info(
         "Waiting for run %s (logical date %s, %s) to finish: nights import in date order",
         previous.run_id,
         previous.logical_date,

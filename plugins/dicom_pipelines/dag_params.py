@@ -185,6 +185,7 @@ def filter_params() -> dict[str, Param]:
             None,
             type=["null", "array"],
             items={"type": "string", "enum": list(MODALITIES)},
+            examples=list(MODALITIES),
             uniqueItems=True,
             values_display={code: f"{code} ({name})" for code, name in MODALITIES.items()},
             description="Modalities to export, picked from the list (e.g. CT and MR). Empty: any.",

@@ -3,41 +3,23 @@ driven through the REST API only. Once on SQLite, once on PostgreSQL."""
 
 from __future__ import annotations
 
-import os
+import json
 import time
 
 import pytest
 import requests
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 
-from scripts.airflow_client import AirflowClient
 from scripts.demo_data import DAYS, seed
-from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, Stack
-from tests.conftest import free_port_base
+from scripts.stack import DEMO_IDS
+from tests.e2e.conftest import running_deployment
 
 IMPORT, FILTERED, EXPORT = "dicom_nightly_import", "dicom_filtered_export", "dicom_export"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def deployment(request, tmp_path_factory):
-    saved = dict(os.environ)
-    os.environ["DICOM_IMPORT_START_DATE"] = "2026-11-24"  # keep catchup short: DAG files read it when parsed
-    # 0.3 s per instance: operations outlast the operators' first check, so tasks defer to the triggerer
-    stack = Stack(tmp_path_factory.mktemp(f"e2e-{request.param}"), free_port_base(), db=request.param, latency=0.3)
-    try:
-        stack.start_stack()
-        stack.start_airflow()
-        env = stack.stack_env()
-        client = AirflowClient(f"http://127.0.0.1:{stack.ports.airflow}", AIRFLOW_USERNAME, AIRFLOW_LOCAL_PASSWORD)
-        os.environ["STORAGE_EMULATOR_HOST"] = env["STORAGE_EMULATOR_HOST"]
-        gcs = storage.Client(project=DEMO_IDS["GCP_PROJECT"], credentials=AnonymousCredentials())
-        yield stack, client, gcs
-    finally:
-        stack.stop_airflow()
-        stack.stop_stack()
-        os.environ.clear()
-        os.environ.update(saved)
+    with running_deployment(tmp_path_factory.mktemp(f"e2e-{request.param}"), request.param) as running:
+        yield running
 
 
 def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment):
@@ -50,9 +32,11 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     for dag_id in (IMPORT, FILTERED, EXPORT):
         client.unpause(dag_id)
 
-    # 1. backfill the three days of nightly import, one night at a time (the days share a store)
+    # 1. backfill the three days of nightly import, up to ten runs at once: the nights still import in date
+    #    order (they share a store, and day 3 sends a changed copy of a day-1 instance), so the per-night counts
+    #    are those of a serial backfill
     client.backfill(
-        IMPORT, f"{DAYS[0]}T00:00:00Z", f"{DAYS[-1]}T00:00:00Z", {"max_failure_ratio": 0.5}, max_active_runs=1
+        IMPORT, f"{DAYS[0]}T00:00:00Z", f"{DAYS[-1]}T00:00:00Z", {"max_failure_ratio": 0.5}, max_active_runs=10
     )
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -98,8 +82,11 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     expected = sorted(f"{prefix}/{i.path}.dcm" for i in seeded.matching("CT", DAYS[0], DAYS[1]))
     assert got == expected and len(expected) == 4
     links = client.ok("GET", f"/dags/{FILTERED}/dagRuns/{run['dag_run_id']}/taskInstances/export_dicom/links")
-    assert set(links["extra_links"]) == {"DICOM store", "Healthcare operation"}
-    assert links["extra_links"]["DICOM store"].startswith("https://console.cloud.google.com/healthcare/")
+    assert set(links["extra_links"]) == {"DICOM store", "Healthcare operation", "Operation log"}
+    api = stack.stack_env()["HEALTHCARE_API_ENDPOINT"]
+    for name, url in links["extra_links"].items():  # the local API's own views: the Console knows no local store
+        assert url.startswith(api + "/"), (name, url)
+        assert requests.get(url, timeout=30).status_code == 200, (name, url)
     for inst in seeded.matching("CT", DAYS[0], DAYS[1]):
         assert gcs.bucket(DEMO_IDS["EXPORT_BUCKET"]).blob(f"{prefix}/{inst.path}.dcm").download_as_bytes() == inst.data
 
@@ -130,6 +117,13 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
         f"exports/e2e-hand/{us.path}.dcm"
     ]
 
+    # 3b'. a run with no logical date of each export DAG works on the demo data with its defaults
+    for dag_id in (FILTERED, EXPORT):
+        run = client.trigger(dag_id, {})
+        assert client.wait_run(dag_id, run["dag_run_id"])["state"] == "success", client.task_states(
+            dag_id, run["dag_run_id"]
+        )
+
     # 3c. criteria that match nothing: the export is skipped with a clear message, the run succeeds
     run = client.trigger(FILTERED, {"modalities": ["PT"]})
     assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "success"
@@ -142,12 +136,48 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     assert fired and all("'status': 'done'" in p.read_text(errors="replace") for p in fired)
     assert "failed to load" not in (stack.dir / "logs" / "triggerer.log").read_text(errors="replace")
 
-    # 4. a bad conf is refused with 400 and a reason; no token is 401
+    # 4. a bad conf is refused with 400 and a reason; a typo in a key fails the first task, which names it, and
+    #    nothing else runs; no token is 401
     bad = client.request(
         "POST", f"/dags/{FILTERED}/dagRuns", json={"logical_date": None, "conf": {"granularity": "frame"}}
     )
     assert bad.status_code == 400 and "granularity" in bad.text
+    typo = client.trigger(FILTERED, {"modality": ["US"]})
+    assert client.wait_run(FILTERED, typo["dag_run_id"])["state"] == "failed"
+    states = client.task_states(FILTERED, typo["dag_run_id"])
+    assert states["check_params"] == "failed" and states["export_dicom"] == "upstream_failed", states
+    assert client.task_instance(FILTERED, typo["dag_run_id"], "check_params")["try_number"] == 1
+    log = task_log_text(stack, FILTERED, typo["dag_run_id"], "check_params")
+    assert "'modality' is not a parameter of this DAG" in log and "Did you mean 'modalities'?" in log
     anon = requests.post(
         f"{client.base}/api/v2/dags/{FILTERED}/dagRuns", json={"logical_date": None, "conf": {}}, timeout=30
     )
     assert anon.status_code == 401
+
+    # 5. no task log of a successful run holds an ERROR line
+    errors = {}
+    for dag_id in (IMPORT, FILTERED, EXPORT):
+        for run in client.runs(dag_id, state="success"):
+            for path in run_logs(stack, dag_id, run["dag_run_id"]):
+                lines = [line for line in path.read_text(errors="replace").splitlines() if is_error(line)]
+                if lines:
+                    errors[str(path)] = lines[:3]
+    assert not errors, errors
+
+
+def run_logs(stack, dag_id: str, run_id: str) -> list:
+    return sorted((stack.dir / "airflow" / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}").rglob("*.log"))
+
+
+def task_log_text(stack, dag_id: str, run_id: str, task_id: str) -> str:
+    paths = [p for p in run_logs(stack, dag_id, run_id) if f"task_id={task_id}" in str(p)]
+    return "\n".join(p.read_text(errors="replace") for p in paths)
+
+
+def is_error(line: str) -> bool:
+    """A task log line at level error or above, in the JSON lines Airflow 3 writes or in plain text."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return " ERROR " in line or "[error" in line
+    return isinstance(record, dict) and str(record.get("level", "")).lower() in ("error", "critical")

@@ -1,0 +1,53 @@
+"""The checks around an operation: params before any API call, the order of nights, the exported objects."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.utils.state import DagRunState
+
+from dicom_pipelines.checks import check_params, wait_for_previous_run
+
+
+class PreviousRunTI:
+    def __init__(self, previous):
+        self.previous = previous
+
+    def get_previous_dagrun(self):
+        return self.previous
+
+
+def previous(state: str) -> SimpleNamespace:
+    """A previous run as the Task SDK returns it: its state is an enum, whose ``str()`` is not its value."""
+    return SimpleNamespace(run_id="backfill__2026-11-21", logical_date="2026-11-21T00:00:00Z", state=DagRunState(state))
+
+
+@pytest.mark.parametrize(
+    "earlier,proceeds",
+    [(None, True), (previous("success"), True), (previous("failed"), True)]
+    + [(previous(state), False) for state in ("queued", "running")],
+)
+def test_a_night_waits_only_for_an_unfinished_previous_run(earlier, proceeds):
+    assert wait_for_previous_run.function(ti=PreviousRunTI(earlier)) is proceeds
+
+
+def params_context(values: dict, conf: dict, declared: dict | None = None) -> dict:
+    return {"dag": SimpleNamespace(params=declared or values), "params": values, "dag_run": SimpleNamespace(conf=conf)}
+
+
+def test_check_params_lists_every_problem_at_once_without_a_retry():
+    values = {"dicom_store_id": "demo store", "modalities": ["ct"], "study_date_from": "2026-11-20"}
+    conf = {**values, "mimetype": "image/png"}
+    with pytest.raises(AirflowFailException) as failed:
+        check_params.function(**params_context({**values, "mimetype": "image/png"}, conf, declared=values))
+    message = str(failed.value)
+    assert message.startswith("3 problem(s) with this run's parameters; nothing was sent to any API")
+    assert "'mimetype' is not a parameter" in message and "dicom_store_id='demo store'" in message
+    assert "modalities[0]='ct' is invalid: modality codes are upper case, as DICOM writes them: 'CT'" in message
+
+
+def test_check_params_passes_good_params():
+    values = {"dicom_store_id": "demo-store", "modalities": ["CT"], "study_date_from": None}
+    assert check_params.function(**params_context(values, {"modalities": ["CT"]})) is None
