@@ -54,6 +54,13 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
         verify = client.xcom(IMPORT, run["dag_run_id"], "verify")
         assert verify["imported"] == result["success"]
     assert seen == seeded.expected
+    # the asset events name the store each night really imported into (rendered from params, not the environment)
+    events = client.ok("GET", "/assets/events", params={"source_dag_id": IMPORT, "limit": 100})["asset_events"]
+    store_uri = "healthcare://projects/{GCP_PROJECT}/locations/{HEALTHCARE_LOCATION}/datasets/{HEALTHCARE_DATASET}"
+    assert {e["uri"] for e in events} == {store_uri.format(**DEMO_IDS) + f"/dicomStores/{DEMO_IDS['DICOM_STORE']}"}
+    assert sorted(e["extra"]["imported"] for e in events if e["source_run_id"].startswith("backfill")) == sorted(
+        success for success, _ in seeded.expected.values()
+    )
 
     # 1b. runs started by hand with no logical date: the `day` param, else yesterday (UTC); never a template error
     by_day = client.trigger(IMPORT, {"day": DAYS[0], "max_failure_ratio": 0.5})

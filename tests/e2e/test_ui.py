@@ -112,6 +112,14 @@ def test_bad_input_is_refused_with_a_readable_message(ui, page, tmp_path):
         page.keyboard.press("Escape")
     assert len(client.runs(FILTERED)) == before, "a refused trigger created no run"
 
+    before = len(client.runs(EXPORT))
+    dialog = open_trigger_dialog(page, client.base, EXPORT)
+    dialog.locator("input[name=element_max_failures]").fill("1.5")  # a count: not silently made 1
+    dialog.get_by_role("button", name="Trigger").click()
+    dialog.get_by_text("Invalid input for param max_failures: 1.5 is not of type").wait_for()
+    page.screenshot(path=str(tmp_path / "refused-fraction.png"))
+    assert len(client.runs(EXPORT)) == before
+
 
 def test_backfill_from_the_dialog_then_a_filtered_export_from_the_form(ui, page, tmp_path):
     """Two nights, up to ten runs at once, from the backfill dialog; then CT of those two days, from the form."""

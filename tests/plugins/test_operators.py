@@ -30,6 +30,7 @@ from tests.helpers import (
     FakeTI,
     admin,
     gcs,
+    healthcare,
     import_ops,
     make_context,
     new_bucket,
@@ -245,6 +246,26 @@ def test_export_and_bigquery_export_operators():
         **store_parts(store),
     ).execute(make_context())
     assert result["success"] == 2
+
+
+def test_export_to_a_missing_bucket_is_refused_before_submitting():
+    """Google would fail every instance one by one; the task says the bucket is missing and exports nothing."""
+    store, _ = _finished_import(n=2)
+    missing = unique("nobucket")
+    with pytest.raises(AirflowFailException, match=f"the destination bucket gs://{missing} does not exist"):
+        HealthcareDicomExportOperator(
+            task_id="x", uri_prefix=f"gs://{missing}/e", deferrable=False, **store_parts(store)
+        ).execute(make_context())
+    exports = (
+        healthcare()
+        .projects()
+        .locations()
+        .datasets()
+        .operations()
+        .list(name=store.split("/dicomStores/")[0], filter='metadata.apiMethodName="ExportDicomData"')
+        .execute()
+    )
+    assert exports.get("operations", []) == []
 
 
 def test_ensure_store_operator():
