@@ -36,6 +36,13 @@ class _UrlLink(BaseGoogleLink):
         if url:
             context["ti"].xcom_push(key=cls.key, value=url)
 
+    @classmethod
+    def url(cls, endpoint: str | None, resource_name: str, api_version: str = "v1") -> str:
+        """The Console page of a store or an operation on Google; its JSON on any other endpoint."""
+        if _on_google(endpoint):
+            return cls.format_str.format(**_parts(resource_name))
+        return f"{endpoint}{api_version}/{resource_name}"
+
 
 class HealthcareDicomStoreLink(_UrlLink):
     name = "DICOM store"
@@ -45,23 +52,11 @@ class HealthcareDicomStoreLink(_UrlLink):
         "?project={project_id}"
     )
 
-    @classmethod
-    def url(cls, endpoint: str | None, store_name: str, api_version: str = "v1") -> str:
-        if _on_google(endpoint):
-            return cls.format_str.format(**_parts(store_name))
-        return f"{endpoint}{api_version}/{store_name}"
-
 
 class HealthcareOperationLink(_UrlLink):
     name = "Healthcare operation"
     key = "healthcare_operation_link"
     format_str = CONSOLE + "/locations/{location}/datasets/{dataset_id}/operations/{operation_id}?project={project_id}"
-
-    @classmethod
-    def url(cls, endpoint: str | None, operation_name: str, api_version: str = "v1") -> str:
-        if _on_google(endpoint):
-            return cls.format_str.format(**_parts(operation_name))
-        return f"{endpoint}{api_version}/{operation_name}"
 
 
 class HealthcareOperationLogLink(_UrlLink):
