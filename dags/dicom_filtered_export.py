@@ -2,10 +2,13 @@
 
 1. export the store's metadata to a run-scoped BigQuery table (WRITE_TRUNCATE);
 2. run ``include/sql/filter_paths.sql`` (CONCAT of the UIDs, DISTINCT at the chosen granularity)
-   into a table; the criteria reach the SQL only as query parameters;
+   into a table; the criteria reach the SQL only as query parameters, read when the job is sent, so no
+   log line or rendered field holds them; the dry run's bytes are logged and ``maximumBytesBilled`` caps
+   the cost; both work tables get an expiry;
 3. extract that table to GCS as a header-less CSV and compose the shards into one filter file;
 4. validate the filter file (nothing matched: the export is skipped; a bad line: the run fails);
-5. export with ``filterConfig.resourcePathsGcsUri``; 6. verify the exported objects.
+5. export with ``filterConfig.resourcePathsGcsUri``; 6. verify the exported objects;
+7. drop the work tables (they hold PatientName and PatientID) and the extract shards.
 
 With ``filter_uri`` set, steps 1-3 are skipped and that hand-written file is used instead.
 """
@@ -15,14 +18,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from airflow.providers.google.cloud.operators.bigquery import (
-    BigQueryCreateEmptyDatasetOperator,
-    BigQueryInsertJobOperator,
-)
+from airflow.providers.google.cloud.operators.bigquery import BigQueryCreateEmptyDatasetOperator
 from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToGCSOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, task
 
+from dicom_pipelines.bigquery import BigQueryCriteriaQueryOperator
 from dicom_pipelines.checks import check_params, verify_export
 from dicom_pipelines.dag_params import (
     EXPORT_PREFIX,
@@ -44,15 +45,9 @@ FILTER_TABLE = "filter_" + RUN
 FILTER_OBJECT = "filters/{{ run_id | bq_safe }}.txt"
 
 
-LIST_CRITERIA = ("modalities", "patient_ids", "study_uids")
-"""Criteria given as lists; they reach the SQL joined with commas (the rules refuse commas inside a value)."""
-
-
-def _string_param(name: str) -> dict:
-    value = (
-        f"{{{{ (params.{name} or []) | join(',') }}}}" if name in LIST_CRITERIA else f"{{{{ params.{name} or '' }}}}"
-    )
-    return {"name": name, "parameterType": {"type": "STRING"}, "parameterValue": {"value": value}}
+CRITERIA = ("modalities", "study_date_from", "study_date_to", "patient_ids", "study_uids")
+"""The params the filter query reads as query parameters, never as templates (they may identify patients)."""
+WORK_DATASET = "{{ params.project_id }}.{{ params.bigquery_dataset }}."
 
 
 with DAG(
@@ -98,20 +93,20 @@ with DAG(
         table_uri="bq://{{ params.project_id }}.{{ params.bigquery_dataset }}." + META_TABLE,
     )
 
-    build_filter_table = BigQueryInsertJobOperator(
+    build_filter_table = BigQueryCriteriaQueryOperator(
         task_id="build_filter_table",
         gcp_conn_id=GCP_CONN_ID,
         project_id="{{ params.project_id }}",
         deferrable=False,
+        criteria=CRITERIA,
+        maximum_bytes_billed="{{ params.maximum_bytes_billed }}",
+        expire_tables=[WORK_DATASET + META_TABLE, WORK_DATASET + FILTER_TABLE],
+        expiration_hours="{{ params.work_table_expiration_hours }}",
         configuration={
             "query": {
                 "query": "{% include 'sql/filter_paths.sql' %}",
                 "useLegacySql": False,
                 "parameterMode": "NAMED",
-                "queryParameters": [
-                    _string_param(n)
-                    for n in ("modalities", "study_date_from", "study_date_to", "patient_ids", "study_uids")
-                ],
                 "destinationTable": {
                     "projectId": "{{ params.project_id }}",
                     "datasetId": "{{ params.bigquery_dataset }}",
@@ -160,10 +155,24 @@ with DAG(
         **TOLERANCE_FROM_PARAMS,
     )
 
+    @task(trigger_rule="none_failed")
+    def drop_work_tables(**context) -> dict:
+        """The work tables hold PatientName and PatientID, and the shards are no longer needed: both go."""
+        from dicom_pipelines.bigquery import drop_work_tables
+        from dicom_pipelines.filter_files import delete_shards
+
+        params, run = context["params"], safe_table_suffix(context["run_id"])
+        work = f"{params['project_id']}.{params['bigquery_dataset']}."
+        return {
+            "dropped_tables": drop_work_tables(GCP_CONN_ID, [work + "meta_" + run, work + "filter_" + run]),
+            "deleted_shards": delete_shards(GCP_CONN_ID, params["export_bucket"], f"filters/{run}/part-"),
+        }
+
     checked = check_filter()
     check_params() >> choose_filter_source() >> [ensure_work_dataset, use_given_filter]
     ensure_work_dataset >> export_metadata
     use_given_filter >> checked
     export_metadata >> build_filter_table >> extract_filter >> compose_filter() >> checked
     checked >> export
-    verify_export(export.output, gcp_conn_id=GCP_CONN_ID)  # type: ignore[arg-type]  # resolved at run time
+    verified = verify_export(export.output, gcp_conn_id=GCP_CONN_ID)  # type: ignore[arg-type]  # resolved at run time
+    verified >> drop_work_tables()

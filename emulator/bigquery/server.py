@@ -198,6 +198,12 @@ class BigQueryApi:
         }
         job["statistics"]["totalBytesProcessed"] = str(billed)
         job["statistics"]["query"] = stats
+        limit = qc.get("maximumBytesBilled")
+        if limit is not None and not config.get("dryRun") and billed > int(limit):
+            raise JobError(
+                "bytesBilledLimitExceeded",
+                f"Query exceeded limit for bytes billed: {limit}. {billed} or higher required.",
+            )
         if config.get("dryRun"):
             if stats["statementType"] == "SELECT":  # resolve names without reading data
                 self.engine.run_query(project, f"SELECT * FROM ({sql}) AS dry_run LIMIT 0", params, default_ds, None)

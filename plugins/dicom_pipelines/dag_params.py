@@ -34,6 +34,7 @@ from dicom_pipelines.validation import (
     check_id,
     check_modalities,
     check_patient_ids,
+    check_positive,
     check_ratio,
     check_source_pattern,
     check_uids,
@@ -43,6 +44,8 @@ from dicom_pipelines.validation import (
     parse_mime_type,
 )
 
+DEFAULT_MAXIMUM_BYTES_BILLED = 100 * 1024**3
+"""100 GiB: a filter query reads a few metadata columns, so more than this means a wrong table or criteria."""
 GCP_CONN_ID = "google_cloud_default"
 GCS_URI_MAX_LENGTH = 1100
 """``gs://`` + a bucket + an object name of at most 1,024 bytes; the form stops typing there."""
@@ -240,6 +243,20 @@ def filter_params() -> dict[str, Param]:
             maxLength=GCS_URI_MAX_LENGTH,
             description="gs:// URI of a filter file you uploaded yourself; skips the BigQuery steps.",
         ),
+        "maximum_bytes_billed": Param(
+            DEFAULT_MAXIMUM_BYTES_BILLED,
+            type="integer",
+            minimum=1,
+            description="Cost guard: the filter query fails rather than bill more bytes than this (default 100 GiB).",
+        ),
+        "work_table_expiration_hours": Param(
+            24,
+            type="integer",
+            minimum=1,
+            maximum=720,
+            description="The BigQuery work tables (they hold PatientName and PatientID) expire after this many "
+            "hours if the run does not drop them; a successful run drops them at its end.",
+        ),
     }
 
 
@@ -308,6 +325,8 @@ PARAM_RULES: dict[str, Callable[[Any, str], object]] = {
     "granularity": lambda value, field: check_choice(value, field, GRANULARITIES),
     "bigquery_dataset": check_bigquery_dataset,
     "filter_uri": _optional(parse_gcs_uri),
+    "maximum_bytes_billed": check_positive,
+    "work_table_expiration_hours": check_positive,
     "source_bucket": check_bucket,
     "source_prefix": check_folder,
     "source_pattern": check_source_pattern,

@@ -11,22 +11,47 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from dicom_pipelines.validation import ValidationError, parse_filter_file, parse_gcs_uri
 
+MAX_COMPOSE_SOURCES = 32
+"""Cloud Storage composes at most 32 source objects in one call."""
+
 
 def compose_filter_shards(gcp_conn_id: str, bucket: str, shard_prefix: str, destination: str) -> str:
-    """Compose extract shards (``{shard_prefix}*``) into the single filter object the API needs."""
+    """Compose extract shards (``{shard_prefix}*``) into the single filter object the API needs.
+
+    Any number of shards: the first call composes 32 of them, and each further call the file so far plus the
+    next 31. The result is checked against the shards' total size before this returns. The shards are not
+    deleted here: a retry composes the same file from the same shards (the run's clean-up deletes them once
+    the export has succeeded).
+    """
     from airflow.providers.google.cloud.hooks.gcs import GCSHook
 
     hook = GCSHook(gcp_conn_id=gcp_conn_id)
-    shards = sorted(hook.list(bucket, prefix=shard_prefix))
+    sizes = {blob.name: blob.size for blob in hook.get_conn().list_blobs(bucket, prefix=shard_prefix)}
+    shards = sorted(sizes)
     if not shards:
         raise AirflowException(f"the BigQuery extract wrote no shards under gs://{bucket}/{shard_prefix}")
-    for start in range(0, len(shards), 32):  # GCS composes at most 32 sources per call
-        batch = shards[start : start + 32]
-        sources = batch if start == 0 else [destination, *batch]
-        hook.compose(bucket, sources, destination)
+    hook.compose(bucket, shards[:MAX_COMPOSE_SOURCES], destination)
+    rest = MAX_COMPOSE_SOURCES - 1
+    for start in range(MAX_COMPOSE_SOURCES, len(shards), rest):
+        hook.compose(bucket, [destination, *shards[start : start + rest]], destination)
+    expected, composed = sum(sizes.values()), hook.get_size(bucket, destination)
+    if composed != expected:
+        raise AirflowException(
+            f"gs://{bucket}/{destination} has {composed} bytes, but its {len(shards)} shards hold {expected}: "
+            "not exporting from an incomplete filter file"
+        )
+    return f"gs://{bucket}/{destination}"
+
+
+def delete_shards(gcp_conn_id: str, bucket: str, shard_prefix: str) -> int:
+    """Delete a run's extract shards once its export has succeeded; returns how many there were."""
+    from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+    hook = GCSHook(gcp_conn_id=gcp_conn_id)
+    shards = hook.list(bucket, prefix=shard_prefix)
     for shard in shards:
         hook.delete(bucket, shard)
-    return f"gs://{bucket}/{destination}"
+    return len(shards)
 
 
 def check_filter_file(gcp_conn_id: str, filter_uri: str) -> dict[str, Any]:

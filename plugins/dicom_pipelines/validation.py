@@ -567,6 +567,13 @@ def check_count(value: object, field: str) -> int | None:
     return value
 
 
+def check_positive(value: object, field: str) -> int:
+    """A whole number, 1 or more."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(field, value, "must be a whole number, 1 or more")
+    return value
+
+
 def check_ratio(value: object, field: str) -> float | None:
     """A fraction between 0 and 1; empty means not set."""
     if value is None:

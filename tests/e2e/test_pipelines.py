@@ -131,6 +131,22 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
             dag_id, run["dag_run_id"]
         )
 
+    # 3b''. by PatientID: no PatientID or PatientName reaches a task log, a rendered field or an XCom, and
+    #       no work table outlives a successful run
+    patients = {f"P-00{n}" for n in range(1, 7)}  # scripts/demo_data.py: P-003 is day 2's CT study, 2 instances
+    run = client.trigger(FILTERED, {"patient_ids": ["P-003"], "granularity": "instance"})
+    assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "success", client.task_states(
+        FILTERED, run["dag_run_id"]
+    )
+    assert client.xcom(FILTERED, run["dag_run_id"], "export_dicom")["success"] == 2
+    assert_no_phi(stack, client, FILTERED, run["dag_run_id"], patients)
+    tables = requests.get(
+        f"{stack.stack_env()['BIGQUERY_EMULATOR_HOST']}/bigquery/v2/projects/{DEMO_IDS['GCP_PROJECT']}"
+        f"/datasets/dicom_metadata/tables",
+        timeout=30,
+    ).json()
+    assert not [t["tableReference"]["tableId"] for t in tables.get("tables", [])], tables
+
     # 3c. criteria that match nothing: the export is skipped with a clear message, the run succeeds
     run = client.trigger(FILTERED, {"modalities": ["PT"]})
     assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "success"
@@ -170,6 +186,23 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
                 if lines:
                     errors[str(path)] = lines[:3]
     assert not errors, errors
+
+
+def assert_no_phi(stack, client, dag_id: str, run_id: str, patient_ids: set[str]) -> None:
+    """Grep every log file of the deployment, and the run's rendered fields and XComs, for patient data."""
+    phi = {*patient_ids, "Synthetic^Patient", "Synthetic Patient"}
+    for path in (stack.dir / "airflow" / "logs").rglob("*.log"):
+        text = path.read_text(errors="replace")
+        assert not [p for p in phi if p in text], f"patient data in {path}"
+    tis = client.ok("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    assert any(ti.get("rendered_fields") for ti in tis), "the rendered fields were read"
+    for ti in tis:
+        rendered = json.dumps(ti.get("rendered_fields") or {})
+        assert not [p for p in phi if p in rendered], f"patient data in the rendered fields of {ti['task_id']}"
+    xcoms = client.ok("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/~/xcomEntries", params={"limit": 100})
+    for entry in xcoms["xcom_entries"]:
+        value = client.xcom(dag_id, run_id, entry["task_id"], entry["key"])
+        assert not [p for p in phi if p in json.dumps(value)], f"patient data in XCom {entry['task_id']}.{entry['key']}"
 
 
 def run_logs(stack, dag_id: str, run_id: str) -> list:

@@ -1,0 +1,126 @@
+"""BigQuery steps of the filtered export that hold patient data: the criteria query and its work tables.
+
+The criteria (PatientIDs among them) are query parameters, as the guide's query wants them. The provider's
+``BigQueryInsertJobOperator`` logs its whole configuration ("Executing: ...") and shows it as a rendered field,
+so the criteria must not be in it: :class:`BigQueryCriteriaQueryOperator` reads them from the run's params
+only when it sends the job. The work tables hold PatientName and PatientID, so they get an expiry as soon as
+they exist and are dropped once the export has succeeded.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
+
+from dicom_pipelines.dag_params import DEFAULT_MAXIMUM_BYTES_BILLED
+
+
+def criteria_parameters(values: dict[str, Any]) -> list[dict]:
+    """Named STRING parameters: a list joined with commas (the rules refuse commas inside a value), empty for none."""
+    return [
+        {
+            "name": name,
+            "parameterType": {"type": "STRING"},
+            "parameterValue": {"value": ",".join(value) if isinstance(value, list) else (value or "")},
+        }
+        for name, value in values.items()
+    ]
+
+
+class BigQueryCriteriaQueryOperator(BigQueryInsertJobOperator):
+    """The provider's job operator for a query whose parameters may identify patients.
+
+    :param criteria: names of the run's params sent as query parameters; they are read when the job is sent,
+        so they appear in no log line, rendered field or XCom.
+    :param maximum_bytes_billed: the query fails rather than bill more (``maximumBytesBilled``); the dry run's
+        estimate is logged first.
+    :param expire_tables: ``project.dataset.table`` work tables to give an expiry once the query has run.
+    :param expiration_hours: how long those tables may live if the run never gets to drop them.
+    """
+
+    template_fields: Sequence[str] = (
+        *BigQueryInsertJobOperator.template_fields,
+        "maximum_bytes_billed",
+        "expire_tables",
+        "expiration_hours",
+    )
+
+    def __init__(
+        self,
+        *,
+        criteria: Sequence[str],
+        maximum_bytes_billed: int | str = DEFAULT_MAXIMUM_BYTES_BILLED,
+        expire_tables: Sequence[str] = (),
+        expiration_hours: float | str = 24,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.criteria = tuple(criteria)
+        self.maximum_bytes_billed = maximum_bytes_billed
+        self.expire_tables = expire_tables
+        self.expiration_hours = expiration_hours
+        self._criteria_values: dict[str, Any] = {}
+
+    def execute(self, context: Any) -> Any:
+        self._criteria_values = {name: context["params"].get(name) for name in self.criteria}
+        result = super().execute(context)
+        self._expire(BigQueryHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain))
+        return result
+
+    def _with_criteria(self) -> dict:
+        configuration = copy.deepcopy(self.configuration)
+        configuration["query"]["queryParameters"] = criteria_parameters(self._criteria_values)
+        configuration["query"]["maximumBytesBilled"] = str(int(self.maximum_bytes_billed))
+        return configuration
+
+    def _submit_job(self, hook: BigQueryHook, job_id: str) -> Any:
+        self._add_job_labels()
+        configuration = self._with_criteria()
+        dry = hook.insert_job(
+            configuration={**configuration, "dryRun": True},
+            project_id=self.project_id,
+            location=self.location,
+            job_id=f"{job_id}_dry_run",
+            nowait=True,
+        )
+        self.log.info(
+            "The filter query will process %s bytes (limit %s)",
+            getattr(dry, "total_bytes_processed", None),
+            configuration["query"]["maximumBytesBilled"],
+        )
+        return hook.insert_job(
+            configuration=configuration,
+            project_id=self.project_id,
+            location=self.location,
+            job_id=job_id,
+            timeout=self.result_timeout,
+            retry=self.result_retry,
+            nowait=True,
+        )
+
+    def _expire(self, hook: BigQueryHook) -> None:
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=float(self.expiration_hours))
+        for table in self.expire_tables:
+            project, dataset, table_id = table.split(".")
+            hook.update_table(
+                table_resource={"expirationTime": str(int(expires.timestamp() * 1000))},
+                fields=["expirationTime"],
+                dataset_id=dataset,
+                table_id=table_id,
+                project_id=project,
+            )
+        if self.expire_tables:
+            self.log.info("Work tables %s expire at %s", ", ".join(self.expire_tables), expires.isoformat())
+
+
+def drop_work_tables(gcp_conn_id: str, tables: Sequence[str]) -> list[str]:
+    """Drop the work tables of a run (missing ones are fine); returns those given."""
+    hook = BigQueryHook(gcp_conn_id=gcp_conn_id)
+    for table in tables:
+        hook.delete_table(table_id=table, not_found_ok=True)
+    return list(tables)
