@@ -138,6 +138,18 @@ def test_dry_run_counts_bytes_of_the_columns_read(bq, dataset):
     assert only_i == 16 and both == 16 + (2 + 4) + (2 + 2)
 
 
+def test_maximum_bytes_billed_fails_a_query_that_would_bill_more(bq, dataset):
+    from google.api_core.exceptions import GoogleAPICallError
+
+    table = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.capped", schema=ALL_TYPES[1:2]))
+    bq.insert_rows(table, [{"i": 1}, {"i": 2}])
+    sql = f"SELECT i FROM `{PROJECT}.{dataset}.capped` ORDER BY i"
+    with pytest.raises(GoogleAPICallError) as err:
+        bq.query(sql, job_config=bigquery.QueryJobConfig(maximum_bytes_billed=15)).result()
+    assert "Query exceeded limit for bytes billed: 15. 16 or higher required." in str(err.value)
+    assert [r.i for r in bq.query(sql, job_config=bigquery.QueryJobConfig(maximum_bytes_billed=16)).result()] == [1, 2]
+
+
 def test_paging_with_query_and_get_query_results(bq, dataset):
     table = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.many", schema=ALL_TYPES[1:2]))
     bq.insert_rows(table, [{"i": n} for n in range(250)])
