@@ -61,7 +61,7 @@ with DAG(
     default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
     template_searchpath=[INCLUDE_DIR],
     user_defined_filters={"bq_safe": safe_table_suffix},
-    user_defined_macros={"metadata_table": lambda run_id: "meta_" + safe_table_suffix(run_id)},
+    user_defined_macros={"run_metadata_table": lambda run_id: "meta_" + safe_table_suffix(run_id)},
     params={
         **store_params(),
         **filter_params(),
@@ -74,6 +74,13 @@ with DAG(
     @task.branch
     def choose_filter_source(**context) -> str:
         return "use_given_filter" if context["params"].get("filter_uri") else "ensure_work_dataset"
+
+    @task.branch
+    def choose_metadata_source(**context) -> str:
+        """A table the store streams to is current already; otherwise this run exports the metadata."""
+        return "use_metadata_table" if context["params"].get("metadata_table") else "export_metadata"
+
+    use_metadata_table = EmptyOperator(task_id="use_metadata_table")
 
     use_given_filter = EmptyOperator(task_id="use_given_filter")
 
@@ -95,6 +102,7 @@ with DAG(
 
     build_filter_table = BigQueryCriteriaQueryOperator(
         task_id="build_filter_table",
+        trigger_rule="none_failed_min_one_success",
         gcp_conn_id=GCP_CONN_ID,
         project_id="{{ params.project_id }}",
         deferrable=False,
@@ -170,7 +178,8 @@ with DAG(
 
     checked = check_filter()
     check_params() >> choose_filter_source() >> [ensure_work_dataset, use_given_filter]
-    ensure_work_dataset >> export_metadata
+    ensure_work_dataset >> choose_metadata_source() >> [export_metadata, use_metadata_table]
+    use_metadata_table >> build_filter_table
     use_given_filter >> checked
     export_metadata >> build_filter_table >> extract_filter >> compose_filter() >> checked
     checked >> export

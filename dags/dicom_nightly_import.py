@@ -57,7 +57,10 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     ensure_store = HealthcareEnsureDicomStoreOperator(
-        task_id="ensure_store", **STORE_FROM_PARAMS, gcp_conn_id=GCP_CONN_ID
+        task_id="ensure_store",
+        **STORE_FROM_PARAMS,
+        gcp_conn_id=GCP_CONN_ID,
+        stream_table_uri="{{ params.metadata_stream_table or '' }}",
     )
 
     @task

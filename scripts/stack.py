@@ -82,7 +82,7 @@ class Ports:
 
 
 class Stack:
-    def __init__(self, state_dir: Path, port_base: int, db: str = "sqlite", latency: float = 0.0, faults: str = ""):
+    def __init__(self, state_dir: Path, port_base: int, db: str = "postgres", latency: float = 0.0, faults: str = ""):
         self.dir = state_dir.resolve()
         self.ports = Ports(port_base)
         self.db = db
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("command", choices=["stack", "up", "down", "stack-stop", "airflow-stop", "status"])
     ap.add_argument("--dir", default=os.environ.get("STACK_DIR", str(REPO / ".stack")))
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("STACK_PORT_BASE", "18400")))
-    ap.add_argument("--db", choices=["sqlite", "postgres"], default=os.environ.get("STACK_DB", "sqlite"))
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default=os.environ.get("STACK_DB", "postgres"))
     ap.add_argument("--latency", type=float, default=float(os.environ.get("STACK_HEALTHCARE_LATENCY", "0")))
     ap.add_argument("--faults", default=os.environ.get("STACK_HEALTHCARE_FAULTS", ""))
     args = ap.parse_args(argv)

@@ -288,6 +288,8 @@ class OperationEngine:
             except GcsError as exc:
                 return dicom.InstanceError(5 if exc.status == 404 else 14, str(exc))
 
+        added: list[str] = []
+
         def collect(name: str, result: Any) -> None:
             source = f"gs://{parsed.bucket}/{name}"
             if isinstance(result, dicom.InstanceError):
@@ -318,9 +320,36 @@ class OperationEngine:
                         "VALUES (?,?,?,?,?,?,?,?)",
                         (store, inst.study, inst.series, inst.sop, sha, size, "", time.time()),
                     )
+                    added.append(sha)
             run.counter["success"] += 1
 
         self._process(run, names, worker, collect)
+        self.stream(store, added)
+
+    def stream(self, store: str, shas: list[str]) -> None:
+        """Send new instances' metadata to the store's ``streamConfigs`` BigQuery tables, as Google does.
+
+        Rows have the flattened schema of the metadata export and are appended. A stream that fails (a missing
+        dataset, say) does not fail the import or the STOW that fed it: Google reports it in Cloud Logging.
+        """
+        configs = (self.storage.get_json("stores", store) or {}).get("streamConfigs") or []
+        if not shas or not configs:
+            return
+        rows, schemas = [], []
+        for sha in shas:
+            row, fields = dicom.flatten(dicom.read_for_bigquery(self.storage.get_blob(sha)))
+            rows.append(row)
+            schemas.append(fields)
+        schema = dicom.merge_schema(schemas)
+        for config in configs:
+            destination = config.get("bigqueryDestination") or {}
+            try:
+                table = parse_bigquery_table_uri(destination.get("tableUri"), "bigqueryDestination.tableUri")
+                BigQueryWriter(self.settings.bigquery_endpoint, table).write(
+                    schema, [dicom.conform_row(r, schema) for r in rows], "WRITE_APPEND"
+                )
+            except (OpFailed, ValidationError) as exc:
+                log.warning("stream to %r failed: %s", destination.get("tableUri"), exc)
 
     # --- export ------------------------------------------------------------------------------
     def _select(self, run: RunningOp, store: str, filter_uri: str | None) -> list[tuple[str, str, str, str]]:

@@ -444,6 +444,8 @@ class HealthcareApi:
                     "VALUES (?,?,?,?,?,?,?,?)",
                     (store, inst.study, inst.series, inst.sop, sha, len(data), json.dumps(inst.metadata), time.time()),
                 )
+        if not rows:
+            self.engine.stream(store, [sha])
         return ref, True, ""
 
     def stow(self, req: Request) -> Response:

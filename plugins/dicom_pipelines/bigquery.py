@@ -16,6 +16,7 @@ from typing import Any
 
 from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
 from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
+from google.api_core.exceptions import NotFound
 
 from dicom_pipelines.dag_params import DEFAULT_MAXIMUM_BYTES_BILLED
 
@@ -107,13 +108,16 @@ class BigQueryCriteriaQueryOperator(BigQueryInsertJobOperator):
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=float(self.expiration_hours))
         for table in self.expire_tables:
             project, dataset, table_id = table.split(".")
-            hook.update_table(
-                table_resource={"expirationTime": str(int(expires.timestamp() * 1000))},
-                fields=["expirationTime"],
-                dataset_id=dataset,
-                table_id=table_id,
-                project_id=project,
-            )
+            try:
+                hook.update_table(
+                    table_resource={"expirationTime": str(int(expires.timestamp() * 1000))},
+                    fields=["expirationTime"],
+                    dataset_id=dataset,
+                    table_id=table_id,
+                    project_id=project,
+                )
+            except NotFound:  # no per-run metadata table when the store streams its metadata
+                continue
         if self.expire_tables:
             self.log.info("Work tables %s expire at %s", ", ".join(self.expire_tables), expires.isoformat())
 

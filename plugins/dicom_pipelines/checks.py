@@ -6,6 +6,7 @@ Task helpers for the DAGs; they run in workers, never at DAG parse time.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -67,14 +68,24 @@ def require_result(result: dict | None, task_id: str) -> None:
         )
 
 
+CLOCK_SKEW = dt.timedelta(seconds=5)
+"""How much earlier than the operation's creation an object it wrote may be stamped (two services' clocks)."""
+
+
 def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, export_result: dict) -> dict[str, Any]:
-    """Compare the objects under the export prefix with the operation's success counter."""
+    """Compare the objects this export wrote under its prefix with the operation's success counter.
+
+    Only objects written since the operation was created count, so a prefix that already holds an earlier
+    export's objects is checked for this export alone (an export overwrites, which stamps the object anew).
+    """
     from airflow.providers.google.cloud.hooks.gcs import GCSHook
 
     prefix_uri = parse_gcs_uri(uri_prefix, "uri_prefix", allow_empty_object=True)
     mime = parse_mime_type(mime_type, "mime_type")
     prefix = prefix_uri.name.rstrip("/") + "/" if prefix_uri.name else ""
-    names = GCSHook(gcp_conn_id=gcp_conn_id).list(prefix_uri.bucket, prefix=prefix)
+    since = _since(export_result.get("create_time"))
+    blobs = GCSHook(gcp_conn_id=gcp_conn_id).get_conn().list_blobs(prefix_uri.bucket, prefix=prefix)
+    names = [b.name for b in blobs if since is None or b.updated is None or b.updated >= since]
     instances = set()
     for name in names:
         parts = name[len(prefix) :].split("/")
@@ -89,10 +100,17 @@ def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, exp
     }
     if len(instances) != expected:
         raise AirflowException(
-            f"export verification failed: {len(instances)} instances found under {uri_prefix}, but the operation "
-            f"reported {expected} exported"
+            f"export verification failed: {len(instances)} instances written under {uri_prefix} since the "
+            f"operation started, but the operation reported {expected} exported"
         )
     return summary
+
+
+def _since(create_time: str | None) -> dt.datetime | None:
+    from dicom_pipelines.hooks import parse_time
+
+    created = parse_time(create_time or "")
+    return created - CLOCK_SKEW if created else None
 
 
 @task(task_id="verify_export")

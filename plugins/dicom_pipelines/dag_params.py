@@ -38,6 +38,7 @@ from dicom_pipelines.validation import (
     check_ratio,
     check_source_pattern,
     check_uids,
+    parse_bigquery_table_uri,
     parse_bool,
     parse_gcs_uri,
     parse_import_uri,
@@ -243,6 +244,13 @@ def filter_params() -> dict[str, Param]:
             maxLength=GCS_URI_MAX_LENGTH,
             description="gs:// URI of a filter file you uploaded yourself; skips the BigQuery steps.",
         ),
+        "metadata_table": Param(
+            None,
+            type=["null", "string"],
+            maxLength=2000,
+            description="bq://PROJECT.DATASET.TABLE that the store streams its metadata to (the nightly import's "
+            "metadata_stream_table): queried directly, instead of exporting the whole store's metadata on each run.",
+        ),
         "maximum_bytes_billed": Param(
             DEFAULT_MAXIMUM_BYTES_BILLED,
             type="integer",
@@ -300,6 +308,13 @@ def import_params() -> dict[str, Param]:
         "allow_empty": Param(
             True, type="boolean", description="Skip (rather than fail) a night with no files to import."
         ),
+        "metadata_stream_table": Param(
+            None,
+            type=["null", "string"],
+            maxLength=2000,
+            description="bq://PROJECT.DATASET.TABLE: the store streams the metadata of every instance it receives "
+            "there (streamConfigs), for the filtered export's metadata_table. Empty: no stream is added.",
+        ),
     }
 
 
@@ -325,6 +340,8 @@ PARAM_RULES: dict[str, Callable[[Any, str], object]] = {
     "granularity": lambda value, field: check_choice(value, field, GRANULARITIES),
     "bigquery_dataset": check_bigquery_dataset,
     "filter_uri": _optional(parse_gcs_uri),
+    "metadata_table": _optional(parse_bigquery_table_uri),
+    "metadata_stream_table": _optional(parse_bigquery_table_uri),
     "maximum_bytes_billed": check_positive,
     "work_table_expiration_hours": check_positive,
     "source_bucket": check_bucket,

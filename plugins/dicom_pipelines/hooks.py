@@ -294,14 +294,24 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
     # --- datasets and stores -----------------------------------------------------------------
     @GoogleBaseHook.fallback_to_default_project_id
     def ensure_dicom_store(
-        self, *, location: str, dataset_id: str, dicom_store_id: str, project_id: str = PROVIDE_PROJECT_ID
+        self,
+        *,
+        location: str,
+        dataset_id: str,
+        dicom_store_id: str,
+        project_id: str = PROVIDE_PROJECT_ID,
+        stream_table_uri: str | None = None,
     ) -> str:
         """Create the dataset and the store if they do not exist (409 counts as success); return the store name.
 
-        ``project_id`` defaults to the connection's project.
+        ``project_id`` defaults to the connection's project. With ``stream_table_uri`` (``bq://PROJECT.DATASET.TABLE``)
+        the store streams the metadata of every instance it receives to that table; an existing store gets the
+        stream added (``streamConfigs``; the instances already in it are not streamed, as on Google).
         """
         parent = f"projects/{project_id}/locations/{location}"
         dataset = f"{parent}/datasets/{dataset_id}"
+        store = f"{dataset}/dicomStores/{dicom_store_id}"
+        stream = {"bigqueryDestination": {"tableUri": stream_table_uri}} if stream_table_uri else None
         try:
             self._execute(self._datasets().create(parent=parent, datasetId=dataset_id, body={}), "datasets.create")
             self.log.info("Created dataset %s", dataset)
@@ -309,15 +319,28 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
             if exc.http_status != 409:
                 raise
         try:
+            body = {"streamConfigs": [stream]} if stream else {}
             self._execute(
-                self._datasets().dicomStores().create(parent=dataset, dicomStoreId=dicom_store_id, body={}),
+                self._datasets().dicomStores().create(parent=dataset, dicomStoreId=dicom_store_id, body=body),
                 "dicomStores.create",
             )
-            self.log.info("Created DICOM store %s/dicomStores/%s", dataset, dicom_store_id)
+            self.log.info("Created DICOM store %s", store)
+            return store
         except HealthcareApiError as exc:
             if exc.http_status != 409:
                 raise
-        return f"{dataset}/dicomStores/{dicom_store_id}"
+        if stream:
+            configs = self.get_dicom_store(store_name=store).get("streamConfigs") or []
+            tables = [(c.get("bigqueryDestination") or {}).get("tableUri") for c in configs]
+            if stream_table_uri not in tables:
+                self._execute(
+                    self._datasets()
+                    .dicomStores()
+                    .patch(name=store, updateMask="streamConfigs", body={"streamConfigs": [*configs, stream]}),
+                    "dicomStores.patch",
+                )
+                self.log.info("DICOM store %s now streams its metadata to %s", store, stream_table_uri)
+        return store
 
     def get_dicom_store(self, *, store_name: str) -> dict:
         return self._execute(self._datasets().dicomStores().get(name=store_name), "dicomStores.get")

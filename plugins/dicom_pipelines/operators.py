@@ -515,7 +515,12 @@ class HealthcareDicomExportOperator(HealthcareDicomOperationOperator):
 
     def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
         """The result names where the objects went, so a check downstream needs no rule of its own."""
-        return {**super()._finish(context, hook, status), "uri_prefix": self.uri_prefix, "mime_type": self.mime_type}
+        return {
+            **super()._finish(context, hook, status),
+            "uri_prefix": self.uri_prefix,
+            "mime_type": self.mime_type,
+            "create_time": status.create_time,
+        }
 
     def submit(self, hook: CloudHealthcareDicomHook, store_name: str) -> dict:
         return hook.export_dicom_to_gcs(
@@ -578,11 +583,23 @@ class HealthcareDicomExportToBigQueryOperator(HealthcareDicomOperationOperator):
 
 
 class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
-    """Create the dataset and the DICOM store if missing (idempotent). Returns the store's resource name."""
+    """Create the dataset and the DICOM store if missing (idempotent). Returns the store's resource name.
+
+    :param stream_table_uri: ``bq://PROJECT.DATASET.TABLE`` to stream the store's metadata to (``streamConfigs``),
+        so a filtered export can query it instead of exporting the whole store's metadata on every run.
+    """
+
+    template_fields = (*HealthcareDicomStoreBaseOperator.template_fields, "stream_table_uri")
+
+    def __init__(self, *, stream_table_uri: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.stream_table_uri = stream_table_uri
 
     def execute(self, context: Any) -> str:
         try:
             self.store_name()
+            if self.stream_table_uri:
+                parse_bigquery_table_uri(self.stream_table_uri, "stream_table_uri")
         except ValidationError as exc:
             raise AirflowFailException(str(exc)) from None
         try:
@@ -591,6 +608,7 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
                 location=self.location,
                 dataset_id=self.dataset_id,
                 dicom_store_id=self.dicom_store_id,
+                stream_table_uri=self.stream_table_uri or None,
             )
         except HealthcareApiError as exc:
             raise api_failure(exc) from None

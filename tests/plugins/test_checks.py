@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.utils.state import DagRunState
 
 from dicom_pipelines.checks import check_params, wait_for_previous_run
@@ -51,3 +51,20 @@ def test_check_params_lists_every_problem_at_once_without_a_retry():
 def test_check_params_passes_good_params():
     values = {"dicom_store_id": "demo-store", "modalities": ["CT"], "study_date_from": None}
     assert check_params.function(**params_context(values, {"modalities": ["CT"]})) is None
+
+
+@pytest.mark.usefixtures("stack")
+def test_verify_counts_only_what_the_export_wrote_since_it_started():
+    """A reused prefix holds earlier exports' objects: only those written since the operation started count."""
+    from dicom_pipelines.checks import count_exported
+    from tests.helpers import new_bucket
+
+    bucket = new_bucket("verify")
+    for n in range(3):
+        bucket.blob(f"out/1.2/1.2.3/1.2.3.{n}.dcm").upload_from_string(b"DICM")
+    result = {"success": 3, "uri_prefix": f"gs://{bucket.name}/out", "mime_type": ""}
+    in_the_past = {**result, "create_time": "2026-01-01T00:00:00Z"}
+    assert count_exported("google_cloud_default", result["uri_prefix"], "", in_the_past)["instances"] == 3
+    in_the_future = {**result, "create_time": "2099-01-01T00:00:00.123456789Z"}
+    with pytest.raises(AirflowException, match="0 instances written under .* since the operation started"):
+        count_exported("google_cloud_default", result["uri_prefix"], "", in_the_future)

@@ -69,6 +69,8 @@ BAD_INPUTS = [
     (FILTERED, {"bigquery_dataset": "my-dataset"}, "bigquery_dataset", "letters, digits or '_'"),
     (FILTERED, {"filter_uri": "gs://bucket/"}, "filter_uri", "must name an object"),
     (FILTERED, {"filter_url": "gs://bucket/f.txt"}, "filter_url", "Did you mean 'filter_uri'?"),
+    (FILTERED, {"metadata_table": "my-project.dataset.table"}, "metadata_table", "bq://PROJECT.DATASET.TABLE"),
+    (NIGHTLY, {"metadata_stream_table": "bq://p.data-set.t"}, "metadata_stream_table", "dataset: letters, digits"),
     (FILTERED, {"maximum_bytes_billed": 0}, "maximum_bytes_billed", "less than the minimum of 1"),
     (FILTERED, {"work_table_expiration_hours": 1000}, "work_table_expiration_hours", "greater than the maximum"),
     (EXPORT, {"mimetype": "image/png"}, "mimetype", "Did you mean 'mime_type'?"),

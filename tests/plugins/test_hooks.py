@@ -72,6 +72,50 @@ def test_ensure_store_is_idempotent_and_import_export_metrics(hook):
     assert len(hook.list_operations(dataset_name=name.split("/dicomStores/")[0], filter="done=true")) >= 2
 
 
+def test_a_store_streams_its_metadata_to_bigquery_on_import_and_stow(hook):
+    """streamConfigs: set on a new store, added to an existing one; every new instance becomes a row."""
+    import os
+
+    import requests
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    from scripts.dicom_samples import make_study
+
+    bq = bigquery.Client(project=PROJECT, credentials=AnonymousCredentials())
+    bq_dataset = unique("stream").replace("-", "_")
+    bq.create_dataset(bq_dataset)
+    first, second = f"bq://{PROJECT}.{bq_dataset}.first", f"bq://{PROJECT}.{bq_dataset}.second"
+    ds = unique("streamed")
+    name = hook.ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=ds, dicom_store_id="s", stream_table_uri=first
+    )
+    hook.ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=ds, dicom_store_id="s", stream_table_uri=second
+    )
+    hook.ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=ds, dicom_store_id="s", stream_table_uri=second
+    )
+    tables = [c["bigqueryDestination"]["tableUri"] for c in hook.get_dicom_store(store_name=name)["streamConfigs"]]
+    assert tables == [first, second]
+    _, uri = seed_import(3)
+    status = hook.wait_for_operation(
+        name=hook.import_dicom(store_name=name, gcs_uri=uri)["name"], planner=PollPlanner(0.1, 0.5)
+    )
+    assert status.success == 3
+    stowed = make_study("MR", "20261124", series=1, per_series=1, patient_id="P-STREAM")[0]
+    stow = requests.post(
+        f"{os.environ['HEALTHCARE_API_ENDPOINT']}/v1/{name}/dicomWeb/studies",
+        data=stowed.data,
+        headers={"Content-Type": "application/dicom"},
+        timeout=30,
+    )
+    assert stow.status_code == 200
+    for table in (first, second):
+        rows = bq.query(f"SELECT Modality, StudyInstanceUID FROM `{table[5:]}` ORDER BY Modality").result()
+        assert [r.Modality for r in rows] == ["CT", "CT", "CT", "MR"]
+
+
 def test_errors_carry_http_status_google_status_and_message(hook):
     with pytest.raises(HealthcareApiError) as err:
         hook.get_dicom_store(store_name=f"projects/{PROJECT}/locations/{LOCATION}/datasets/nope/dicomStores/s")
