@@ -6,7 +6,7 @@ SELECT DISTINCT
   CONCAT('/studies/', StudyInstanceUID
   {%- if params.granularity in ('series', 'instance') %}, '/series/', SeriesInstanceUID{% endif %}
   {%- if params.granularity == 'instance' %}, '/instances/', SOPInstanceUID{% endif %}) AS resource_path
-FROM `{{ params.metadata_table[5:] if params.metadata_table else params.project_id ~ '.' ~ params.bigquery_dataset ~ '.' ~ run_metadata_table(run_id) }}`
+FROM `{{ params.metadata_table[5:] if params.get('metadata_table') else params.project_id ~ '.' ~ params.bigquery_dataset ~ '.' ~ run_metadata_table(run_id) }}`
 WHERE StudyInstanceUID IS NOT NULL
   AND (@modalities = '' OR Modality IN UNNEST(SPLIT(@modalities, ',')))
   AND (@study_date_from = '' OR StudyDate >= SAFE_CAST(@study_date_from AS DATE))
