@@ -481,15 +481,15 @@ class Engine:
         return counts
 
     def load(self, project: str, dataset: str, table: str, uris: list[str], cfg: dict) -> int:
-        from dicom_pipelines.validation import literal_prefix, wildcard_regex
+        from emulator.rules import listing_prefix, object_pattern
 
         fmt = (cfg.get("sourceFormat") or "CSV").upper()
         blobs = []
         for uri in uris:
             bucket, _, name = uri[len("gs://") :].partition("/")
             if "*" in name:
-                rx = wildcard_regex(name.replace("*", "**") if name.count("*") == 1 else name)
-                names = [o["name"] for o in self.gcs.list(bucket, literal_prefix(name)) if rx.match(o["name"])]
+                rx = object_pattern(name.replace("*", "**") if name.count("*") == 1 else name)
+                names = [o["name"] for o in self.gcs.list(bucket, listing_prefix(name)) if rx.fullmatch(o["name"])]
             else:
                 names = [name]
             for n in names:

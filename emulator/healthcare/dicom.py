@@ -20,7 +20,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicom_pipelines.validation import MimeType
+from emulator.rules import ExportType
 
 _BULK_THRESHOLD = 1024
 
@@ -142,7 +142,7 @@ def _raw_frames(ds: Dataset, keep_syntax: bool) -> list[bytes]:
     return [data[i * size : (i + 1) * size] for i in range(n)]
 
 
-def render_export(data: bytes, mime: MimeType) -> list[tuple[str, bytes, str]]:
+def render_export(data: bytes, mime: ExportType) -> list[tuple[str, bytes, str]]:
     """Return ``(suffix, bytes, content_type)`` objects for one instance.
 
     ``suffix`` is appended to ``{prefix}/{study}/{series}/{instance}``: the extension, or

@@ -19,19 +19,19 @@ from typing import Any
 
 import requests
 
-from dicom_pipelines.validation import (
-    FilterPath,
-    ValidationError,
-    literal_prefix,
-    parse_bigquery_table_uri,
-    parse_filter_file,
-    parse_gcs_uri,
-    parse_mime_type,
-    wildcard_regex,
-)
 from emulator.gcs import GcsClient, GcsError
 from emulator.healthcare import dicom
 from emulator.healthcare.storage import Storage, now_rfc3339
+from emulator.rules import (
+    RequestError,
+    ResourcePath,
+    export_type,
+    listing_prefix,
+    object_pattern,
+    resource_paths,
+    storage_uri,
+    table_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -255,15 +255,15 @@ class OperationEngine:
 
     # --- import ------------------------------------------------------------------------------
     def run_import(self, run: RunningOp, store: str, uri: str) -> None:
-        parsed = parse_gcs_uri(uri)
-        regex = wildcard_regex(parsed.name, question_crosses_slash=self.settings.question_crosses_slash)
+        parsed = storage_uri(uri, "gcsSource.uri")
+        regex = object_pattern(parsed.name, question_crosses_slash=self.settings.question_crosses_slash)
         has_wildcard = any(c in parsed.name for c in "*?")
         try:
             if has_wildcard:
                 names = [
                     o["name"]
-                    for o in self.gcs.list(parsed.bucket, literal_prefix(parsed.name))
-                    if regex.match(o["name"])
+                    for o in self.gcs.list(parsed.bucket, listing_prefix(parsed.name))
+                    if regex.fullmatch(o["name"])
                 ]
             else:
                 names = (
@@ -344,11 +344,11 @@ class OperationEngine:
         for config in configs:
             destination = config.get("bigqueryDestination") or {}
             try:
-                table = parse_bigquery_table_uri(destination.get("tableUri"), "bigqueryDestination.tableUri")
+                table = table_uri(destination.get("tableUri"), "bigqueryDestination.tableUri")
                 BigQueryWriter(self.settings.bigquery_endpoint, table).write(
                     schema, [dicom.conform_row(r, schema) for r in rows], "WRITE_APPEND"
                 )
-            except (OpFailed, ValidationError) as exc:
+            except (OpFailed, RequestError) as exc:
                 log.warning("stream to %r failed: %s", destination.get("tableUri"), exc)
 
     # --- export ------------------------------------------------------------------------------
@@ -358,14 +358,14 @@ class OperationEngine:
         )
         if not filter_uri:
             return rows
-        parsed = parse_gcs_uri(filter_uri, "filterConfig.resourcePathsGcsUri")
+        parsed = storage_uri(filter_uri, "filterConfig.resourcePathsGcsUri")
         try:
             text = self.gcs.download(parsed.bucket, parsed.name).decode("utf-8", errors="replace")
         except GcsError as exc:
             raise OpFailed(5 if exc.status == 404 else 7, f"cannot read filter file {filter_uri}: {exc}") from None
         try:
-            paths: list[FilterPath] = parse_filter_file(text, "filter file")
-        except ValidationError as exc:
+            paths: list[ResourcePath] = resource_paths(text)
+        except RequestError as exc:
             raise OpFailed(3, f"invalid filter file {filter_uri}: {exc}") from None
         selected = [r for r in rows if any(p.matches(r[0], r[1], r[2]) for p in paths)]
         for p in paths:
@@ -384,8 +384,8 @@ class OperationEngine:
     def run_export_gcs(
         self, run: RunningOp, store: str, uri_prefix: str, mime_type: str | None, filter_uri: str | None
     ) -> None:
-        mime = parse_mime_type(mime_type, "gcsDestination.mimeType")
-        dest = parse_gcs_uri(uri_prefix, "gcsDestination.uriPrefix", allow_empty_object=True)
+        mime = export_type(mime_type, "gcsDestination.mimeType")
+        dest = storage_uri(uri_prefix, "gcsDestination.uriPrefix", object_required=False)
         prefix = dest.name.rstrip("/") + "/" if dest.name else ""
         items = self._select(run, store, filter_uri)
 
@@ -420,7 +420,7 @@ class OperationEngine:
         self._process(run, items, worker, collect)
 
     def run_export_bigquery(self, run: RunningOp, store: str, dest: dict, filter_uri: str | None) -> None:
-        table = parse_bigquery_table_uri(dest.get("tableUri"), "bigqueryDestination.tableUri")
+        table = table_uri(dest.get("tableUri"), "bigqueryDestination.tableUri")
         disposition = dest.get("writeDisposition") or "WRITE_DISPOSITION_UNSPECIFIED"
         if disposition == "WRITE_DISPOSITION_UNSPECIFIED":
             disposition = "WRITE_TRUNCATE" if dest.get("force") else "WRITE_EMPTY"

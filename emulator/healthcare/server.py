@@ -18,17 +18,11 @@ from typing import Any
 import pydicom
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
-from dicom_pipelines.validation import (
-    ValidationError,
-    parse_bigquery_table_uri,
-    parse_gcs_uri,
-    parse_import_uri,
-    parse_mime_type,
-)
 from emulator.healthcare import dicom
 from emulator.healthcare.operations import OperationEngine, RunningOp, Settings
 from emulator.healthcare.storage import Storage
 from emulator.httpbase import ApiError, App, Request, Response, bad_request, check_fields
+from emulator.rules import RequestError, export_type, import_source, storage_uri, table_uri
 
 _V = r"/(?P<v>v1|v1beta1)"
 _LOC = _V + r"/projects/(?P<p>[^/:]+)/locations/(?P<l>[^/:]+)"
@@ -71,7 +65,7 @@ def _value(meta: dict, keyword: str) -> Any:
     return v
 
 
-def validation_error(exc: ValidationError) -> ApiError:
+def validation_error(exc: RequestError) -> ApiError:
     return bad_request(str(exc), exc.field)
 
 
@@ -282,8 +276,8 @@ class HealthcareApi:
         check_fields(body["gcsSource"], {"uri"}, "gcsSource")
         check_fields(body.get("blobStorageSettings", {}), {"blobStorageClass"}, "blobStorageSettings")
         try:
-            uri = parse_import_uri(body["gcsSource"].get("uri"), "gcsSource.uri")
-        except ValidationError as exc:
+            uri = import_source(body["gcsSource"].get("uri"), "gcsSource.uri")
+        except RequestError as exc:
             raise validation_error(exc) from None
         run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], "ImportDicomData", body, store)
         self.engine.start(run, lambda r: self.engine.run_import(r, store, str(uri)))
@@ -302,15 +296,15 @@ class HealthcareApi:
             filter_uri = body["filterConfig"].get("resourcePathsGcsUri")
         try:
             if filter_uri is not None:
-                parse_gcs_uri(filter_uri, "filterConfig.resourcePathsGcsUri")
+                storage_uri(filter_uri, "filterConfig.resourcePathsGcsUri")
             if gcs is not None:
                 check_fields(gcs, {"uriPrefix", "mimeType"}, "gcsDestination")
-                parse_gcs_uri(gcs.get("uriPrefix"), "gcsDestination.uriPrefix", allow_empty_object=True)
-                parse_mime_type(gcs.get("mimeType"), "gcsDestination.mimeType")
+                storage_uri(gcs.get("uriPrefix"), "gcsDestination.uriPrefix", object_required=False)
+                export_type(gcs.get("mimeType"), "gcsDestination.mimeType")
             else:
                 allowed = _BQ_DEST_FIELDS | ({"changeDataCaptureConfig"} if req.match["v"] == "v1beta1" else set())
                 check_fields(bq, allowed, "bigqueryDestination")
-                table = parse_bigquery_table_uri(bq.get("tableUri"), "bigqueryDestination.tableUri")
+                table = table_uri(bq.get("tableUri"), "bigqueryDestination.tableUri")
                 wd = bq.get("writeDisposition", "WRITE_DISPOSITION_UNSPECIFIED")
                 if wd not in _WRITE_DISPOSITIONS:
                     raise bad_request(
@@ -322,7 +316,7 @@ class HealthcareApi:
                         "You can only export to a BigQuery dataset that's in the same project as the DICOM store",
                         "bigqueryDestination.tableUri",
                     )
-        except ValidationError as exc:
+        except RequestError as exc:
             raise validation_error(exc) from None
         run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], "ExportDicomData", body, store)
 
@@ -587,10 +581,10 @@ class HealthcareApi:
             stored = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID
             if wanted != stored:
                 try:
-                    data = dicom.render_export(data, parse_mime_type(f"application/dicom; transfer-syntax={wanted}"))[
-                        0
-                    ][1]
-                except (dicom.InstanceError, ValidationError) as exc:
+                    data = dicom.render_export(
+                        data, export_type(f"application/dicom; transfer-syntax={wanted}", "transfer-syntax")
+                    )[0][1]
+                except (dicom.InstanceError, RequestError) as exc:
                     raise ApiError(
                         406, f"cannot return transfer syntax {wanted}: {exc}", "FAILED_PRECONDITION"
                     ) from None
