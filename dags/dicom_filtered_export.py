@@ -42,12 +42,15 @@ INCLUDE_DIR = str(Path(__file__).resolve().parent.parent / "include")
 RUN = "{{ run_id | bq_safe }}"
 META_TABLE = "meta_" + RUN
 FILTER_TABLE = "filter_" + RUN
-FILTER_OBJECT = "filters/{{ run_id | bq_safe }}.txt"
+FILTER_OBJECT = "filters/" + RUN + ".txt"
+SHARD_PREFIX = "filters/" + RUN + "/part-"
 
 
 CRITERIA = ("modalities", "study_date_from", "study_date_to", "patient_ids", "study_uids")
 """The params the filter query reads as query parameters, never as templates (they may identify patients)."""
 WORK_DATASET = "{{ params.project_id }}.{{ params.bigquery_dataset }}."
+WORK_TABLES = [WORK_DATASET + META_TABLE, WORK_DATASET + FILTER_TABLE]
+"""This run's BigQuery work tables; they hold PatientName and PatientID."""
 
 
 with DAG(
@@ -108,7 +111,7 @@ with DAG(
         deferrable=False,
         criteria=CRITERIA,
         maximum_bytes_billed="{{ params.maximum_bytes_billed }}",
-        expire_tables=[WORK_DATASET + META_TABLE, WORK_DATASET + FILTER_TABLE],
+        expire_tables=WORK_TABLES,
         expiration_hours="{{ params.work_table_expiration_hours }}",
         configuration={
             "query": {
@@ -131,19 +134,17 @@ with DAG(
         gcp_conn_id=GCP_CONN_ID,
         project_id="{{ params.project_id }}",
         source_project_dataset_table="{{ params.project_id }}.{{ params.bigquery_dataset }}." + FILTER_TABLE,
-        destination_cloud_storage_uris=["gs://{{ params.export_bucket }}/filters/" + RUN + "/part-*.csv"],
+        destination_cloud_storage_uris=["gs://{{ params.export_bucket }}/" + SHARD_PREFIX + "*.csv"],
         export_format="CSV",
         print_header=False,
         deferrable=False,
     )
 
     @task
-    def compose_filter(**context) -> str:
+    def compose_filter(bucket: str, shard_prefix: str, destination: str) -> str:
         from dicom_pipelines.filter_files import compose_filter_shards
 
-        run = safe_table_suffix(context["run_id"])
-        bucket = context["params"]["export_bucket"]
-        return compose_filter_shards(GCP_CONN_ID, bucket, f"filters/{run}/part-", f"filters/{run}.txt")
+        return compose_filter_shards(GCP_CONN_ID, bucket, shard_prefix, destination)
 
     @task(trigger_rule="none_failed_min_one_success")
     def check_filter(**context) -> dict:
@@ -164,16 +165,14 @@ with DAG(
     )
 
     @task(trigger_rule="none_failed")
-    def drop_work_tables(**context) -> dict:
+    def drop_work_tables(tables: list[str], bucket: str, shard_prefix: str) -> dict:
         """The work tables hold PatientName and PatientID, and the shards are no longer needed: both go."""
         from dicom_pipelines.bigquery import drop_work_tables
         from dicom_pipelines.filter_files import delete_shards
 
-        params, run = context["params"], safe_table_suffix(context["run_id"])
-        work = f"{params['project_id']}.{params['bigquery_dataset']}."
         return {
-            "dropped_tables": drop_work_tables(GCP_CONN_ID, [work + "meta_" + run, work + "filter_" + run]),
-            "deleted_shards": delete_shards(GCP_CONN_ID, params["export_bucket"], f"filters/{run}/part-"),
+            "dropped_tables": drop_work_tables(GCP_CONN_ID, tables),
+            "deleted_shards": delete_shards(GCP_CONN_ID, bucket, shard_prefix),
         }
 
     checked = check_filter()
@@ -181,7 +180,13 @@ with DAG(
     ensure_work_dataset >> choose_metadata_source() >> [export_metadata, use_metadata_table]
     use_metadata_table >> build_filter_table
     use_given_filter >> checked
-    export_metadata >> build_filter_table >> extract_filter >> compose_filter() >> checked
+    (
+        export_metadata
+        >> build_filter_table
+        >> extract_filter
+        >> compose_filter("{{ params.export_bucket }}", SHARD_PREFIX, FILTER_OBJECT)
+        >> checked
+    )
     checked >> export
     verified = verify_export(export.output, gcp_conn_id=GCP_CONN_ID)  # type: ignore[arg-type]  # resolved at run time
-    verified >> drop_work_tables()
+    verified >> drop_work_tables(WORK_TABLES, "{{ params.export_bucket }}", SHARD_PREFIX)

@@ -602,8 +602,9 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
                 parse_bigquery_table_uri(self.stream_table_uri, "stream_table_uri")
         except ValidationError as exc:
             raise AirflowFailException(str(exc)) from None
+        hook = self.get_hook()
         try:
-            name = self.get_hook().ensure_dicom_store(
+            name = hook.ensure_dicom_store(
                 project_id=self.project_id,
                 location=self.location,
                 dataset_id=self.dataset_id,
@@ -612,5 +613,5 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
             )
         except HealthcareApiError as exc:
             raise api_failure(exc) from None
-        self.persist_store_link(context, self.get_hook(), name)
+        self.persist_store_link(context, hook, name)
         return name
