@@ -13,14 +13,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
-from scripts.stack import Stack  # noqa: E402
+from scripts.stack import ENDPOINT_VARS, Stack  # noqa: E402
 
 
 def _free_base() -> int:
     while True:
         base = random.randrange(41000, 60000, 10)
         try:
-            for port in range(base, base + 7):
+            for port in range(base, base + 8):
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port))
             return base
@@ -34,9 +34,7 @@ def local_stack(**kwargs):
         stack = Stack(Path(tmp), _free_base(), **kwargs)
         stack.start_stack()
         env = stack.stack_env()
-        os.environ.update(
-            {k: env[k] for k in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "HEALTHCARE_API_ENDPOINT")}
-        )
+        os.environ.update({k: env[k] for k in ENDPOINT_VARS})
         try:
             yield stack
         finally:

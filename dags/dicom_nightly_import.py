@@ -18,6 +18,7 @@ from airflow.sdk import DAG, Asset, AssetAlias, CronDataIntervalTimetable, task
 
 from dicom_pipelines.checks import check_params, wait_for_previous_run
 from dicom_pipelines.dag_params import (
+    FAILURE_REPORT_URI,
     GCP_CONN_ID,
     STORE_FROM_PARAMS,
     TOLERANCE_FROM_PARAMS,
@@ -76,6 +77,8 @@ with DAG(
         gcs_uri="{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' "
         "if params.source_prefix else '') ~ " + IMPORT_DAY + " ~ '/' ~ params.source_pattern) }}",
         allow_empty_source="{{ params.allow_empty }}",
+        failure_report_uri=FAILURE_REPORT_URI,
+        quarantine_prefix="{{ params.quarantine_prefix or '' }}",
         max_active_tis_per_dag=1,
         **TOLERANCE_FROM_PARAMS,
     )
@@ -97,6 +100,8 @@ with DAG(
             "failed": result["failure"],
             "operation_name": result["operation_name"],
             "logs_url": result["logs_url"],
+            "failed_sources": result.get("failed_sources", []),
+            "failure_report_uri": result.get("failure_report_uri"),
         }
         if after - before > result["success"]:
             log.warning(

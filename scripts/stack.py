@@ -32,7 +32,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-STACK_SERVICES = ("gcs", "bigquery", "healthcare")
+STACK_SERVICES = ("gcs", "bigquery", "logging", "healthcare")
+ENDPOINT_VARS = ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "LOGGING_API_ENDPOINT", "HEALTHCARE_API_ENDPOINT")
+"""The environment variables that point clients at the local services."""
 AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 DEMO_IDS = {
@@ -67,6 +69,10 @@ class Ports:
     @property
     def airflow(self) -> int:
         return self.base + 3
+
+    @property
+    def logging(self) -> int:
+        return self.base + 7
 
     @property
     def postgres(self) -> int:
@@ -215,6 +221,19 @@ class Stack:
             ],
             env,
         )
+        self.spawn(
+            "logging",
+            [
+                py,
+                "-m",
+                "emulator.cloudlogging",
+                "--port",
+                str(self.ports.logging),
+                "--state-dir",
+                str(self.dir / "logging"),
+            ],
+            env,
+        )
         hc = [
             py,
             "-m",
@@ -225,6 +244,8 @@ class Stack:
             str(self.dir / "healthcare"),
             "--bigquery-endpoint",
             f"http://127.0.0.1:{self.ports.bigquery}",
+            "--logging-endpoint",
+            f"http://127.0.0.1:{self.ports.logging}",
             "--latency",
             str(self.latency),
         ]
@@ -233,6 +254,12 @@ class Stack:
         self.spawn("healthcare", hc, env)
         self.wait_http(
             f"http://127.0.0.1:{self.ports.bigquery}/admin/health", 30, "local BigQuery", self.dir / "logs/bigquery.log"
+        )
+        self.wait_http(
+            f"http://127.0.0.1:{self.ports.logging}/admin/health",
+            30,
+            "local Cloud Logging",
+            self.dir / "logs/logging.log",
         )
         self.wait_http(
             f"http://127.0.0.1:{self.ports.healthcare}/admin/health",
@@ -247,6 +274,7 @@ class Stack:
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.gcs}",
             "BIGQUERY_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.bigquery}",
             "HEALTHCARE_API_ENDPOINT": f"http://127.0.0.1:{self.ports.healthcare}",
+            "LOGGING_API_ENDPOINT": f"http://127.0.0.1:{self.ports.logging}",
             "GOOGLE_CLOUD_PROJECT": DEMO_IDS["GCP_PROJECT"],
             **DEMO_IDS,
         }
@@ -294,6 +322,7 @@ class Stack:
                 "project": DEMO_IDS["GCP_PROJECT"],
                 "is_anonymous": True,
                 "healthcare_endpoint": f"http://127.0.0.1:{self.ports.healthcare}",
+                "logging_endpoint": f"http://127.0.0.1:{self.ports.logging}",
             },
         }
         # Inherited Airflow settings (a caller's AIRFLOW_HOME, test config...) must not leak in.

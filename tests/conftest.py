@@ -47,10 +47,10 @@ os.environ.update(
     }
 )
 
-from scripts.stack import Stack  # noqa: E402
+from scripts.stack import ENDPOINT_VARS, Stack  # noqa: E402
 
 
-def free_port_base(span: int = 7) -> int:
+def free_port_base(span: int = 8) -> int:
     for _ in range(200):
         base = random.randrange(20000, 40000, 10)
         ok = True
@@ -78,20 +78,11 @@ def stack(tmp_path_factory):
             "project": "test-project",
             "is_anonymous": True,
             "healthcare_endpoint": env["HEALTHCARE_API_ENDPOINT"],
+            "logging_endpoint": env["LOGGING_API_ENDPOINT"],
         },
     }
-    saved = {
-        k: os.environ.get(k)
-        for k in (
-            "STORAGE_EMULATOR_HOST",
-            "BIGQUERY_EMULATOR_HOST",
-            "HEALTHCARE_API_ENDPOINT",
-            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
-        )
-    }
-    os.environ.update(
-        {k: env[k] for k in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "HEALTHCARE_API_ENDPOINT")}
-    )
+    saved = {k: os.environ.get(k) for k in (*ENDPOINT_VARS, "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT")}
+    os.environ.update({k: env[k] for k in ENDPOINT_VARS})
     os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = json.dumps(conn)
     yield st
     st.stop_stack()

@@ -93,7 +93,15 @@ def export(store: str, body: dict, svc=None) -> dict:
 
 
 def logs(op: dict) -> list[dict]:
-    return requests.get(op["metadata"]["logsUrl"], timeout=30).json()["entries"]
+    """The payloads of an operation's error entries, read from the local Cloud Logging over plain REST."""
+    project, op_id = op["name"].split("/")[1], op["name"].rsplit("/", 1)[1]
+    resp = requests.post(
+        os.environ["LOGGING_API_ENDPOINT"] + "/v2/entries:list",
+        json={"resourceNames": [f"projects/{project}"], "filter": f'operation.id="{op_id}"', "pageSize": 1000},
+        timeout=30,
+    )
+    resp.raise_for_status()
+    return [e["jsonPayload"] for e in resp.json().get("entries", [])]
 
 
 def admin(path: str, body: dict | None = None) -> dict:

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--state-dir", required=True)
     ap.add_argument("--gcs-endpoint", help="GCS emulator URL (default: $STORAGE_EMULATOR_HOST)")
     ap.add_argument("--bigquery-endpoint", default="", help="local BigQuery URL, for metadata export")
+    ap.add_argument("--logging-endpoint", default="", help="local Cloud Logging URL, for per-instance errors")
     ap.add_argument("--latency", type=float, default=0.0, help="seconds of delay per instance in operations")
     ap.add_argument("--io-threads", type=int, default=8)
     ap.add_argument("--faults", default="", help="route=rate[:code],... e.g. operations.get=0.2:503 or *=0.1")
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         empty_import=args.empty_import,
         unmatched_filter=args.unmatched_filter,
         bigquery_endpoint=args.bigquery_endpoint,
+        logging_endpoint=args.logging_endpoint,
     )
     storage = Storage(args.state_dir)
     engine = OperationEngine(storage, settings, GcsClient(args.gcs_endpoint))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -50,6 +51,7 @@ class Settings:
     unmatched_filter: str = "failure"  # failure (counted and logged) | ignore
     force_failure: int = 0  # the next N operations fail with INTERNAL
     bigquery_endpoint: str = ""
+    logging_endpoint: str = ""  # where per-instance errors are written (Cloud Logging); none: they are dropped
     allow_cross_project_bigquery: bool = True
 
 
@@ -72,6 +74,7 @@ class RunningOp:
     created: float
     counter: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0, "pending": 0})
     cancel: threading.Event = field(default_factory=threading.Event)
+    store: str = ""
     logs: list[dict] = field(default_factory=list)
     last_flush: float = 0.0
 
@@ -81,6 +84,7 @@ class OperationEngine:
         self.storage = storage
         self.settings = settings
         self.gcs = gcs
+        self.log_sink = CloudLoggingWriter(settings.logging_endpoint)
         self.running: dict[str, RunningOp] = {}
         self.synthetic: dict[str, tuple[RunningOp, float, float, int]] = {}
         self._lock = threading.Lock()
@@ -108,7 +112,7 @@ class OperationEngine:
         self, dataset: str, version: str, method: str, request: dict, store: str | None = None
     ) -> RunningOp:
         op_id = self.storage.next_id("operation") + 10_000_000_000
-        run = RunningOp(f"{dataset}/operations/{op_id}", version, method, time.time())
+        run = RunningOp(f"{dataset}/operations/{op_id}", version, method, time.time(), store=store or "")
         self.storage.save_operation(self.snapshot(run), request)
         if store:
             self.storage.record_operation_store(run.name, store)
@@ -122,7 +126,7 @@ class OperationEngine:
             "@type": f"{_TYPE_PREFIX}.{run.version}.OperationMetadata",
             "apiMethodName": f"google.cloud.healthcare.{run.version}.dicom.DicomService.{run.method}",
             "createTime": now_rfc3339(run.created),
-            "logsUrl": f"{self.settings.base_url}/logs/{run.name}",
+            "logsUrl": console_logs_url(run.name),
             "counter": counter,
         }
         if run.cancel.is_set():
@@ -185,13 +189,11 @@ class OperationEngine:
         now = time.monotonic()
         if force or now - run.last_flush > 1.0:
             run.last_flush = now
-            self.storage.add_logs(run.name, run.logs)
-            run.logs = []
+            self.log_sink.write(run)
             self.storage.save_operation(self.snapshot(run))
 
     def _finish(self, run: RunningOp, error: dict | None) -> None:
-        self.storage.add_logs(run.name, run.logs)
-        run.logs = []
+        self.log_sink.write(run)
         self.storage.save_operation(self.snapshot(run, done=True, error=error))
         with self._lock:
             self.running.pop(run.name, None)
@@ -441,6 +443,61 @@ class OperationEngine:
             schema, [dicom.conform_row(r, schema) for r in rows], disposition
         )
         run.counter["success"] += len(rows)
+
+
+LOG_IDS = {"ImportDicomData": "import_dicom", "ExportDicomData": "export_dicom"}
+
+
+def operation_filter(operation_name: str) -> str:
+    """The Cloud Logging query that selects an operation's error entries."""
+    return f'resource.type="healthcare_dicom_store"\noperation.id="{operation_name.rsplit("/", 1)[1]}"'
+
+
+def console_logs_url(operation_name: str) -> str:
+    """A Logs Explorer link for the operation, the kind of ``logsUrl`` Google's operations carry."""
+    project = operation_name.split("/")[1]
+    return (
+        "https://console.cloud.google.com/logs/query;query="
+        + quote(operation_filter(operation_name), safe="")
+        + f"?project={project}"
+    )
+
+
+class CloudLoggingWriter:
+    """Writes an operation's per-instance errors to Cloud Logging (``entries:write``), as the service does.
+
+    Entry shape, from "Viewing error logs in Cloud Logging": ``jsonPayload`` (the Healthcare log entry type,
+    its ``source`` or ``resourceName``, and ``error``), ``operation`` (the operation's id), and ``resource``
+    (``healthcare_dicom_store`` with its location, dataset and store). Without an endpoint the entries are
+    dropped, which a caller sees as a failure count with no named files.
+    """
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint.rstrip("/")
+        self.http = requests.Session()
+
+    def entry(self, run: RunningOp, payload: dict) -> dict:
+        parts = run.store.split("/")
+        labels = {"project_id": parts[1], "location": parts[3], "dataset_id": parts[5], "dicom_store_id": parts[7]}
+        return {
+            "logName": f"projects/{parts[1]}/logs/healthcare.googleapis.com%2F{LOG_IDS.get(run.method, 'dicom')}",
+            "resource": {"type": "healthcare_dicom_store", "labels": labels},
+            "severity": "ERROR",
+            "operation": {"id": run.name.rsplit("/", 1)[1], "producer": "healthcare.googleapis.com"},
+            "jsonPayload": payload,
+        }
+
+    def write(self, run: RunningOp) -> None:
+        pending, run.logs = run.logs, []
+        if not pending or not self.endpoint or not run.store:
+            return
+        for start in range(0, len(pending), 1000):
+            body = {"entries": [self.entry(run, p) for p in pending[start : start + 1000]]}
+            try:
+                resp = self.http.post(f"{self.endpoint}/v2/entries:write", json=body, timeout=30)
+                resp.raise_for_status()
+            except requests.RequestException as exc:
+                log.warning("writing %d log entries of %s failed: %s", len(body["entries"]), run.name, exc)
 
 
 class BigQueryWriter:

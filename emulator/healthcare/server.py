@@ -118,7 +118,6 @@ class HealthcareApi:
         r("GET", _DS + r"/operations", "operations.list")(self.list_operations)
         r("GET", _DS + r"/operations/(?P<o>[^/:]+)", "operations.get")(self.get_operation)
         r("POST", _DS + r"/operations/(?P<o>[^/:]+):cancel", "operations.cancel")(self.cancel_operation)
-        r("GET", r"/logs/(?P<op>.+)", "logs")(self.logs)
         r("GET", r"/admin/operations", "admin.operations")(self.operations_received)
         r("GET", r"/admin/settings", "admin.settings")(lambda req: self._settings_dict())
         r("POST", r"/admin/settings", "admin.settings")(self.set_settings)
@@ -362,12 +361,6 @@ class HealthcareApi:
         if m:
             ops = [o for o in ops if m[1] in o["metadata"].get("apiMethodName", "")]
         return self._page(req, ops, "operations")
-
-    def logs(self, req: Request) -> dict:
-        name = req.match["op"]
-        if self.engine.get(name) is None:
-            raise ApiError(404, f"Operation {name} not found.", "NOT_FOUND")
-        return {"operation": name, "entries": self.storage.logs(name)}
 
     def operations_received(self, req: Request) -> dict:
         """Every operation started on one store (``?store=<resource name>``), for tests and drills to count."""

@@ -24,8 +24,6 @@ CREATE TABLE IF NOT EXISTS operations (
     body TEXT NOT NULL, request TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS op_stores (name TEXT PRIMARY KEY, store TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS op_stores_store ON op_stores(store);
-CREATE TABLE IF NOT EXISTS op_logs (op TEXT NOT NULL, entry TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS op_logs_op ON op_logs(op);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
@@ -129,13 +127,6 @@ class Storage:
     def operation_request(self, name: str) -> dict:
         rows = self.query("SELECT request FROM operations WHERE name = ?", (name,))
         return json.loads(rows[0][0]) if rows else {}
-
-    def add_logs(self, op: str, entries: list[dict]) -> None:
-        if entries:
-            self.executemany("INSERT INTO op_logs(op, entry) VALUES (?, ?)", [(op, json.dumps(e)) for e in entries])
-
-    def logs(self, op: str) -> list[dict]:
-        return [json.loads(r[0]) for r in self.query("SELECT entry FROM op_logs WHERE op = ? ORDER BY rowid", (op,))]
 
 
 def now_rfc3339(ts: float | None = None) -> str:

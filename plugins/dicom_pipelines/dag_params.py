@@ -43,6 +43,7 @@ from dicom_pipelines.validation import (
     parse_gcs_uri,
     parse_import_uri,
     parse_mime_type,
+    wildcard_regex,
 )
 
 DEFAULT_MAXIMUM_BYTES_BILLED = 100 * 1024**3
@@ -315,7 +316,29 @@ def import_params() -> dict[str, Param]:
             description="bq://PROJECT.DATASET.TABLE: the store streams the metadata of every instance it receives "
             "there (streamConfigs), for the filtered export's metadata_table. Empty: no stream is added.",
         ),
+        "failure_report_prefix": Param(
+            None,
+            type=["null", "string"],
+            maxLength=900,
+            description="gs://bucket/folder for the failure reports: a night with failed files writes "
+            "<folder>/<dag_id>/<run_id>.ndjson, one {source, code, message} per line. Empty: "
+            "gs://<source_bucket>/import-failures.",
+        ),
+        "quarantine_prefix": Param(
+            None,
+            type=["null", "string"],
+            maxLength=900,
+            description="gs://bucket/folder: copy each failed file under it (keeping its bucket and path), to set "
+            "it aside for a fix. Empty: off.",
+        ),
     }
+
+
+FAILURE_REPORT_URI = (
+    "{{ (params.failure_report_prefix or ('gs://' ~ params.source_bucket ~ '/import-failures')).rstrip('/') ~ '/' "
+    "~ dag.dag_id ~ '/' ~ run_id ~ '.ndjson' }}"
+)
+"""Where a night's failure report goes, defined once."""
 
 
 def _optional(rule: Callable[[Any, str], object]) -> Callable[[Any, str], object]:
@@ -350,6 +373,8 @@ PARAM_RULES: dict[str, Callable[[Any, str], object]] = {
     "day": _optional(check_date),
     "gcs_uri": _optional(parse_import_uri),
     "allow_empty": parse_bool,
+    "failure_report_prefix": _optional(check_gcs_prefix),
+    "quarantine_prefix": _optional(check_gcs_prefix),
 }
 """The rule in words for every param of the DAGs; a DAG-integrity test checks that none is missing."""
 
@@ -375,10 +400,34 @@ def run_param_problems(declared: Iterable[str], values: Mapping[str, Any], conf:
                 rule(values.get(name), name)
             if name == "study_date_to" and values.get("study_date_from") and values.get(name):
                 check_date_range(values["study_date_from"], values[name], "study_date_from", name)
+            if name == "gcs_uri" and values.get(name):
+                check_outside_import(values, name)
         except ValidationError as exc:
             if str(exc) not in problems:
                 problems.append(str(exc))
     return problems
+
+
+def check_outside_import(values: Mapping[str, Any], field: str) -> None:
+    """A failure report or quarantined copy that the import pattern matches would be imported the next night
+    and fail there: refuse such a pattern."""
+    pattern = parse_import_uri(values[field], field)
+    rx = wildcard_regex(pattern.name)
+    for other in ("failure_report_prefix", "quarantine_prefix"):
+        where = values.get(other) or (
+            f"gs://{values.get('source_bucket')}/import-failures" if other == "failure_report_prefix" else None
+        )
+        if not where:
+            continue
+        target = parse_gcs_uri(where, other, allow_empty_object=True)
+        sample = f"{target.name.rstrip('/')}/dicom_nightly_import/run.ndjson".lstrip("/")
+        if target.bucket == pattern.bucket and rx.match(sample):
+            raise ValidationError(
+                field,
+                values[field],
+                f"matches the files written under {other}={where!r}, which the next night would import; narrow "
+                f"the pattern or set {other} elsewhere",
+            )
 
 
 EXPORT_PREFIX = "{{ params.destination_prefix or ('gs://' ~ params.export_bucket ~ '/exports/' ~ (run_id | bq_safe)) }}"

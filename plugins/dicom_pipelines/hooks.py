@@ -7,7 +7,8 @@ no blocking I/O in the event loop. Both parse operations with :func:`parse_opera
 
 The endpoint comes from the connection extra ``healthcare_endpoint`` or the environment variable
 ``HEALTHCARE_API_ENDPOINT``; unset means Google (``https://healthcare.googleapis.com/``). That is
-how the local stack is reached, with the same code path as production.
+how the local stack is reached, with the same code path as production. Per-instance errors are read
+from Cloud Logging (connection extra ``logging_endpoint`` or ``LOGGING_API_ENDPOINT``; unset means Google).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ SUBMIT_CLOCK_SKEW_S = 1.0
 SUBMIT_TIMEOUT_S = 60.0
 """The longest a submission request can take: what an operation started by an unrecorded submission allows."""
 ENDPOINT_ENV = "HEALTHCARE_API_ENDPOINT"
+LOGGING_ENDPOINT_ENV = "LOGGING_API_ENDPOINT"
 RETRYABLE_HTTP = frozenset({408, 429, 500, 502, 503, 504})
 _CODE_NAMES = {
     0: "OK",
@@ -151,6 +153,35 @@ def parse_operation(op: dict) -> OperationStatus:
         create_time=meta.get("createTime", "") or "",
         end_time=meta.get("endTime", "") or "",
     )
+
+
+def resolve_logging_endpoint(extras: dict) -> str | None:
+    """The Cloud Logging API root: the connection extra ``logging_endpoint``, ``$LOGGING_API_ENDPOINT``, or
+    None for Google's (``https://logging.googleapis.com``)."""
+    value = extras.get("logging_endpoint") or os.environ.get(LOGGING_ENDPOINT_ENV)
+    return value.rstrip("/") if value else None
+
+
+def operation_log_filter(operation_name: str, since: str = "") -> str:
+    """The Logging query for an operation's error entries: its resource type and its id (the last part of
+    its name), from its creation on (the client would otherwise look back only 24 hours)."""
+    query = f'resource.type="healthcare_dicom_store" AND operation.id:"{operation_name.rsplit("/", 1)[-1]}"'
+    return query + (f' AND timestamp>="{since}"' if since else "")
+
+
+def parse_log_entry(entry: dict) -> dict:
+    """A Cloud Logging entry of an import or export error as ``{source, code, message}``.
+
+    ``source`` is the file (import) or the resource (export) the error is about. Only the payload's
+    documented fields are kept, never anything else the entry may carry.
+    """
+    payload = entry.get("jsonPayload") or {}
+    error = payload.get("error") or {}
+    return {
+        "source": payload.get("source") or payload.get("resourceName") or "",
+        "code": int(error.get("code", 0) or 0),
+        "message": str(error.get("message", "")),
+    }
 
 
 def resolve_endpoint(extras: dict) -> str | None:
@@ -462,28 +493,93 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 delay = min(delay, max(0.0, deadline - time.time()))
             sleep(delay)
 
-    def failed_entries(self, *, status: OperationStatus, limit: int) -> list[dict]:
-        """Up to ``limit`` per-instance error entries of a finished operation that had failures."""
-        return self.get_operation_logs(logs_url=status.logs_url, limit=limit) if status.failure and limit else []
+    def failed_entries(
+        self,
+        *,
+        status: OperationStatus,
+        limit: int,
+        settle_s: float = 15.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> list[dict]:
+        """Up to ``limit`` per-instance errors of a finished operation, read from Cloud Logging.
 
-    def get_operation_logs(self, *, logs_url: str, limit: int = 10) -> list[dict]:
-        """Per-instance error entries, where the endpoint serves them as JSON (the local stack does).
-
-        On Google, ``logsUrl`` is a Cloud Logging console link; the entries are read there instead and this
-        returns an empty list.
+        Cloud Logging is where the Healthcare API writes them, on Google and on the local stack alike (this is
+        the only code path). Entries can reach it a few seconds after the operation ends, so while fewer than
+        expected are found, the read is repeated for up to ``settle_s`` seconds. Reading needs
+        ``roles/logging.viewer`` on the project; without it the task log says so and names no file, and the
+        task's outcome is unchanged. Google logs only a limited number of errors when there are many: the
+        caller says when fewer entries than failures were found.
         """
-        endpoint = self.endpoint
-        if not logs_url or not endpoint or not logs_url.startswith(endpoint.rstrip("/")):
+        if not status.failure or limit <= 0:
             return []
-        import requests
+        wanted = min(status.failure, limit)
+        waited, delay = 0.0, 1.0
+        while True:
+            try:
+                entries = self.list_operation_errors(operation_name=status.name, since=status.create_time, limit=limit)
+            except Exception as exc:  # the report is best effort: the outcome comes from the counters
+                self.log.warning(
+                    "Could not read the errors of %s from Cloud Logging (%s: %s). Reading them needs "
+                    "roles/logging.viewer on the project; the Console link is %s",
+                    status.name,
+                    type(exc).__name__,
+                    exc,
+                    status.logs_url or "n/a",
+                )
+                return []
+            if len(entries) >= wanted or waited >= settle_s:
+                return entries
+            sleep(delay)
+            waited += delay
+            delay = min(delay * 2, settle_s - waited) or 1.0
 
-        try:
-            resp = requests.get(logs_url, timeout=30)
-            resp.raise_for_status()
-            return list(resp.json().get("entries", []))[:limit]
-        except (requests.RequestException, ValueError) as exc:
-            self.log.warning("Could not read operation logs from %s: %s", logs_url, exc)
-            return []
+    def _gcs(self) -> Any:
+        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+        return GCSHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
+
+    def write_failure_report(self, *, uri: str, entries: list[dict]) -> None:
+        """Newline-delimited JSON, one ``{source, code, message}`` per failed source, at ``uri`` (overwritten)."""
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        data = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
+        self._gcs().upload(bucket, name, data=data, mime_type="application/x-ndjson")
+
+    def quarantine_sources(self, *, entries: list[dict], prefix: str) -> int:
+        """Copy each failed ``gs://`` source under ``prefix``, keeping bucket and path; returns how many."""
+        gcs = self._gcs()
+        dest_bucket, _, dest_folder = prefix.removeprefix("gs://").partition("/")
+        copied = 0
+        for source in sorted({e["source"] for e in entries if e["source"].startswith("gs://")}):
+            src_bucket, _, src_name = source.removeprefix("gs://").partition("/")
+            dest_name = "/".join(p for p in (dest_folder.rstrip("/"), src_bucket, src_name) if p)
+            gcs.copy(src_bucket, src_name, dest_bucket, dest_name)
+            copied += 1
+        return copied
+
+    def logging_client(self, project: str) -> Any:
+        """The official Cloud Logging client, over HTTP, with this connection's credentials and endpoint."""
+        from google.cloud.logging_v2 import Client
+
+        endpoint = resolve_logging_endpoint(self.extras)
+        return Client(
+            project=project,
+            credentials=self.get_credentials(),
+            _use_grpc=False,
+            client_options={"api_endpoint": endpoint} if endpoint else None,
+        )
+
+    def list_operation_errors(self, *, operation_name: str, since: str = "", limit: int = 1000) -> list[dict]:
+        """The error entries (``entries.list``) of one operation, oldest first, parsed by :func:`parse_log_entry`."""
+        project = operation_name.split("/")[1]
+        client = self.logging_client(project)
+        found = client.list_entries(
+            resource_names=[f"projects/{project}"],
+            filter_=operation_log_filter(operation_name, since),
+            order_by="timestamp asc",
+            page_size=min(max(limit, 1), 1000),
+            max_results=limit,
+        )
+        return [parse_log_entry(entry.to_api_repr()) for entry in found]
 
 
 class CloudHealthcareDicomAsyncHook(GoogleBaseAsyncHook):

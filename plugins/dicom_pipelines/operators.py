@@ -141,13 +141,21 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         deadline. False leaves the operation running in every case.
     :param max_failures: failed instances tolerated (count).
     :param max_failure_ratio: failed instances tolerated (fraction of the instances processed).
-    :param failed_sources_to_log: how many failed sources to name in the task log.
+    :param failed_sources_to_log: how many failed sources to name in the task log and the XCom.
+    :param failure_report_uri: ``gs://bucket/object``: when instances failed, one JSON object per failed
+        source (``source``, ``code``, ``message``), newline-delimited, read from Cloud Logging, is written
+        there before the outcome is decided. A retry writes the same object again.
+    :param failure_report_limit: at most this many failures are read for the report.
+    :param quarantine_prefix: ``gs://bucket/folder``: each failed source named in the report is copied
+        under it, keeping its path (``gs://src/a/b.dcm`` → ``<prefix>/src/a/b.dcm``). Off when empty.
     """
 
     template_fields: Sequence[str] = (
         *HealthcareDicomStoreBaseOperator.template_fields,
         "max_failures",
         "max_failure_ratio",
+        "failure_report_uri",
+        "quarantine_prefix",
     )
     operator_extra_links = (HealthcareDicomStoreLink(), HealthcareOperationLink(), HealthcareOperationLogLink())
     api_method = ""
@@ -164,9 +172,15 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         max_failures: int | str | None = None,
         max_failure_ratio: float | str | None = None,
         failed_sources_to_log: int = 10,
+        failure_report_uri: str | None = None,
+        failure_report_limit: int = 10_000,
+        quarantine_prefix: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        self.failure_report_uri = failure_report_uri
+        self.failure_report_limit = failure_report_limit
+        self.quarantine_prefix = quarantine_prefix
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
@@ -194,6 +208,10 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             store = self.store_name()
             self.policy  # noqa: B018 - validates the tolerance values
             PollPlanner(self.poll_interval, self.max_poll_interval)
+            if self.failure_report_uri:
+                parse_gcs_uri(self.failure_report_uri, "failure_report_uri")
+            if self.quarantine_prefix:
+                parse_gcs_uri(self.quarantine_prefix, "quarantine_prefix", allow_empty_object=True)
             self.validate()
         except ValueError as exc:  # ValidationError included: bad input will not get better on retry
             raise AirflowFailException(str(exc)) from None
@@ -372,7 +390,11 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
     def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
         """Evaluate a finished operation by the contract (:mod:`dicom_pipelines.outcomes`)."""
         kind = classify(status)
-        log_finished(self.log, status, hook.failed_entries(status=status, limit=self.failed_sources_to_log))
+        reporting = bool(self.failure_report_uri or self.quarantine_prefix)
+        limit = max(self.failed_sources_to_log, self.failure_report_limit if reporting else 0)
+        failed = hook.failed_entries(status=status, limit=limit)
+        log_finished(self.log, status, failed[: self.failed_sources_to_log])
+        report = self._report_failures(hook, status, failed)
         if kind == EMPTY:
             return self._on_empty(status)
         if kind == CANCELLED and self._cancelled_by_deadline(status):
@@ -381,6 +403,8 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
                 f"its creation). [{summary(status)}]"
             )
         message = failure_message(status, kind, self.policy)
+        if message and report:
+            message += f" The failed sources are listed in {report}."
         if message and kind == TRANSIENT:
             raise AirflowException(message)
         if message:
@@ -389,7 +413,30 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             self.log.warning(
                 "%d failed instances are within the tolerance (%s)", status.failure, self.policy.describe()
             )
-        return operation_result(status)
+        return {
+            **operation_result(status),
+            "failed_sources": failed[: self.failed_sources_to_log],
+            "failure_report_uri": report,
+        }
+
+    def _report_failures(
+        self, hook: CloudHealthcareDicomHook, status: OperationStatus, failed: list[dict]
+    ) -> str | None:
+        """Write the failure report and quarantine the failed sources, as configured; the report's URI or None."""
+        if not failed:
+            return None
+        report = None
+        try:
+            if self.failure_report_uri:
+                hook.write_failure_report(uri=self.failure_report_uri, entries=failed)
+                report = self.failure_report_uri
+                self.log.info("Wrote %d failed sources of %s to %s", len(failed), status.name, report)
+            if self.quarantine_prefix:
+                copied = hook.quarantine_sources(entries=failed, prefix=self.quarantine_prefix)
+                self.log.info("Copied %d failed sources under %s", copied, self.quarantine_prefix)
+        except Exception as exc:  # noqa: BLE001 - a report is never a reason to lose the operation's outcome
+            self.log.warning("Could not write the failure report or quarantine (%s: %s)", type(exc).__name__, exc)
+        return report
 
     def _on_empty(self, status: OperationStatus) -> Any:
         """Nothing was processed. For an export that is a valid (empty) result unless the API said otherwise."""

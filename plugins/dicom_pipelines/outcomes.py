@@ -159,13 +159,8 @@ def failure_message(status: OperationStatus, kind: str, policy: FailurePolicy) -
 
 
 def failed_source_lines(entries: list[dict]) -> list[str]:
-    """One line per per-instance error entry: the file (or resource) and its error, never DICOM contents."""
-    lines = []
-    for entry in entries:
-        where = entry.get("source") or entry.get("resourceName") or "?"
-        err = entry.get("error") or {}
-        lines.append(f"Failed: {where}: code {err.get('code')}: {err.get('message')}")
-    return lines
+    """One line per error (:func:`~dicom_pipelines.hooks.parse_log_entry`): the file or resource and its error."""
+    return [f"Failed: {e['source'] or '?'}: code {e['code']}: {e['message']}" for e in entries]
 
 
 def log_finished(log: Any, status: OperationStatus, failed_entries: list[dict]) -> None:
@@ -173,6 +168,14 @@ def log_finished(log: Any, status: OperationStatus, failed_entries: list[dict]) 
     log.info("Operation %s done: %s", status.name, summary(status))
     for line in failed_source_lines(failed_entries):
         log.warning("%s", line)
+    if status.failure > len(failed_entries):
+        log.warning(
+            "%d of %d failed instances are named above; Cloud Logging has the rest (Google logs a limited number "
+            "when there are many): %s",
+            len(failed_entries),
+            status.failure,
+            status.logs_url or "n/a",
+        )
 
 
 def api_failure(exc: HealthcareApiError) -> AirflowException:

@@ -152,8 +152,9 @@ def test_cancel_and_logs(hook):
     status = hook.wait_for_operation(
         name=hook.import_dicom(store_name=name, gcs_uri=uri)["name"], planner=PollPlanner(0.1, 0.5)
     )
-    entries = hook.get_operation_logs(logs_url=status.logs_url)
+    entries = hook.failed_entries(status=status, limit=10, settle_s=0)
     assert [e["source"].rsplit("/", 1)[1] for e in entries] == ["bad.txt"]
+    assert entries[0]["code"] == 3 and entries[0]["message"]
 
 
 def test_wait_deadline_raises_with_the_last_status(hook):
