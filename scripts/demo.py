@@ -114,8 +114,10 @@ def print_summary(client, runs, export_run, prefix, seeded, stack, ui) -> None:
                 f"  nightly import {day}: {result['success']} instances imported, {result['failure']} failed "
                 f"({run['state']})"
             )
-            if result["failure"]:
-                print(f"      failed instances are listed at {result['logs_url']}")
+            for failed in result.get("failed_sources", []):
+                print(f"      failed: {failed['source']}: {failed['message']}")
+            if result.get("failure_report_uri"):
+                print(f"      failure report: {result['failure_report_uri']}")
         except RuntimeError:
             print(f"  nightly import {day}: {run['state']} (no result)")
     print(f"  total: {total_ok} imported, {total_failed} failed")

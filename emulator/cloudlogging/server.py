@@ -71,6 +71,13 @@ def _rfc3339(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def json_names(body: Any) -> Any:
+    """Proto3 JSON accepts a field's proto name (``dry_run``) as well as its JSON name (``dryRun``)."""
+    if not isinstance(body, dict):
+        return body
+    return {re.sub(r"_([a-z])", lambda m: m[1].upper(), k): v for k, v in body.items()}
+
+
 def parse_filter(text: str) -> list[tuple[str, str, str]]:
     """``a.b="x" AND c>=y`` → ``[(path, op, value)]``; 400 for what this subset does not implement."""
     terms: list[tuple[str, str, str]] = []
@@ -157,7 +164,7 @@ class LoggingApi:
         self.app.route("POST", r"/v2/entries:list", "entries.list")(self.list)
 
     def write(self, req: Request) -> dict:
-        body = req.json()
+        body = json_names(req.json())
         check_fields(body, {"logName", "resource", "labels", "entries", "partialSuccess", "dryRun"})
         entries = body.get("entries")
         if not isinstance(entries, list) or not entries:
@@ -165,6 +172,7 @@ class LoggingApi:
         received = _rfc3339(dt.datetime.now(dt.UTC))
         rows = []
         for i, raw in enumerate(entries):
+            raw = json_names(raw)
             check_fields(raw, _ENTRY_FIELDS, f"entries[{i}]")
             entry = dict(raw)
             entry.setdefault("logName", body.get("logName"))
@@ -195,7 +203,7 @@ class LoggingApi:
         return {}
 
     def list(self, req: Request) -> dict:
-        body = req.json()
+        body = json_names(req.json())
         check_fields(body, {"resourceNames", "projectIds", "filter", "orderBy", "pageSize", "pageToken"})
         names = list(body.get("resourceNames") or []) + [f"projects/{p}" for p in body.get("projectIds") or []]
         if not names:

@@ -119,7 +119,10 @@ def test_defers_after_submit_and_check_once():
     # the local stack is no Google endpoint: the links open its own views, not the Cloud Console
     assert ctx["ti"].xcom["healthcare_operation_link"] == f"{api}/v1/{trigger.operation_name}"
     assert ctx["ti"].xcom["healthcare_dicom_store_link"] == f"{api}/v1/{store}"
-    assert ctx["ti"].xcom["healthcare_operation_log_link"].startswith(api + "/")
+    op_id = trigger.operation_name.rsplit("/", 1)[1]
+    # the log link is what the operation says, a Logs Explorer query for its id, as on Google
+    log_link = ctx["ti"].xcom["healthcare_operation_log_link"]
+    assert log_link.startswith("https://console.cloud.google.com/logs/query") and op_id in log_link
 
 
 def _finished_import(extra: dict | None = None, n: int = 3) -> tuple[str, str]:
@@ -132,8 +135,48 @@ def _finished_import(extra: dict | None = None, n: int = 3) -> tuple[str, str]:
 def test_execute_complete_success_result_shape():
     store, name = _finished_import()
     result = importer(store, "gs://bucket/x").execute_complete(make_context(), make_event("done", "", name))
-    assert set(result) == {"operation_name", "success", "failure", "pending", "logs_url", "duration_s"}
+    assert set(result) == {
+        "operation_name",
+        "success",
+        "failure",
+        "pending",
+        "logs_url",
+        "duration_s",
+        "failed_sources",
+        "failure_report_uri",
+    }
     assert (result["success"], result["failure"], result["pending"]) == (3, 0, 0) and result["duration_s"] >= 0
+    assert (result["failed_sources"], result["failure_report_uri"]) == ([], None)
+
+
+def test_failed_sources_are_named_reported_and_quarantined(capfd):
+    """Each failed file reaches the log, the XCom and an NDJSON report, read through Cloud Logging."""
+    store = new_store()
+    bucket, uri = seed_import(2, extra={"junk.dcm": b"junk", "empty.dcm": b""})
+    reports = new_bucket("reports")
+    report_uri = f"gs://{reports.name}/nightly/run-1.ndjson"
+    op = importer(
+        store,
+        uri,
+        max_failures=2,
+        failed_sources_to_log=1,
+        failure_report_uri=report_uri,
+        quarantine_prefix=f"gs://{reports.name}/quarantine",
+    )
+    result = op.execute(make_context())
+    assert (result["success"], result["failure"], result["failure_report_uri"]) == (2, 2, report_uri)
+    assert len(result["failed_sources"]) == 1 and result["failed_sources"][0]["code"] == 3
+    lines = [json.loads(x) for x in reports.blob("nightly/run-1.ndjson").download_as_text().splitlines()]
+    assert sorted(x["source"] for x in lines) == [f"gs://{bucket}/in/empty.dcm", f"gs://{bucket}/in/junk.dcm"]
+    assert all(set(x) == {"source", "code", "message"} and x["message"] for x in lines)
+    quarantined = sorted(b.name for b in gcs().list_blobs(reports.name, prefix="quarantine/"))
+    assert quarantined == [f"quarantine/{bucket}/in/empty.dcm", f"quarantine/{bucket}/in/junk.dcm"]
+    out = "".join(capfd.readouterr())
+    assert "1 of 2 failed instances are named above" in out and out.count("Failed: gs://") == 1
+    # beyond the tolerance the task fails, and its message points at the report
+    again = importer(store, uri, failure_report_uri=report_uri)
+    with pytest.raises(AirflowFailException, match="listed in " + report_uri):
+        again.execute(make_context())
 
 
 def test_execute_complete_partial_failure_default_fails_with_counts(capfd):
