@@ -60,7 +60,10 @@ def main() -> None:
             cache_discovery=False,
         )
         parent = "projects/bench/locations/l"
-        svc.projects().locations().datasets().create(parent=parent, datasetId="d", body={}).execute()
+        created = svc.projects().locations().datasets().create(parent=parent, datasetId="d", body={}).execute()
+        while not created.get("done"):
+            time.sleep(0.1)
+            created = svc.projects().locations().datasets().operations().get(name=created["name"]).execute()
         store = (
             svc.projects()
             .locations()

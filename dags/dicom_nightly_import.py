@@ -62,6 +62,7 @@ with DAG(
         **STORE_FROM_PARAMS,
         gcp_conn_id=GCP_CONN_ID,
         stream_table_uri="{{ params.metadata_stream_table or '' }}",
+        create_if_missing="{{ params.create_if_missing }}",
     )
 
     @task

@@ -42,7 +42,7 @@ def new_store(svc=None, version: str = "v1") -> str:
     svc = svc or healthcare(version)
     parent = f"projects/{PROJECT}/locations/{LOCATION}"
     ds_id = unique("ds")
-    svc.projects().locations().datasets().create(parent=parent, datasetId=ds_id, body={}).execute()
+    wait(svc.projects().locations().datasets().create(parent=parent, datasetId=ds_id, body={}).execute(), svc)
     store = (
         svc.projects()
         .locations()

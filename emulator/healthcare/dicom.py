@@ -97,9 +97,9 @@ def _frames(ds: Dataset) -> int:
 def _transcode(ds: Dataset, syntax: str) -> bytes:
     uid = UID(syntax)
     if "PixelData" in ds and ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.decompress()
+        ds.decompress(generate_instance_uid=False)
     if uid == RLELossless:
-        ds.compress(RLELossless)
+        ds.compress(RLELossless, generate_instance_uid=False)
     elif uid in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
         ds.file_meta.TransferSyntaxUID = uid
     else:
@@ -136,7 +136,7 @@ def _raw_frames(ds: Dataset, keep_syntax: bool) -> list[bytes]:
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         if keep_syntax:
             return list(generate_frames(ds.PixelData, number_of_frames=n))
-        ds.decompress()
+        ds.decompress(generate_instance_uid=False)
     data = bytes(ds.PixelData)
     size = len(data) // n
     return [data[i * size : (i + 1) * size] for i in range(n)]

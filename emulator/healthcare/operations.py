@@ -50,6 +50,7 @@ class Settings:
     empty_import: str = "error"  # error (NOT_FOUND) | success
     unmatched_filter: str = "failure"  # failure (counted and logged) | ignore
     force_failure: int = 0  # the next N operations fail with INTERNAL
+    dataset_create_s: float = 0.5  # how long datasets.create's operation runs before the dataset exists
     bigquery_endpoint: str = ""
     logging_endpoint: str = ""  # where per-instance errors are written (Cloud Logging); none: they are dropped
     allow_cross_project_bigquery: bool = True
@@ -75,6 +76,8 @@ class RunningOp:
     counter: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0, "pending": 0})
     cancel: threading.Event = field(default_factory=threading.Event)
     store: str = ""
+    service: str = "dicom.DicomService"
+    response: dict | None = None  # the operation's response when it succeeds; default: the method's empty one
     logs: list[dict] = field(default_factory=list)
     last_flush: float = 0.0
 
@@ -124,7 +127,7 @@ class OperationEngine:
         counter = {k: str(v) for k, v in run.counter.items() if v}  # proto3 JSON omits zeros
         metadata: dict[str, Any] = {
             "@type": f"{_TYPE_PREFIX}.{run.version}.OperationMetadata",
-            "apiMethodName": f"google.cloud.healthcare.{run.version}.dicom.DicomService.{run.method}",
+            "apiMethodName": f"google.cloud.healthcare.{run.version}.{run.service}.{run.method}",
             "createTime": now_rfc3339(run.created),
             "logsUrl": console_logs_url(run.name),
             "counter": counter,
@@ -138,7 +141,7 @@ class OperationEngine:
             if error:
                 op["error"] = error
             else:
-                op["response"] = {"@type": f"{_TYPE_PREFIX}.{run.version}.dicom.{run.method}Response"}
+                op["response"] = run.response or {"@type": f"{_TYPE_PREFIX}.{run.version}.dicom.{run.method}Response"}
         return op
 
     def add_synthetic(self, dataset: str, count: int, duration_s: float, instances: int) -> list[str]:
@@ -207,7 +210,7 @@ class OperationEngine:
         def main() -> None:
             error = None
             try:
-                if self.settings.force_failure > 0:
+                if self.settings.force_failure > 0 and run.service == "dicom.DicomService":
                     self.settings.force_failure -= 1
                     raise OpFailed(13, "injected operation failure (local emulator fault injection)")
                 work(run)

@@ -30,7 +30,10 @@ _DS = _LOC + r"/datasets/(?P<d>[^/:]+)"
 _ST = _DS + r"/dicomStores/(?P<s>[^/:]+)"
 _WEB = _ST + r"/dicomWeb"
 _ID_RE = re.compile(r"^[\w\-.]{1,256}$")
+_DEFAULT_SYNTAX = "1.2.840.10008.1.2.1"
+"""Explicit VR Little Endian: what WADO-RS returns when no transfer syntax is asked for (conformance statement)."""
 
+_DATASET_FIELDS = {"name", "timeZone", "encryptionSpec"}
 _STORE_FIELDS = {"name", "labels", "notificationConfig", "notificationConfigs", "streamConfigs"}
 _BQ_DEST_FIELDS = {"tableUri", "force", "writeDisposition", "includeSourceStore", "schemaFlattened", "schemaJSON"}
 _WRITE_DISPOSITIONS = {"WRITE_DISPOSITION_UNSPECIFIED", "WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND"}
@@ -74,6 +77,7 @@ class HealthcareApi:
         self.storage = storage
         self.settings = settings
         self.engine = engine
+        self.creating: set[str] = set()
         self.app = App("healthcare")
         self._routes()
 
@@ -107,6 +111,7 @@ class HealthcareApi:
         r("GET", _LOC + r"/datasets", "datasets.list")(self.list_datasets)
         r("GET", _DS, "datasets.get")(lambda req: self.storage.get_json("datasets", self._dataset(req)))
         r("DELETE", _DS, "datasets.delete")(self.delete_dataset)
+        r("PATCH", _DS, "datasets.patch")(self.patch_dataset)
         r("POST", _DS + r"/dicomStores", "dicomStores.create")(self.create_store)
         r("GET", _DS + r"/dicomStores", "dicomStores.list")(self.list_stores)
         r("GET", _ST, "dicomStores.get")(lambda req: self.storage.get_json("stores", self._store(req)))
@@ -134,7 +139,11 @@ class HealthcareApi:
         ):
             r("GET", _WEB + pattern, f"dicomWeb.search.{level}")(lambda req, level=level: self.qido(req, level))
         inst = _WEB + r"/studies/(?P<study>[^/]+)/series/(?P<series>[^/]+)/instances/(?P<sop>[^/]+)"
-        r("GET", inst, "dicomWeb.retrieveInstance")(self.wado_instance)
+        r("GET", inst, "dicomWeb.retrieveInstance")(self.wado)
+        r("GET", _WEB + r"/studies/(?P<study>[^/]+)", "dicomWeb.retrieveStudy")(self.wado)
+        r("GET", _WEB + r"/studies/(?P<study>[^/]+)/series/(?P<series>[^/]+)", "dicomWeb.retrieveSeries")(self.wado)
+        r("GET", inst + r"/rendered", "dicomWeb.retrieveRenderedInstance")(self.rendered)
+        r("GET", inst + r"/frames/(?P<frame>[0-9]+)/rendered", "dicomWeb.retrieveRenderedFrames")(self.rendered)
         r(
             "GET",
             _WEB + r"/studies/(?P<study>[^/]+)(?:/series/(?P<series>[^/]+)(?:/instances/(?P<sop>[^/]+))?)?/metadata",
@@ -147,28 +156,49 @@ class HealthcareApi:
 
     # --- datasets ---------------------------------------------------------------------------
     def create_dataset(self, req: Request) -> dict:
+        """``datasets.create`` answers with an operation that runs for a moment, as on Google: the dataset exists
+        (and takes stores) only once it is done, so a caller has to wait for it."""
         g = req.match.groupdict()
         dataset_id = req.param("datasetId") or ""
         if not _ID_RE.match(dataset_id):
             raise bad_request(f"datasetId {dataset_id!r} must match [\\p{{L}}\\p{{N}}_\\-\\.]{{1,256}}", "datasetId")
         body = req.json()
-        check_fields(body, {"name", "timeZone", "encryptionSpec"})
+        check_fields(body, _DATASET_FIELDS)
         parent = f"projects/{g['p']}/locations/{g['l']}"
         name = f"{parent}/datasets/{dataset_id}"
+        dataset = {"name": name, "timeZone": body.get("timeZone", "UTC")}
         with self.storage.lock:
-            if self.storage.get_json("datasets", name) is not None:
+            if self.storage.get_json("datasets", name) is not None or name in self.creating:
                 raise ApiError(409, f"Dataset {name} already exists.", "ALREADY_EXISTS")
-            dataset = {"name": name, "timeZone": body.get("timeZone", "UTC")}
-            self.storage.execute(
-                "INSERT INTO datasets(name, parent, body) VALUES (?,?,?)", (name, parent, json.dumps(dataset))
-            )
+            self.creating.add(name)
         run = self.engine.new_operation(name, g["v"], "CreateDataset", {})
-        op = self.engine.snapshot(run, done=True)
-        op["response"] = {"@type": f"type.googleapis.com/google.cloud.healthcare.{g['v']}.Dataset", **dataset}
-        op["metadata"]["apiMethodName"] = f"google.cloud.healthcare.{g['v']}.dataset.DatasetService.CreateDataset"
-        self.storage.save_operation(op)
-        self.engine.running.pop(run.name, None)
-        return op
+        run.service = "dataset.DatasetService"
+        run.response = {"@type": f"type.googleapis.com/google.cloud.healthcare.{g['v']}.Dataset", **dataset}
+
+        def work(r: RunningOp) -> None:
+            try:
+                r.cancel.wait(self.settings.dataset_create_s)
+                self.storage.execute(
+                    "INSERT INTO datasets(name, parent, body) VALUES (?,?,?)", (name, parent, json.dumps(dataset))
+                )
+            finally:
+                self.creating.discard(name)
+
+        self.engine.start(run, work)
+        return self._op_response(run)
+
+    def patch_dataset(self, req: Request) -> dict:
+        name = self._dataset(req)
+        body = req.json()
+        check_fields(body, _DATASET_FIELDS)
+        dataset = self.storage.get_json("datasets", name)
+        for path in [m.strip() for m in (req.param("updateMask") or "").split(",") if m.strip()]:
+            if path != "timeZone":
+                raise bad_request(f"updateMask path {path!r} cannot be updated: only timeZone can", "updateMask")
+            if path in body:
+                dataset[path] = body[path]
+        self.storage.execute("UPDATE datasets SET body = ? WHERE name = ?", (json.dumps(dataset), name))
+        return dataset
 
     def list_datasets(self, req: Request) -> dict:
         g = req.match.groupdict()
@@ -330,7 +360,12 @@ class HealthcareApi:
 
     # --- operations ---------------------------------------------------------------------------
     def _op_name(self, req: Request) -> str:
-        return f"{self._dataset(req)}/operations/{req.match['o']}"
+        """An operation's name; a dataset being created has no dataset yet, but its operation can be read."""
+        g = req.match.groupdict()
+        name = f"projects/{g['p']}/locations/{g['l']}/datasets/{g['d']}/operations/{g['o']}"
+        if self.engine.get(name) is None:
+            self._dataset(req)
+        return name
 
     def get_operation(self, req: Request) -> dict:
         name = self._op_name(req)
@@ -450,8 +485,11 @@ class HealthcareApi:
                 "INVALID_ARGUMENT",
             )
         ok, failed = [], []
+        stored_studies: list[str] = []
         for data in parts:
             ref, stored, reason = self._store_instance(store, data)
+            if stored:
+                stored_studies.append(ref["study"])
             item = {
                 "00081150": {"vr": "UI", "Value": [ref.get("class", "")]} if ref.get("class") else {"vr": "UI"},
                 "00081155": {"vr": "UI", "Value": [ref["sop"]]} if ref else {"vr": "UI"},
@@ -469,6 +507,10 @@ class HealthcareApi:
                 item["00091097"] = {"vr": "LO", "Value": [reason]}
                 failed.append(item)
         result: dict[str, Any] = {}
+        studies = set(stored_studies)
+        if len(studies) == 1:
+            base = req.path.split("/dicomWeb")[0]
+            result["00081190"] = {"vr": "UR", "Value": [f"{base}/dicomWeb/studies/{studies.pop()}"]}
         if ok:
             result["00081199"] = {"vr": "SQ", "Value": ok}
         if failed:
@@ -559,39 +601,75 @@ class HealthcareApi:
         offset = int(req.param("offset") or 0)
         limit = req.param("limit")
         out = out[offset : offset + int(limit)] if limit else out[offset:]
+        if not out:  # PS3.18: a search that matches nothing answers 204 No Content
+            return Response(204, b"", {})
         return Response(200, json.dumps(out).encode(), {"Content-Type": "application/dicom+json"})
 
-    def wado_instance(self, req: Request) -> Response:
+    def _in_syntax(self, data: bytes, wanted: str) -> tuple[bytes, str]:
+        """The instance in the transfer syntax asked for (``*``: as stored), transcoded when needed."""
+        stored = str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        if wanted in ("*", stored):
+            return data, stored
+        try:
+            return dicom.render_export(
+                data, export_type(f"application/dicom; transfer-syntax={wanted}", "transfer-syntax")
+            )[0][1], wanted
+        except (dicom.InstanceError, RequestError) as exc:
+            raise ApiError(406, f"cannot return transfer syntax {wanted}: {exc}", "FAILED_PRECONDITION") from None
+
+    def wado(self, req: Request) -> Response:
+        """Retrieve a study, a series or an instance (WADO-RS). Without a ``transfer-syntax`` in ``Accept`` the
+        instances come as Explicit VR Little Endian, as Google's conformance statement says; ``*`` keeps the
+        stored syntax. A single instance may be asked for as ``application/dicom`` (one part)."""
+        store = self._store(req)
+        g = req.match.groupdict()
+        rows = self._instances(store, g.get("study"), g.get("series"), g.get("sop"))
+        if not rows:
+            raise ApiError(404, "resource not found", "NOT_FOUND")
+        accept = (req.headers.get("Accept") or "").lower()
+        m = re.search(r"transfer-syntax=\"?([0-9.*]+)", accept)
+        wanted = m[1] if m else _DEFAULT_SYNTAX
+        parts = [self._in_syntax(self.storage.get_blob(row[3]), wanted) for row in rows]
+        if accept.startswith("application/dicom"):
+            if len(parts) > 1:
+                raise ApiError(
+                    406, "a study or series has several instances: ask for multipart/related", "FAILED_PRECONDITION"
+                )
+            return Response(200, parts[0][0], {"Content-Type": f"application/dicom; transfer-syntax={parts[0][1]}"})
+        boundary = uuid.uuid4().hex
+        body = b"".join(
+            f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={syntax}\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+            for data, syntax in parts
+        )
+        body += f"--{boundary}--\r\n".encode()
+        return Response(
+            200, body, {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
+        )
+
+    def rendered(self, req: Request) -> Response:
+        """An instance or one of its frames as an image: JPEG unless ``Accept`` asks for PNG."""
         store = self._store(req)
         rows = self._instances(store, req.match["study"], req.match["series"], req.match["sop"])
         if not rows:
             raise ApiError(404, "instance not found", "NOT_FOUND")
-        data = self.storage.get_blob(rows[0][3])
-        accept = (req.headers.get("Accept") or "").lower()
-        m = re.search(r"transfer-syntax=\"?([0-9.*]+)", accept)
-        wanted = m[1] if m else "*"
-        if wanted != "*":
-            stored = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID
-            if wanted != stored:
-                try:
-                    data = dicom.render_export(
-                        data, export_type(f"application/dicom; transfer-syntax={wanted}", "transfer-syntax")
-                    )[0][1]
-                except (dicom.InstanceError, RequestError) as exc:
-                    raise ApiError(
-                        406, f"cannot return transfer syntax {wanted}: {exc}", "FAILED_PRECONDITION"
-                    ) from None
-        if accept.startswith("application/dicom"):
-            return Response(200, data, {"Content-Type": f"application/dicom; transfer-syntax={wanted}"})
-        boundary = uuid.uuid4().hex
-        body = (
-            f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={wanted}\r\n\r\n".encode()
-            + data
-            + f"\r\n--{boundary}--\r\n".encode()
-        )
-        return Response(
-            200, body, {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
-        )
+        accept = (req.headers.get("Accept") or "image/jpeg").lower()
+        if "image/png" in accept:
+            mime = "image/png"
+        elif "image/jpeg" in accept or "*/*" in accept or "image/*" in accept:
+            mime = "image/jpeg"
+        else:
+            raise ApiError(406, f"rendered images are image/jpeg or image/png, not {accept!r}", "FAILED_PRECONDITION")
+        kind = export_type(mime if mime == "image/png" else "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50", "")
+        try:
+            frames = dicom.render_export(self.storage.get_blob(rows[0][3]), kind)
+        except dicom.InstanceError as exc:
+            raise ApiError(400, f"cannot render this instance: {exc.message}", "INVALID_ARGUMENT") from None
+        number = int(req.match.groupdict().get("frame") or 1)
+        if not 1 <= number <= len(frames):
+            raise ApiError(400, f"frame {number} does not exist: the instance has {len(frames)}", "INVALID_ARGUMENT")
+        return Response(200, frames[number - 1][1], {"Content-Type": mime})
 
     def wado_metadata(self, req: Request) -> Response:
         store = self._store(req)

@@ -316,6 +316,12 @@ def import_params() -> dict[str, Param]:
             description="bq://PROJECT.DATASET.TABLE: the store streams the metadata of every instance it receives "
             "there (streamConfigs), for the filtered export's metadata_table. Empty: no stream is added.",
         ),
+        "create_if_missing": Param(
+            True,
+            type="boolean",
+            description="Create the dataset and the DICOM store when they do not exist. Off: fail instead, naming "
+            "what is missing (for an identity that may not create datasets).",
+        ),
         "failure_report_prefix": Param(
             None,
             type=["null", "string"],
@@ -373,6 +379,7 @@ PARAM_RULES: dict[str, Callable[[Any, str], object]] = {
     "day": _optional(check_date),
     "gcs_uri": _optional(parse_import_uri),
     "allow_empty": parse_bool,
+    "create_if_missing": parse_bool,
     "failure_report_prefix": _optional(check_gcs_prefix),
     "quarantine_prefix": _optional(check_gcs_prefix),
 }

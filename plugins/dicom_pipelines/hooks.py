@@ -332,8 +332,16 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         dicom_store_id: str,
         project_id: str = PROVIDE_PROJECT_ID,
         stream_table_uri: str | None = None,
+        create_if_missing: bool = True,
+        dataset_timeout_s: float = 300.0,
     ) -> str:
-        """Create the dataset and the store if they do not exist (409 counts as success); return the store name.
+        """Make sure the store exists and return its name: ``get`` first, create only what is missing and allowed.
+
+        An existing store needs only ``healthcare.dicomStores.get`` (and ``.update`` to add a stream), which
+        ``roles/healthcare.dicomStoreAdmin`` grants. A missing dataset is created only with ``create_if_missing``;
+        its ``datasets.create`` operation is waited for (up to ``dataset_timeout_s``) before the store is created.
+        Google answers 403 for a dataset that does not exist, so a 403 is told apart from a missing permission
+        by trying the creation; every 403 raised here names the permission and the role that grants it.
 
         ``project_id`` defaults to the connection's project. With ``stream_table_uri`` (``bq://PROJECT.DATASET.TABLE``)
         the store streams the metadata of every instance it receives to that table; an existing store gets the
@@ -344,34 +352,109 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         store = f"{dataset}/dicomStores/{dicom_store_id}"
         stream = {"bigqueryDestination": {"tableUri": stream_table_uri}} if stream_table_uri else None
         try:
-            self._execute(self._datasets().create(parent=parent, datasetId=dataset_id, body={}), "datasets.create")
-            self.log.info("Created dataset %s", dataset)
+            existing = self.get_dicom_store(store_name=store)
         except HealthcareApiError as exc:
-            if exc.http_status != 409:
+            if exc.http_status not in (403, 404):
                 raise
+            if not create_if_missing:
+                raise self._missing(exc, store, dataset) from None
+            if exc.http_status == 403:
+                self._create_dataset(parent, dataset_id, dataset, dataset_timeout_s, exc)
+            self._create_store(dataset, dicom_store_id, store, stream)
+            return store
+        if stream:
+            self._add_stream(store, existing, stream)
+        return store
+
+    @staticmethod
+    def _missing(exc: HealthcareApiError, store: str, dataset: str) -> HealthcareApiError:
+        where = f"the DICOM store {store}" if exc.http_status == 404 else f"the dataset {dataset}"
+        return HealthcareApiError(
+            exc.http_status,
+            exc.google_status,
+            f"{where} does not exist{' or this identity may not read it' if exc.http_status == 403 else ''}, and "
+            "create_if_missing is off: create it, or allow its creation (needs healthcare.datasets.create, "
+            "roles/healthcare.datasetAdmin, for a dataset; healthcare.dicomStores.create, "
+            f"roles/healthcare.dicomStoreAdmin, for a store). The API said: {exc.api_message}",
+            "dicomStores.get",
+        )
+
+    def _create_dataset(
+        self, parent: str, dataset_id: str, dataset: str, timeout_s: float, get_error: HealthcareApiError
+    ) -> None:
         try:
-            body = {"streamConfigs": [stream]} if stream else {}
+            op = self._execute(self._datasets().create(parent=parent, datasetId=dataset_id, body={}), "datasets.create")
+        except HealthcareApiError as exc:
+            if exc.http_status == 409:  # the dataset exists: the 403 on the store was a missing permission
+                raise HealthcareApiError(
+                    403,
+                    "PERMISSION_DENIED",
+                    f"the dataset {dataset} exists, but this identity may not read its DICOM stores: it needs "
+                    "healthcare.dicomStores.get (roles/healthcare.dicomStoreAdmin, or dicomStoreViewer to only "
+                    f"read). The API said: {get_error.api_message}",
+                    "dicomStores.get",
+                ) from None
+            if exc.http_status == 403:
+                raise HealthcareApiError(
+                    403,
+                    "PERMISSION_DENIED",
+                    f"the dataset {dataset} does not exist (or may not be read), and this identity may not create "
+                    "it: creating it needs healthcare.datasets.create (roles/healthcare.datasetAdmin). Create the "
+                    "dataset once by hand, or grant that role. The API said: "
+                    f"{exc.api_message}",
+                    "datasets.create",
+                ) from None
+            raise
+        if not op.get("done"):
+            status = self.wait_for_operation(
+                name=op["name"], planner=PollPlanner(0.5, 5.0), deadline=time.time() + timeout_s
+            )
+        else:
+            status = parse_operation(op)
+        if status.error_code:
+            raise HealthcareApiError(
+                500,
+                status.error_name,
+                f"creating the dataset {dataset} failed: {status.error_message}",
+                "datasets.create",
+            )
+        self.log.info("Created dataset %s", dataset)
+
+    def _create_store(self, dataset: str, store_id: str, store: str, stream: dict | None) -> None:
+        body = {"streamConfigs": [stream]} if stream else {}
+        try:
             self._execute(
-                self._datasets().dicomStores().create(parent=dataset, dicomStoreId=dicom_store_id, body=body),
+                self._datasets().dicomStores().create(parent=dataset, dicomStoreId=store_id, body=body),
                 "dicomStores.create",
             )
             self.log.info("Created DICOM store %s", store)
-            return store
         except HealthcareApiError as exc:
-            if exc.http_status != 409:
-                raise
-        if stream:
-            configs = self.get_dicom_store(store_name=store).get("streamConfigs") or []
-            tables = [(c.get("bigqueryDestination") or {}).get("tableUri") for c in configs]
-            if stream_table_uri not in tables:
-                self._execute(
-                    self._datasets()
-                    .dicomStores()
-                    .patch(name=store, updateMask="streamConfigs", body={"streamConfigs": [*configs, stream]}),
-                    "dicomStores.patch",
-                )
-                self.log.info("DICOM store %s now streams its metadata to %s", store, stream_table_uri)
-        return store
+            if exc.http_status == 409:  # created meanwhile by another run: the same outcome
+                if stream:
+                    self._add_stream(store, self.get_dicom_store(store_name=store), stream)
+                return
+            if exc.http_status == 403:
+                raise HealthcareApiError(
+                    403,
+                    "PERMISSION_DENIED",
+                    f"this identity may not create the DICOM store {store}: it needs healthcare.dicomStores.create "
+                    f"(roles/healthcare.dicomStoreAdmin). The API said: {exc.api_message}",
+                    "dicomStores.create",
+                ) from None
+            raise
+
+    def _add_stream(self, store: str, existing: dict, stream: dict) -> None:
+        configs = existing.get("streamConfigs") or []
+        table = stream["bigqueryDestination"]["tableUri"]
+        if table in [(c.get("bigqueryDestination") or {}).get("tableUri") for c in configs]:
+            return
+        self._execute(
+            self._datasets()
+            .dicomStores()
+            .patch(name=store, updateMask="streamConfigs", body={"streamConfigs": [*configs, stream]}),
+            "dicomStores.patch",
+        )
+        self.log.info("DICOM store %s now streams its metadata to %s", store, table)
 
     def get_dicom_store(self, *, store_name: str) -> dict:
         return self._execute(self._datasets().dicomStores().get(name=store_name), "dicomStores.get")

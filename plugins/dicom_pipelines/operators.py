@@ -630,23 +630,30 @@ class HealthcareDicomExportToBigQueryOperator(HealthcareDicomOperationOperator):
 
 
 class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
-    """Create the dataset and the DICOM store if missing (idempotent). Returns the store's resource name.
+    """Make sure the DICOM store exists (``get`` first); create it, and its dataset, only if allowed.
+
+    Returns the store's resource name. Each 403 names the permission missing and the role that grants it
+    (:meth:`~dicom_pipelines.hooks.CloudHealthcareDicomHook.ensure_dicom_store`).
 
     :param stream_table_uri: ``bq://PROJECT.DATASET.TABLE`` to stream the store's metadata to (``streamConfigs``),
         so a filtered export can query it instead of exporting the whole store's metadata on every run.
+    :param create_if_missing: create a missing dataset or store (True), or fail naming what is missing (False,
+        for deployments whose identity holds only ``roles/healthcare.dicomStoreAdmin`` or less).
     """
 
-    template_fields = (*HealthcareDicomStoreBaseOperator.template_fields, "stream_table_uri")
+    template_fields = (*HealthcareDicomStoreBaseOperator.template_fields, "stream_table_uri", "create_if_missing")
 
-    def __init__(self, *, stream_table_uri: str | None = None, **kwargs: Any):
+    def __init__(self, *, stream_table_uri: str | None = None, create_if_missing: bool | str = True, **kwargs: Any):
         super().__init__(**kwargs)
         self.stream_table_uri = stream_table_uri
+        self.create_if_missing = create_if_missing
 
     def execute(self, context: Any) -> str:
         try:
             self.store_name()
             if self.stream_table_uri:
                 parse_bigquery_table_uri(self.stream_table_uri, "stream_table_uri")
+            create = parse_bool(self.create_if_missing, "create_if_missing")
         except ValidationError as exc:
             raise AirflowFailException(str(exc)) from None
         hook = self.get_hook()
@@ -657,6 +664,7 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
                 dataset_id=self.dataset_id,
                 dicom_store_id=self.dicom_store_id,
                 stream_table_uri=self.stream_table_uri or None,
+                create_if_missing=create,
             )
         except HealthcareApiError as exc:
             raise api_failure(exc) from None

@@ -47,7 +47,7 @@ def test_dataset_and_store_lifecycle(version):
     svc = healthcare(version)
     parent = f"projects/{PROJECT}/locations/{LOCATION}"
     ds_id = unique("life")
-    op = svc.projects().locations().datasets().create(parent=parent, datasetId=ds_id, body={}).execute()
+    op = wait(svc.projects().locations().datasets().create(parent=parent, datasetId=ds_id, body={}).execute(), svc)
     assert op["done"] and op["response"]["name"] == f"{parent}/datasets/{ds_id}"
     datasets = svc.projects().locations().datasets()
     assert datasets.get(name=f"{parent}/datasets/{ds_id}").execute()["name"].endswith(ds_id)

@@ -323,6 +323,58 @@ def test_ensure_store_operator():
     )
 
 
+def _calls(name: str) -> int:
+    return admin("/admin/stats")["requests"].get(name, 0)
+
+
+def test_ensure_store_reads_first_and_creates_only_when_allowed():
+    ds = unique("prod")
+    kw = {"task_id": "e", "project_id": PROJECT, "location": LOCATION, "dataset_id": ds, "dicom_store_id": "s"}
+    with pytest.raises(AirflowFailException, match=r"does not exist.*create_if_missing is off.*datasets\.create"):
+        HealthcareEnsureDicomStoreOperator(**kw, create_if_missing="false").execute(make_context())
+    name = HealthcareEnsureDicomStoreOperator(**kw).execute(make_context())
+    creates = (_calls("datasets.create"), _calls("dicomStores.create"))
+    assert HealthcareEnsureDicomStoreOperator(**kw, create_if_missing=False).execute(make_context()) == name
+    assert (_calls("datasets.create"), _calls("dicomStores.create")) == creates, "an existing store is only read"
+    with pytest.raises(AirflowFailException, match=r"DICOM store .*/dicomStores/other does not exist"):
+        HealthcareEnsureDicomStoreOperator(**{**kw, "dicom_store_id": "other"}, create_if_missing=False).execute(
+            make_context()
+        )
+
+
+@pytest.mark.parametrize(
+    "faults,words",
+    [
+        (
+            {"datasets.create": {"rate": 1.0, "code": 403}},
+            r"healthcare\.datasets\.create \(roles/healthcare\.datasetAdmin\)",
+        ),
+        ({"dicomStores.create": {"rate": 1.0, "code": 403}}, r"healthcare\.dicomStores\.create"),
+    ],
+)
+def test_ensure_store_names_the_missing_permission(faults, words):
+    ds = unique("perm")
+    if "dicomStores.create" in faults:
+        HealthcareEnsureDicomStoreOperator(
+            task_id="e", project_id=PROJECT, location=LOCATION, dataset_id=ds, dicom_store_id="first"
+        ).execute(make_context())
+    admin("/admin/faults", faults)
+    op = HealthcareEnsureDicomStoreOperator(
+        task_id="e", project_id=PROJECT, location=LOCATION, dataset_id=ds, dicom_store_id="s"
+    )
+    with pytest.raises(AirflowFailException, match=words):
+        op.execute(make_context())
+
+
+def test_ensure_store_tells_a_missing_read_permission_from_a_missing_dataset():
+    ds = unique("read")
+    kw = {"task_id": "e", "project_id": PROJECT, "location": LOCATION, "dataset_id": ds, "dicom_store_id": "s"}
+    HealthcareEnsureDicomStoreOperator(**kw).execute(make_context())
+    admin("/admin/faults", {"dicomStores.get": {"rate": 1.0, "code": 403}})
+    with pytest.raises(AirflowFailException, match=r"exists, but this identity may not read.*dicomStores\.get"):
+        HealthcareEnsureDicomStoreOperator(**kw).execute(make_context())
+
+
 # --- retry safety --------------------------------------------------------------------------------
 
 KILLABLE = textwrap.dedent("""
