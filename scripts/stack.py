@@ -1,8 +1,8 @@
-"""Local stack runner: GCS emulator, local BigQuery, local Healthcare API and (optionally) Airflow.
+"""Local stack runner: GCS emulator, local BigQuery, local Cloud Logging, local Healthcare API and (optionally) Airflow.
 
 Usage (the Makefile wraps these)::
 
-    python -m scripts.stack stack        # start the three local services, write .stack/env
+    python -m scripts.stack stack        # start the local Google services, write .stack/env
     python -m scripts.stack up           # the same, plus Airflow (api-server, scheduler, dag-processor, triggerer)
     python -m scripts.stack down         # stop Airflow and the stack
     python -m scripts.stack stack-stop   # stop exactly what `stack` started

@@ -60,6 +60,19 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
         seen[day] = (result["success"], result["failure"])
         verify = client.xcom(IMPORT, run["dag_run_id"], "verify")
         assert verify["imported"] == result["success"]
+        # every failed file is named, read through Cloud Logging, and listed in the night's failure report
+        assert len(result["failed_sources"]) == result["failure"]
+        assert all(f["source"].startswith(f"gs://{DEMO_IDS['SOURCE_BUCKET']}/") for f in result["failed_sources"])
+        if result["failure"]:
+            report = result["failure_report_uri"]
+            assert report == (f"gs://{DEMO_IDS['SOURCE_BUCKET']}/import-failures/{IMPORT}/{run['dag_run_id']}.ndjson")
+            bucket, _, name = report.removeprefix("gs://").partition("/")
+            lines = [json.loads(x) for x in gcs.bucket(bucket).blob(name).download_as_text().splitlines()]
+            assert sorted(x["source"] for x in lines) == sorted(f["source"] for f in result["failed_sources"])
+            logs = task_log_text(stack, IMPORT, run["dag_run_id"], "import_dicom")
+            assert all(f"Failed: {x['source']}: code {x['code']}" in logs for x in lines)
+        else:
+            assert result["failure_report_uri"] is None
     assert seen == seeded.expected
     # the asset events name the store each night really imported into (rendered from params, not the environment)
     events = client.ok("GET", "/assets/events", params={"source_dag_id": IMPORT, "limit": 100})["asset_events"]
