@@ -162,6 +162,7 @@ class LoggingApi:
         self.app = App("logging")
         self.app.route("POST", r"/v2/entries:write", "entries.write")(self.write)
         self.app.route("POST", r"/v2/entries:list", "entries.list")(self.list)
+        self.app.route("GET", r"/logs/query;query=(?P<q>[\s\S]*)", "console.query")(self.console_query)
 
     def write(self, req: Request) -> dict:
         body = json_names(req.json())
@@ -201,6 +202,14 @@ class LoggingApi:
         if not body.get("dryRun"):
             self.store.add(rows)
         return {}
+
+    def console_query(self, req: Request) -> dict:
+        """What a Logs Explorer link (``/logs/query;query=…?project=…``) shows, as JSON: the entries it selects."""
+        project = req.param("project") or ""
+        if not project:
+            raise bad_request("project: the link names no project", "project")
+        terms = parse_filter(req.match["q"])
+        return {"query": req.match["q"], "entries": [e for e in self.store.of_projects([project]) if matches(e, terms)]}
 
     def list(self, req: Request) -> dict:
         body = json_names(req.json())

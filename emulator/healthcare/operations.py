@@ -21,6 +21,7 @@ from urllib.parse import quote
 import requests
 
 from emulator.gcs import GcsClient, GcsError
+from emulator.healthcare import deidentify as deid
 from emulator.healthcare import dicom
 from emulator.healthcare.storage import Storage, now_rfc3339
 from emulator.rules import (
@@ -215,7 +216,9 @@ class OperationEngine:
                     raise OpFailed(13, "injected operation failure (local emulator fault injection)")
                 work(run)
                 if run.counter["failure"]:
-                    noun = "importing" if run.method == "ImportDicomData" else "exporting"
+                    noun = {"ImportDicomData": "importing", "DeidentifyDicomStore": "de-identifying"}.get(
+                        run.method, "exporting"
+                    )
                     error = {
                         "code": 3,
                         "message": (
@@ -357,7 +360,9 @@ class OperationEngine:
                 log.warning("stream to %r failed: %s", destination.get("tableUri"), exc)
 
     # --- export ------------------------------------------------------------------------------
-    def _select(self, run: RunningOp, store: str, filter_uri: str | None) -> list[tuple[str, str, str, str]]:
+    def _select(
+        self, run: RunningOp, store: str, filter_uri: str | None, entry_type: str = "ExportDicomLogEntry"
+    ) -> list[tuple[str, str, str, str]]:
         rows = self.storage.query(
             "SELECT study, series, sop, sha256 FROM instances WHERE store=? ORDER BY study, series, sop", (store,)
         )
@@ -378,7 +383,7 @@ class OperationEngine:
                 run.counter["failure"] += 1
                 self._log(
                     run,
-                    "ExportDicomLogEntry",
+                    entry_type,
                     "resourceName",
                     f"{store}/dicomWeb{p}",
                     5,
@@ -424,6 +429,58 @@ class OperationEngine:
 
         self._process(run, items, worker, collect)
 
+    def run_deidentify(
+        self, run: RunningOp, store: str, destination: str, cfg: deid.DicomDeidConfig, filter_uri: str | None
+    ) -> None:
+        """De-identify the selected instances into ``destination``; one UID map for the whole operation."""
+        items = self._select(run, store, filter_uri, "DeidentifyLogEntry")
+        uids = deid.UidMap()
+        lock = threading.Lock()
+
+        def worker(item: tuple) -> Any:
+            try:
+                source = self.storage.get_blob(item[3])
+                with lock:  # the UID map is shared: a study's instances must get the same new UIDs
+                    data = deid.deidentify(source, cfg, uids)
+                inst = dicom.parse_instance(data, with_metadata=False)
+                return len(data), self.storage.put_blob(data), inst
+            except dicom.InstanceError as exc:
+                return exc
+            except Exception as exc:
+                return dicom.InstanceError(13, f"cannot de-identify instance: {type(exc).__name__}: {exc}")
+
+        added: list[str] = []
+
+        def collect(item: tuple, result: Any) -> None:
+            if isinstance(result, dicom.InstanceError):
+                run.counter["failure"] += 1
+                self._log(
+                    run,
+                    "DeidentifyLogEntry",
+                    "resourceName",
+                    f"{store}/dicomWeb/studies/{item[0]}/series/{item[1]}/instances/{item[2]}",
+                    result.code,
+                    result.message,
+                )
+                return
+            size, sha, inst = result
+            with self.storage.lock:
+                exists = self.storage.query(
+                    "SELECT 1 FROM instances WHERE store=? AND study=? AND series=? AND sop=?",
+                    (destination, inst.study, inst.series, inst.sop),
+                )
+                if not exists:
+                    self.storage.execute(
+                        "INSERT INTO instances(store, study, series, sop, sha256, size, metadata, created) "
+                        "VALUES (?,?,?,?,?,?,?,?)",
+                        (destination, inst.study, inst.series, inst.sop, sha, size, "", time.time()),
+                    )
+                    added.append(sha)
+            run.counter["success"] += 1
+
+        self._process(run, items, worker, collect)
+        self.stream(destination, added)
+
     def run_export_bigquery(self, run: RunningOp, store: str, dest: dict, filter_uri: str | None) -> None:
         table = table_uri(dest.get("tableUri"), "bigqueryDestination.tableUri")
         disposition = dest.get("writeDisposition") or "WRITE_DISPOSITION_UNSPECIFIED"
@@ -448,7 +505,7 @@ class OperationEngine:
         run.counter["success"] += len(rows)
 
 
-LOG_IDS = {"ImportDicomData": "import_dicom", "ExportDicomData": "export_dicom"}
+LOG_IDS = {"ImportDicomData": "import_dicom", "ExportDicomData": "export_dicom", "DeidentifyDicomStore": "deidentify"}
 
 
 def operation_filter(operation_name: str) -> str:

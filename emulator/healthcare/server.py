@@ -18,6 +18,8 @@ from typing import Any
 import pydicom
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
+from emulator.gcs import GcsError
+from emulator.healthcare import deidentify as deid
 from emulator.healthcare import dicom
 from emulator.healthcare.operations import OperationEngine, RunningOp, Settings
 from emulator.healthcare.storage import Storage
@@ -120,6 +122,7 @@ class HealthcareApi:
         r("GET", _ST + r":getDICOMStoreMetrics", "dicomStores.getDICOMStoreMetrics")(self.metrics)
         r("POST", _ST + r":import", "dicomStores.import")(self.import_)
         r("POST", _ST + r":export", "dicomStores.export")(self.export)
+        r("POST", _ST + r":deidentify", "dicomStores.deidentify")(self.deidentify)
         r("GET", _DS + r"/operations", "operations.list")(self.list_operations)
         r("GET", _DS + r"/operations/(?P<o>[^/:]+)", "operations.get")(self.get_operation)
         r("POST", _DS + r"/operations/(?P<o>[^/:]+):cancel", "operations.cancel")(self.cancel_operation)
@@ -310,6 +313,61 @@ class HealthcareApi:
             raise validation_error(exc) from None
         run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], "ImportDicomData", body, store)
         self.engine.start(run, lambda r: self.engine.run_import(r, store, str(uri)))
+        return self._op_response(run)
+
+    def deidentify(self, req: Request) -> dict:
+        """``dicomStores.deidentify`` into an existing store of the same location (the v1 reference)."""
+        store = self._store(req)
+        body = req.json()
+        check_fields(body, {"destinationStore", "config", "filterConfig", "gcsConfigUri"})
+        dest = body.get("destinationStore") or ""
+        m = re.fullmatch(r"projects/([^/]+)/locations/([^/]+)/datasets/([^/]+)/dicomStores/([^/]+)", dest)
+        if not m:
+            raise bad_request(
+                f"destinationStore {dest!r} must be projects/P/locations/L/datasets/D/dicomStores/S",
+                "destinationStore",
+            )
+        if (m[1], m[2]) != (req.match["p"], req.match["l"]):
+            raise bad_request("the source and destination must reside in the same project and location")
+        if dest == store:
+            raise bad_request("destinationStore must differ from the source store", "destinationStore")
+        if self.storage.get_json("datasets", dest.split("/dicomStores/")[0]) is None:
+            raise ApiError(403, f"Permission healthcare.datasets.get denied on {dest} (or it may not exist).")
+        if self.storage.get_json("stores", dest) is None:
+            raise ApiError(404, f"destination DICOM store {dest} not found: it must exist", "NOT_FOUND")
+        if ("config" in body) == ("gcsConfigUri" in body):
+            raise bad_request("exactly one of config and gcsConfigUri must be set", "config")
+        config = body.get("config")
+        if "gcsConfigUri" in body:
+            try:
+                uri = storage_uri(body["gcsConfigUri"], "gcsConfigUri")
+                config = json.loads(self.engine.gcs.download(uri.bucket, uri.name))
+            except RequestError as exc:
+                raise validation_error(exc) from None
+            except (GcsError, ValueError) as exc:
+                raise bad_request(f"cannot read the config at {body['gcsConfigUri']}: {exc}", "gcsConfigUri") from None
+        try:
+            cfg = deid.parse_config(config)
+        except deid.ConfigError as exc:
+            if exc.unsupported:
+                raise ApiError(
+                    501, f"{exc} is not supported by the local stack: it has no text inspection", "UNIMPLEMENTED"
+                ) from None
+            raise bad_request(str(exc), exc.field) from None
+        filter_uri = None
+        if "filterConfig" in body:
+            check_fields(body["filterConfig"], {"resourcePathsGcsUri"}, "filterConfig")
+            filter_uri = body["filterConfig"].get("resourcePathsGcsUri")
+            try:
+                storage_uri(filter_uri, "filterConfig.resourcePathsGcsUri")
+            except RequestError as exc:
+                raise validation_error(exc) from None
+        dataset = store.split("/dicomStores/")[0]
+        run = self.engine.new_operation(dataset, req.match["v"], "DeidentifyDicomStore", body, store)
+        run.response = {
+            "@type": f"type.googleapis.com/google.cloud.healthcare.{req.match['v']}.dicom.DeidentifyDicomStoreSummary"
+        }
+        self.engine.start(run, lambda r: self.engine.run_deidentify(r, store, dest, cfg, filter_uri))
         return self._op_response(run)
 
     def export(self, req: Request) -> dict:

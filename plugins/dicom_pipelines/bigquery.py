@@ -128,3 +128,15 @@ def drop_work_tables(gcp_conn_id: str, tables: Sequence[str]) -> list[str]:
     for table in tables:
         hook.delete_table(table_id=table, not_found_ok=True)
     return list(tables)
+
+
+def table_age_hours(gcp_conn_id: str, table: str) -> float | None:
+    """Hours since ``project.dataset.table`` was last modified; None when it does not exist."""
+    project, dataset, table_id = table.split(".")
+    try:
+        found = BigQueryHook(gcp_conn_id=gcp_conn_id).get_client(project_id=project).get_table(table)
+    except NotFound:
+        return None
+    if found.modified is None:
+        return None
+    return (dt.datetime.now(dt.UTC) - found.modified).total_seconds() / 3600

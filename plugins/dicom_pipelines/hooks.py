@@ -222,6 +222,10 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         return resolve_endpoint(self.extras)
 
     @property
+    def logging_endpoint(self) -> str | None:
+        return resolve_logging_endpoint(self.extras)
+
+    @property
     def api_root(self) -> str:
         return self.endpoint or DEFAULT_ENDPOINT
 
@@ -508,6 +512,20 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
             dest["includeSourceStore"] = True
         return self._export(store_name, {"bigqueryDestination": dest}, filter_uri)
 
+    def deidentify_dicom_store(
+        self, *, store_name: str, destination_store: str, config: dict[str, Any], filter_uri: str | None = None
+    ) -> dict:
+        """Start ``dicomStores.deidentify`` from ``store_name`` into ``destination_store`` (which must exist)."""
+        body: dict[str, Any] = {"destinationStore": destination_store, "config": config}
+        if filter_uri:
+            body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
+        return self._start_operation(
+            self._datasets().dicomStores().deidentify(sourceStore=store_name, body=body),
+            "dicomStores.deidentify",
+            store_name,
+            "DeidentifyDicomStore",
+        )
+
     def _export(self, store_name: str, body: dict[str, Any], filter_uri: str | None) -> dict:
         if filter_uri:
             body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
@@ -643,7 +661,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         """The official Cloud Logging client, over HTTP, with this connection's credentials and endpoint."""
         from google.cloud.logging_v2 import Client
 
-        endpoint = resolve_logging_endpoint(self.extras)
+        endpoint = self.logging_endpoint
         return Client(
             project=project,
             credentials=self.get_credentials(),

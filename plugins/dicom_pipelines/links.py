@@ -2,7 +2,8 @@
 
 On Google they open the Cloud Console (the operation's log is its ``metadata.logsUrl``, a Logs Explorer link).
 Against another endpoint, such as the local stack, the Console knows nothing of the store, so the links open
-the endpoint's own views: the store's and the operation's JSON, and the log route the operation names.
+the endpoint's own views: the store's and the operation's JSON, and the operation's log query on the local
+Cloud Logging.
 
 They build on the Google provider's ``BaseGoogleLink``. The operator persists the finished URL, which
 ``BaseGoogleLink.get_link`` returns as it is (the provider stores a formatted URL the same way after a deferral).
@@ -14,7 +15,8 @@ from typing import Any
 
 from airflow.providers.google.cloud.links.base import BaseGoogleLink
 
-CONSOLE = "https://console.cloud.google.com/healthcare/browser"
+CONSOLE_ROOT = "https://console.cloud.google.com/"
+CONSOLE = CONSOLE_ROOT + "healthcare/browser"
 GOOGLE_ENDPOINT = "https://healthcare.googleapis.com/"
 
 
@@ -60,8 +62,18 @@ class HealthcareOperationLink(_UrlLink):
 
 
 class HealthcareOperationLogLink(_UrlLink):
-    """The operation's per-instance errors: ``metadata.logsUrl`` as the API gives it, on Google and locally."""
+    """The operation's per-instance errors: ``metadata.logsUrl``, a Logs Explorer query.
+
+    On Google it opens as it is. With another Cloud Logging endpoint (the local stack's), the same query opens
+    on that endpoint's view of it, since the Console knows nothing of local entries.
+    """
 
     name = "Operation log"
     key = "healthcare_operation_log_link"
     format_str = "{logs_url}"
+
+    @staticmethod
+    def view(logs_url: str, logging_endpoint: str | None) -> str:
+        if logging_endpoint and logs_url.startswith(CONSOLE_ROOT):
+            return logging_endpoint.rstrip("/") + "/" + logs_url[len(CONSOLE_ROOT) :]
+        return logs_url

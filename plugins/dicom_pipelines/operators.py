@@ -56,6 +56,7 @@ from dicom_pipelines.polling import PollPlanner
 from dicom_pipelines.triggers import HealthcareOperationTrigger
 from dicom_pipelines.validation import (
     ValidationError,
+    deidentify_config,
     parse_bigquery_table_uri,
     parse_bool,
     parse_gcs_uri,
@@ -312,7 +313,9 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             name = self._operation_name = status.name
             self.persist_store_link(context, hook, store)
             HealthcareOperationLink.persist_url(context, HealthcareOperationLink.url(hook.endpoint, name))
-            HealthcareOperationLogLink.persist_url(context, status.logs_url)
+            HealthcareOperationLogLink.persist_url(
+                context, HealthcareOperationLogLink.view(status.logs_url, hook.logging_endpoint)
+            )
             if not status.done:
                 status = parse_operation(hook.get_operation(name=name))
         except HealthcareApiError as exc:
@@ -627,6 +630,115 @@ class HealthcareDicomExportToBigQueryOperator(HealthcareDicomOperationOperator):
             filter_uri=self.filter_uri or None,
             include_source_store=self.include_source_store,
         )
+
+
+class HealthcareDicomDeidentifyOperator(HealthcareDicomOperationOperator):
+    """De-identify a DICOM store, or the cohort a filter file names, into another store (``dicomStores.deidentify``).
+
+    The destination must exist (create it with :class:`HealthcareEnsureDicomStoreOperator`) and be empty when
+    the operation is submitted: each de-identification draws new UIDs, so a second one into the same store would
+    add a second copy of every instance. A retry therefore re-attaches to its operation or evaluates it, and
+    after a transient end it submits again only into a store that is still empty.
+
+    :param destination_dicom_store_id: the store that receives the de-identified copies.
+    :param destination_dataset_id: its dataset (default: the source's; the same project and location).
+    :param filter_profile: ``ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE`` (default; DICOM PS3.15 Annex E),
+        ``MINIMAL_KEEP_LIST_PROFILE``, ``KEEP_ALL_PROFILE`` or ``DEIDENTIFY_TAG_CONTENTS``.
+    :param keep_tags: keep only these tags (keywords or 8-hex tags) instead of a profile.
+    :param remove_tags: remove these tags instead of a profile.
+    :param skip_id_redaction: keep the Study, Series and SOP Instance UIDs (default: replaced).
+    :param text_redaction_mode: burnt-in text: ``REDACT_NO_TEXT`` (default), ``REDACT_SENSITIVE_TEXT``,
+        ``REDACT_ALL_TEXT``.
+    :param filter_uri: ``gs://`` filter file: only the studies, series or instances it lists.
+    """
+
+    template_fields = (
+        *HealthcareDicomOperationOperator.template_fields,
+        "destination_dataset_id",
+        "destination_dicom_store_id",
+        "filter_profile",
+        "keep_tags",
+        "remove_tags",
+        "skip_id_redaction",
+        "text_redaction_mode",
+        "filter_uri",
+    )
+    api_method = "DeidentifyDicomStore"
+
+    def __init__(
+        self,
+        *,
+        destination_dicom_store_id: str,
+        destination_dataset_id: str | None = None,
+        filter_profile: str = "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE",
+        keep_tags: Sequence[str] | str | None = None,
+        remove_tags: Sequence[str] | str | None = None,
+        skip_id_redaction: bool | str = False,
+        text_redaction_mode: str = "REDACT_NO_TEXT",
+        filter_uri: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.destination_dataset_id = destination_dataset_id
+        self.destination_dicom_store_id = destination_dicom_store_id
+        self.filter_profile = filter_profile
+        self.keep_tags = keep_tags
+        self.remove_tags = remove_tags
+        self.skip_id_redaction = skip_id_redaction
+        self.text_redaction_mode = text_redaction_mode
+        self.filter_uri = filter_uri
+
+    def destination_store(self) -> str:
+        return resource_name(
+            self.project_id,
+            self.location,
+            self.destination_dataset_id or self.dataset_id,
+            self.destination_dicom_store_id,
+        )
+
+    def config(self) -> dict:
+        return deidentify_config(
+            self.filter_profile, self.keep_tags, self.remove_tags, self.skip_id_redaction, self.text_redaction_mode
+        )
+
+    def validate(self) -> None:
+        if self.destination_store() == self.store_name():
+            raise ValidationError(
+                "destination_dicom_store_id", self.destination_dicom_store_id, "must differ from the source store"
+            )
+        self.config()
+        if self.filter_uri:
+            parse_gcs_uri(self.filter_uri, "filter_uri")
+
+    def _submit(self, context: Any, hook: CloudHealthcareDicomHook, store: str) -> OperationStatus:
+        destination = self.destination_store()
+        try:
+            held = hook.get_store_metrics(store_name=destination)["instanceCount"]
+        except HealthcareApiError as exc:
+            if exc.http_status in (403, 404):
+                raise AirflowFailException(
+                    f"destination_dicom_store_id={self.destination_dicom_store_id!r}: the store {destination} must "
+                    f"exist before de-identifying into it (the API does not create it): {exc.api_message}"
+                ) from None
+            raise
+        if held:
+            raise AirflowFailException(
+                f"The destination store {destination} already holds {held} instances. De-identification draws new "
+                "UIDs, so sending the cohort again would add a second copy of each instance: empty it or name "
+                "another destination."
+            )
+        return super()._submit(context, hook, store)
+
+    def submit(self, hook: CloudHealthcareDicomHook, store_name: str) -> dict:
+        return hook.deidentify_dicom_store(
+            store_name=store_name,
+            destination_store=self.destination_store(),
+            config=self.config(),
+            filter_uri=self.filter_uri or None,
+        )
+
+    def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
+        return {**super()._finish(context, hook, status), "destination_store": self.destination_store()}
 
 
 class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):

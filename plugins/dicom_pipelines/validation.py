@@ -587,3 +587,55 @@ def check_choice(value: object, field: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValidationError(field, value, "must be one of " + ", ".join(repr(c) for c in choices))
     return value
+
+
+# --- de-identification (DeidentifyConfig, v1 discovery document) -------------------------------
+
+DEID_PROFILES = (
+    "MINIMAL_KEEP_LIST_PROFILE",
+    "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE",
+    "KEEP_ALL_PROFILE",
+    "DEIDENTIFY_TAG_CONTENTS",
+)
+TEXT_REDACTION_MODES = ("REDACT_NO_TEXT", "REDACT_SENSITIVE_TEXT", "REDACT_ALL_TEXT")
+_HEX_TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+
+
+def check_tags(value: object, field: str) -> list[str]:
+    """DICOM tags as the API takes them: keywords (``PatientID``) or 8 hexadecimal digits (``00100020``)."""
+    from pydicom.datadict import tag_for_keyword
+
+    tags = _list(value, field, "DICOM tag", MAX_LISTED)
+    for tag in tags:
+        if not isinstance(tag, str) or not (_HEX_TAG_RE.match(tag) or tag_for_keyword(tag) is not None):
+            raise ValidationError(
+                field, tag, "must be a DICOM keyword (e.g. PatientID) or a tag of 8 hexadecimal digits (00100020)"
+            )
+    return [str(t) for t in tags]
+
+
+def deidentify_config(
+    profile: object,
+    keep_tags: object = None,
+    remove_tags: object = None,
+    skip_id_redaction: object = False,
+    text_redaction_mode: object = "REDACT_NO_TEXT",
+) -> dict:
+    """The ``DeidentifyConfig`` of a de-identification, its rules checked in words.
+
+    ``filterProfile``, ``keepList`` and ``removeList`` are alternatives: a keep or remove list replaces the
+    profile, and at most one of the two lists may be given.
+    """
+    keep = check_tags(keep_tags, "keep_tags") if keep_tags else []
+    remove = check_tags(remove_tags, "remove_tags") if remove_tags else []
+    if keep and remove:
+        raise ValidationError("remove_tags", remove, "cannot be combined with keep_tags: give one list or the other")
+    dicom: dict = {"skipIdRedaction": parse_bool(skip_id_redaction, "skip_id_redaction")}
+    if keep:
+        dicom["keepList"] = {"tags": keep}
+    elif remove:
+        dicom["removeList"] = {"tags": remove}
+    else:
+        dicom["filterProfile"] = check_choice(profile, "filter_profile", DEID_PROFILES)
+    mode = check_choice(text_redaction_mode or "REDACT_NO_TEXT", "text_redaction_mode", TEXT_REDACTION_MODES)
+    return {"dicom": dicom, "image": {"textRedactionMode": mode}}

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
 
 from dicom_pipelines.hooks import CloudHealthcareDicomHook
@@ -120,9 +121,11 @@ def test_defers_after_submit_and_check_once():
     assert ctx["ti"].xcom["healthcare_operation_link"] == f"{api}/v1/{trigger.operation_name}"
     assert ctx["ti"].xcom["healthcare_dicom_store_link"] == f"{api}/v1/{store}"
     op_id = trigger.operation_name.rsplit("/", 1)[1]
-    # the log link is what the operation says, a Logs Explorer query for its id, as on Google
+    # the log link is the operation's Logs Explorer query (its logsUrl), opened on the local Cloud Logging
     log_link = ctx["ti"].xcom["healthcare_operation_log_link"]
-    assert log_link.startswith("https://console.cloud.google.com/logs/query") and op_id in log_link
+    assert log_link.startswith(os.environ["LOGGING_API_ENDPOINT"] + "/logs/query;query=") and op_id in log_link
+    view = requests.get(log_link, timeout=30)
+    assert view.status_code == 200 and view.json()["entries"] == []
 
 
 def _finished_import(extra: dict | None = None, n: int = 3) -> tuple[str, str]:

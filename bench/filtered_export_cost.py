@@ -1,0 +1,177 @@
+"""What a filtered export costs: the per-run metadata export against the table the store streams to.
+
+    python bench/filtered_export_cost.py [--studies 1000] [--per-study 10] [--days 100]
+
+Builds a store of studies x per-study instances (10,000 by default) on the local stack, over ``days``
+study dates, with a ``streamConfigs`` table filled as the instances are imported. Then it exports the
+instances of one study date (1 % by default) twice, the way ``dicom_filtered_export`` does, with the same
+hook, SQL file and clients:
+
+- per run: export the whole store's metadata to BigQuery, run the filter query on it, extract, export;
+- streamed: run the filter query on the streamed table, extract, export.
+
+For each it prints the wall time of each stage and the BigQuery bytes: those the filter query processed, and
+those the per-run metadata export wrote (a full copy of the store's metadata, PatientName and PatientID
+included). The figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from _stack import REPO, local_stack
+from google.api_core.exceptions import NotFound
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery, storage
+from jinja2 import Template
+
+from dicom_pipelines.hooks import CloudHealthcareDicomHook, parse_operation
+from dicom_pipelines.polling import PollPlanner
+from scripts.dicom_samples import make_study
+
+PROJECT, DATASET, BUCKET = "bench", "meta", "bench"
+SQL = Path(REPO / "include" / "sql" / "filter_paths.sql").read_text()
+
+
+def wait(hook: CloudHealthcareDicomHook, op: dict) -> dict:
+    status = hook.wait_for_operation(name=op["name"], planner=PollPlanner(0.2, 2.0))
+    assert status.error_code in (0, 3) and status.done, status
+    return {"success": status.success, "failure": status.failure}
+
+
+def filter_query(bq: bigquery.Client, table: str, day: str, out_table: str) -> int:
+    """The DAG's filter query (include/sql/filter_paths.sql) on ``table``; returns the bytes it processed."""
+    params = {"granularity": "series", "metadata_table": f"bq://{table}"}
+    sql = Template(SQL).render(params=params, run_id="bench", run_metadata_table=lambda run_id: "")
+    values = {"modalities": "", "study_date_from": day, "study_date_to": day, "patient_ids": "", "study_uids": ""}
+    job = bq.query(
+        sql,
+        job_config=bigquery.QueryJobConfig(
+            query_parameters=[bigquery.ScalarQueryParameter(k, "STRING", v) for k, v in values.items()],
+            destination=f"{PROJECT}.{DATASET}.{out_table}",
+            write_disposition="WRITE_TRUNCATE",
+        ),
+    )
+    job.result()
+    return int(job.total_bytes_processed or 0)
+
+
+def extract_and_export(
+    bq: bigquery.Client, hook: CloudHealthcareDicomHook, store: str, out_table: str, name: str
+) -> tuple[dict, float, float]:
+    t0 = time.perf_counter()
+    bq.extract_table(
+        f"{PROJECT}.{DATASET}.{out_table}",
+        f"gs://{BUCKET}/filters/{name}.txt",
+        job_config=bigquery.ExtractJobConfig(destination_format="CSV", print_header=False),
+    ).result()
+    extract_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    op = hook.export_dicom_to_gcs(
+        store_name=store, uri_prefix=f"gs://{BUCKET}/out/{name}", filter_uri=f"gs://{BUCKET}/filters/{name}.txt"
+    )
+    counts = wait(hook, op)
+    return counts, extract_s, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--studies", type=int, default=1000)
+    ap.add_argument("--per-study", type=int, default=10)
+    ap.add_argument("--days", type=int, default=100)
+    args = ap.parse_args()
+    total = args.studies * args.per_study
+    days = [f"2026{(i // 28) % 12 + 1:02d}{i % 28 + 1:02d}" for i in range(args.days)]
+    with local_stack():
+        os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = (
+            '{"conn_type": "google_cloud_platform", "extra": {"project": "bench", "is_anonymous": true, '
+            f'"healthcare_endpoint": "{os.environ["HEALTHCARE_API_ENDPOINT"]}", '
+            f'"logging_endpoint": "{os.environ["LOGGING_API_ENDPOINT"]}"}}}}'
+        )
+        gcs = storage.Client(project=PROJECT, credentials=AnonymousCredentials())
+        bucket = gcs.create_bucket(BUCKET)
+        bq = bigquery.Client(project=PROJECT, credentials=AnonymousCredentials())
+        bq.create_dataset(DATASET)
+        hook = CloudHealthcareDicomHook()
+        stream_table = f"{PROJECT}.{DATASET}.stream"
+        store = hook.ensure_dicom_store(
+            project_id=PROJECT, location="l", dataset_id="d", dicom_store_id="s", stream_table_uri=f"bq://{stream_table}"
+        )
+
+        t0 = time.perf_counter()
+
+        def put(i: int) -> int:
+            study = make_study(
+                ("CT", "MR", "US", "CR")[i % 4], days[i % args.days], 1, args.per_study, patient_id=f"P-{i:05d}"
+            )
+            for inst in study:
+                bucket.blob(f"in/{inst.study}/{inst.sop}.dcm").upload_from_string(inst.data)
+            return sum(len(inst.data) for inst in study)
+
+        with ThreadPoolExecutor(8) as pool:
+            size = sum(pool.map(put, range(args.studies)))
+        seed_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        imported = wait(hook, hook.import_dicom(store_name=store, gcs_uri=f"gs://{BUCKET}/in/**"))
+        import_s = time.perf_counter() - t0
+        assert imported["success"] == total, imported
+        deadline = time.time() + 120
+        while time.time() < deadline and bq.get_table(stream_table).num_rows < total:
+            time.sleep(0.5)
+        print(
+            f"store: {total} instances in {args.studies} studies over {args.days} days, {size / 1e6:.1f} MB; "
+            f"seeded in {seed_s:.1f}s, imported (and streamed) in {import_s:.1f}s"
+        )
+        day = days[0]
+
+        # per run: the whole store's metadata is exported first
+        t_all = time.perf_counter()
+        t0 = time.perf_counter()
+        per_run_table = f"{PROJECT}.{DATASET}.meta_run"
+        try:
+            bq.delete_table(per_run_table)
+        except NotFound:
+            pass
+        op = hook.export_dicom_to_bigquery(
+            store_name=store, table_uri=f"bq://{per_run_table}", write_disposition="WRITE_TRUNCATE"
+        )
+        wait(hook, op)
+        export_meta_s = time.perf_counter() - t0
+        written = int(bq.get_table(per_run_table).num_bytes or 0)
+        t0 = time.perf_counter()
+        per_run_query = filter_query(bq, per_run_table, day, "filter_per_run")
+        query_s = time.perf_counter() - t0
+        counts, extract_s, export_s = extract_and_export(bq, hook, store, "filter_per_run", "per_run")
+        per_run_s = time.perf_counter() - t_all
+        print(
+            f"per-run metadata export: {per_run_s:6.1f}s wall (metadata export {export_meta_s:.1f}s, query "
+            f"{query_s:.1f}s, extract {extract_s:.1f}s, DICOM export {export_s:.1f}s); exported {counts['success']} "
+            f"instances ({counts['success'] / total:.1%}); BigQuery bytes: {written:,} written + {per_run_query:,} "
+            f"processed = {written + per_run_query:,}"
+        )
+
+        # streamed: the table is current already
+        t_all = time.perf_counter()
+        t0 = time.perf_counter()
+        streamed_query = filter_query(bq, stream_table, day, "filter_streamed")
+        query_s = time.perf_counter() - t0
+        counts_b, extract_s, export_s = extract_and_export(bq, hook, store, "filter_streamed", "streamed")
+        streamed_s = time.perf_counter() - t_all
+        print(
+            f"streamed metadata table: {streamed_s:6.1f}s wall (query {query_s:.1f}s, extract {extract_s:.1f}s, "
+            f"DICOM export {export_s:.1f}s); exported {counts_b['success']} instances; BigQuery bytes: "
+            f"{streamed_query:,} processed"
+        )
+        assert counts_b == counts, (counts, counts_b)
+        print(
+            f"streamed vs per run: {(written + per_run_query) / max(streamed_query, 1):.1f}x fewer BigQuery bytes, "
+            f"{per_run_s / streamed_s:.1f}x faster"
+        )
+
+
+if __name__ == "__main__":
+    main()
