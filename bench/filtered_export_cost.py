@@ -29,7 +29,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 from jinja2 import Template
 
-from dicom_pipelines.hooks import CloudHealthcareDicomHook, parse_operation
+from dicom_pipelines.hooks import CloudHealthcareDicomHook
 from dicom_pipelines.polling import PollPlanner
 from scripts.dicom_samples import make_study
 
@@ -46,7 +46,7 @@ def wait(hook: CloudHealthcareDicomHook, op: dict) -> dict:
 def filter_query(bq: bigquery.Client, table: str, day: str, out_table: str) -> int:
     """The DAG's filter query (include/sql/filter_paths.sql) on ``table``; returns the bytes it processed."""
     params = {"granularity": "series", "metadata_table": f"bq://{table}"}
-    sql = Template(SQL).render(params=params, run_id="bench", run_metadata_table=lambda run_id: "")
+    sql = Template(SQL).render(params=params, run_id="bench", store_metadata_table=lambda params: "")
     values = {"modalities": "", "study_date_from": day, "study_date_to": day, "patient_ids": "", "study_uids": ""}
     job = bq.query(
         sql,
@@ -99,7 +99,11 @@ def main() -> None:
         hook = CloudHealthcareDicomHook()
         stream_table = f"{PROJECT}.{DATASET}.stream"
         store = hook.ensure_dicom_store(
-            project_id=PROJECT, location="l", dataset_id="d", dicom_store_id="s", stream_table_uri=f"bq://{stream_table}"
+            project_id=PROJECT,
+            location="l",
+            dataset_id="d",
+            dicom_store_id="s",
+            stream_table_uri=f"bq://{stream_table}",
         )
 
         t0 = time.perf_counter()

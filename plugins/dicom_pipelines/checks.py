@@ -73,10 +73,12 @@ CLOCK_SKEW = dt.timedelta(seconds=5)
 
 
 def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, export_result: dict) -> dict[str, Any]:
-    """Compare the objects this export wrote under its prefix with the operation's success counter.
+    """Compare the objects this export wrote under its prefix with the operation's success counter and paths.
 
     Only objects written since the operation was created count, so a prefix that already holds an earlier
     export's objects is checked for this export alone (an export overwrites, which stamps the object anew).
+    Each must sit at ``<prefix><study>/<series>/<instance>``; with a filter file (``filter_uri`` in the
+    result), each must also belong to a study, series or instance that the file lists.
     """
     from airflow.providers.google.cloud.hooks.gcs import GCSHook
 
@@ -92,6 +94,13 @@ def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, exp
         if len(parts) >= 3:
             instances.add("/".join(parts[:3]).removesuffix(mime.extension) if mime.extension else "/".join(parts[:3]))
     expected = int(export_result.get("success", 0))
+    if export_result.get("filter_uri"):
+        outside = _outside_filter(gcp_conn_id, export_result["filter_uri"], instances)
+        if outside:
+            raise AirflowException(
+                f"export verification failed: {len(outside)} instances written under {uri_prefix} since the "
+                f"operation started are not in the filter file {export_result['filter_uri']}, e.g. {outside[0]}"
+            )
     summary = {
         "objects": len(names),
         "instances": len(instances),
@@ -104,6 +113,17 @@ def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, exp
             f"operation started, but the operation reported {expected} exported"
         )
     return summary
+
+
+def _outside_filter(gcp_conn_id: str, filter_uri: str, instances: set[str]) -> list[str]:
+    """The ``study/series/instance`` paths that no line of the filter file selects, sorted."""
+    from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+    from dicom_pipelines.validation import parse_filter_file
+
+    uri = parse_gcs_uri(filter_uri, "filter_uri")
+    paths = parse_filter_file(GCSHook(gcp_conn_id=gcp_conn_id).download(uri.bucket, uri.name).decode("utf-8"))
+    return sorted(i for i in instances if not any(p.matches(*i.split("/")) for p in paths))
 
 
 def _since(create_time: str | None) -> dt.datetime | None:

@@ -31,6 +31,7 @@ from dicom_pipelines.validation import (
     check_date_range,
     check_folder,
     check_gcs_prefix,
+    check_hours,
     check_id,
     check_modalities,
     check_patient_ids,
@@ -266,6 +267,15 @@ def filter_params() -> dict[str, Param]:
             description="The BigQuery work tables (they hold PatientName and PatientID) expire after this many "
             "hours if the run does not drop them; a successful run drops them at its end.",
         ),
+        "metadata_max_age_hours": Param(
+            0,
+            type="number",
+            minimum=0,
+            maximum=720,
+            description="Without metadata_table: reuse the store's metadata table while its last refresh is younger "
+            "than this many hours (it is kept, with an expiry of at least as long). 0: refresh it on every run "
+            "and drop it at the end.",
+        ),
     }
 
 
@@ -373,6 +383,7 @@ PARAM_RULES: dict[str, Callable[[Any, str], object]] = {
     "metadata_stream_table": _optional(parse_bigquery_table_uri),
     "maximum_bytes_billed": check_positive,
     "work_table_expiration_hours": check_positive,
+    "metadata_max_age_hours": check_hours,
     "source_bucket": check_bucket,
     "source_prefix": check_folder,
     "source_pattern": check_source_pattern,

@@ -570,6 +570,7 @@ class HealthcareDicomExportOperator(HealthcareDicomOperationOperator):
             "uri_prefix": self.uri_prefix,
             "mime_type": self.mime_type,
             "create_time": status.create_time,
+            "filter_uri": self.filter_uri or None,
         }
 
     def submit(self, hook: CloudHealthcareDicomHook, store_name: str) -> dict:

@@ -574,6 +574,12 @@ def check_positive(value: object, field: str) -> int:
     return value
 
 
+def check_hours(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 720:
+        raise ValidationError(field, value, "must be a number of hours from 0 to 720")
+    return float(value)
+
+
 def check_ratio(value: object, field: str) -> float | None:
     """A fraction between 0 and 1; empty means not set."""
     if value is None:

@@ -25,7 +25,7 @@ with DAG(
         "bucket": "b",
         **{k: "" for k in CRITERIA},
     },
-    user_defined_macros={"run_metadata_table": lambda run_id: "meta_table"},
+    user_defined_macros={"store_metadata_table": lambda params: "meta_table"},
 ) as chain:
     query = BigQueryInsertJobOperator(
         task_id="query",

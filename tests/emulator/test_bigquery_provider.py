@@ -101,3 +101,24 @@ def test_concat_query_and_headerless_extract():
 def test_query_on_missing_table_fails_the_task():
     run = fixture_dag("bq_provider_missing").test(run_conf={"project_id": PROJECT})
     assert _states(run) == {"query": "failed"}
+
+
+def test_the_provider_deferrable_trigger_polls_the_local_bigquery():
+    """BigQueryInsertJobTrigger, which the provider's deferrable BigQuery operators defer to, sees a local job
+    finish: it reads the job through the provider's hook, so BIGQUERY_EMULATOR_HOST reaches it as it is."""
+    import asyncio
+
+    from airflow.providers.google.cloud.triggers.bigquery import BigQueryInsertJobTrigger
+
+    bq = bigquery.Client(project=PROJECT, credentials=AnonymousCredentials())
+    job = bq.query("SELECT 1 AS one")
+    job.result()
+    trigger = BigQueryInsertJobTrigger(
+        conn_id="google_cloud_default", job_id=job.job_id, project_id=PROJECT, location=job.location, poll_interval=0.2
+    )
+
+    async def first_event():
+        return await asyncio.wait_for(anext(trigger.run()), 30)
+
+    event = asyncio.run(first_event())
+    assert event.payload["status"] == "success" and event.payload["job_id"] == job.job_id

@@ -68,3 +68,28 @@ def test_verify_counts_only_what_the_export_wrote_since_it_started():
     in_the_future = {**result, "create_time": "2099-01-01T00:00:00.123456789Z"}
     with pytest.raises(AirflowException, match="0 instances written under .* since the operation started"):
         count_exported("google_cloud_default", result["uri_prefix"], "", in_the_future)
+
+
+@pytest.mark.usefixtures("stack")
+def test_verify_checks_the_paths_against_the_filter_file():
+    """Objects must belong to what the filter file listed, not merely count right."""
+    from dicom_pipelines.checks import count_exported
+    from tests.helpers import new_bucket
+
+    bucket = new_bucket("paths")
+    for path in ("1.2/1.2.3/1.2.3.1", "1.2/1.2.3/1.2.3.2", "1.9/1.9.1/1.9.1.1"):
+        bucket.blob(f"out/{path}.dcm").upload_from_string(b"DICM")
+    bucket.blob("filters/f.txt").upload_from_string("/studies/1.2/series/1.2.3\n/studies/1.9\n")
+    result = {
+        "success": 3,
+        "uri_prefix": f"gs://{bucket.name}/out",
+        "mime_type": "",
+        "create_time": "2026-01-01T00:00:00Z",
+        "filter_uri": f"gs://{bucket.name}/filters/f.txt",
+    }
+    assert count_exported("google_cloud_default", result["uri_prefix"], "", result)["instances"] == 3
+    bucket.blob("filters/f.txt").upload_from_string("/studies/1.2/series/1.2.3\n")
+    with pytest.raises(
+        AirflowException, match=r"1 instances .* not in the filter file .* e\.g\. 1\.9/1\.9\.1/1\.9\.1\.1"
+    ):
+        count_exported("google_cloud_default", result["uri_prefix"], "", {**result, "success": 2})
