@@ -24,6 +24,7 @@ from scripts.demo_data import DAYS, seed
 from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, REPO, Stack
 
 IMPORT, FILTERED, EXPORT = "dicom_nightly_import", "dicom_filtered_export", "dicom_export"
+DEID = "dicom_deidentified_export"
 
 
 def main() -> int:
@@ -41,14 +42,15 @@ def main() -> int:
     os.environ["STORAGE_EMULATOR_HOST"] = env["STORAGE_EMULATOR_HOST"]
     gcs = storage.Client(project=DEMO_IDS["GCP_PROJECT"], credentials=AnonymousCredentials())
     seeded = seed(gcs, DEMO_IDS["SOURCE_BUCKET"])
-    if not gcs.bucket(DEMO_IDS["EXPORT_BUCKET"]).exists():
-        gcs.create_bucket(DEMO_IDS["EXPORT_BUCKET"])
+    for bucket in (DEMO_IDS["EXPORT_BUCKET"], DEMO_IDS["RESEARCH_BUCKET"]):
+        if not gcs.bucket(bucket).exists():
+            gcs.create_bucket(bucket)
     print(f"Seeded gs://{DEMO_IDS['SOURCE_BUCKET']}/incoming/{{{','.join(DAYS)}}}/", flush=True)
 
     ui = f"http://127.0.0.1:{stack.ports.airflow}"
     client = AirflowClient(ui, AIRFLOW_USERNAME, AIRFLOW_LOCAL_PASSWORD)
-    client.wait_for_dags([IMPORT, FILTERED, EXPORT])
-    for dag_id in (IMPORT, FILTERED, EXPORT):
+    client.wait_for_dags([IMPORT, FILTERED, EXPORT, DEID])
+    for dag_id in (IMPORT, FILTERED, EXPORT, DEID):
         client.unpause(dag_id)
 
     print("Backfilling the nightly import for the three sample days (REST API) ...", flush=True)
@@ -81,8 +83,15 @@ def main() -> int:
     )
     export_run = client.wait_run(FILTERED, run["dag_run_id"], timeout=600)
 
+    print("Triggering the de-identified research export of the same cohort (REST API, conf) ...", flush=True)
+    deid = client.trigger(DEID, {"modalities": ["CT"], "study_date_from": DAYS[0], "study_date_to": DAYS[1]})
+    deid_run = client.wait_run(DEID, deid["dag_run_id"], timeout=600)
+    if deid_run["state"] == "success":
+        cohort = client.xcom(DEID, deid["dag_run_id"], "check_cohort")
+        print(f"  de-identified export: {cohort['instances']} instances in {cohort['uri_prefix']}/", flush=True)
+
     print_summary(client, runs, export_run, prefix, seeded, stack, ui)
-    if export_run["state"] != "success" or any(r["state"] != "success" for r in runs):
+    if deid_run["state"] != "success" or export_run["state"] != "success" or any(r["state"] != "success" for r in runs):
         print("Some runs failed: open the UI above for their task logs.")
     return wait_for_stop(stack)
 

@@ -44,6 +44,7 @@ DEMO_IDS = {
     "DICOM_STORE": "demo-store",
     "SOURCE_BUCKET": "dicom-incoming",
     "EXPORT_BUCKET": "dicom-exports",
+    "RESEARCH_BUCKET": "dicom-research",
     "BIGQUERY_DATASET": "dicom_metadata",
 }
 AIRFLOW_USERNAME = "admin"

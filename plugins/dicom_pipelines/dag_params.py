@@ -20,8 +20,11 @@ from typing import Any, TypedDict
 from airflow.sdk import Param
 
 from dicom_pipelines.validation import (
+    DEID_PROFILES,
+    MAX_LISTED,
     MIME_TYPES,
     MODALITIES,
+    TEXT_REDACTION_MODES,
     ValidationError,
     check_bigquery_dataset,
     check_bucket,
@@ -38,6 +41,7 @@ from dicom_pipelines.validation import (
     check_positive,
     check_ratio,
     check_source_pattern,
+    check_tags,
     check_uids,
     parse_bigquery_table_uri,
     parse_bool,
@@ -279,6 +283,89 @@ def filter_params() -> dict[str, Param]:
     }
 
 
+DEID_PROFILE_DISPLAY = {
+    "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE": "DICOM Basic Profile (PS3.15 Annex E): remove or empty identifying "
+    "attributes, drop private tags",
+    "MINIMAL_KEEP_LIST_PROFILE": "Minimal: keep only what a valid DICOM instance needs",
+    "KEEP_ALL_PROFILE": "Keep all attributes (only the UIDs are replaced)",
+    "DEIDENTIFY_TAG_CONTENTS": "Inspect text attributes and replace sensitive text (Google only)",
+}
+TEXT_REDACTION_DISPLAY = {
+    "REDACT_NO_TEXT": "Leave the pixels as they are",
+    "REDACT_SENSITIVE_TEXT": "Redact burnt-in sensitive text (Google only)",
+    "REDACT_ALL_TEXT": "Redact all burnt-in text (Google only)",
+}
+
+
+def deidentify_params() -> dict[str, Param]:
+    """How the cohort is de-identified, and where it goes."""
+    return {
+        "filter_profile": Param(
+            "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE",
+            type="string",
+            enum=list(DEID_PROFILES),
+            values_display=DEID_PROFILE_DISPLAY,
+            description="Which attributes are kept, emptied or removed. Ignored when keep_tags or remove_tags is set.",
+        ),
+        "keep_tags": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string", "maxLength": 64},
+            maxItems=MAX_LISTED,
+            description="Instead of a profile: keep only these attributes (keywords such as Modality, or tags "
+            "such as 00080060), one per line.",
+        ),
+        "remove_tags": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string", "maxLength": 64},
+            maxItems=MAX_LISTED,
+            description="Instead of a profile: remove these attributes and keep the rest, one per line.",
+        ),
+        "skip_id_redaction": Param(
+            False,
+            type="boolean",
+            description="Keep the Study, Series and SOP Instance UIDs. Off (recommended): they are replaced by new "
+            "ones, consistently within the run.",
+        ),
+        "text_redaction_mode": Param(
+            "REDACT_NO_TEXT",
+            type="string",
+            enum=list(TEXT_REDACTION_MODES),
+            values_display=TEXT_REDACTION_DISPLAY,
+            description="Text burnt into the pixels.",
+        ),
+        "destination_dicom_store_id": Param(
+            None,
+            type=["null", "string"],
+            maxLength=256,
+            description="The store that receives the de-identified copies, in the source's dataset; it must be "
+            "new or empty. Empty: deid-<run id>, one per run.",
+        ),
+        "research_bucket": Param(
+            env("RESEARCH_BUCKET", "dicom-research"),
+            type="string",
+            minLength=3,
+            maxLength=222,
+            description="Bucket the de-identified cohort is exported to.",
+        ),
+        "research_prefix": Param(
+            None,
+            type=["null", "string"],
+            maxLength=GCS_URI_MAX_LENGTH,
+            description="gs:// prefix for the de-identified objects. Empty: "
+            "gs://<research bucket>/deidentified/<run id>.",
+        ),
+    }
+
+
+DEID_STORE = "{{ params.destination_dicom_store_id or ('deid-' ~ (run_id | bq_safe)) }}"
+"""The store a de-identification run writes to, defined once."""
+RESEARCH_PREFIX = (
+    "{{ params.research_prefix or ('gs://' ~ params.research_bucket ~ '/deidentified/' ~ (run_id | bq_safe)) }}"
+)
+
+
 def import_params() -> dict[str, Param]:
     return {
         "source_bucket": Param(
@@ -391,6 +478,14 @@ PARAM_RULES: dict[str, Callable[[Any, str], object]] = {
     "gcs_uri": _optional(parse_import_uri),
     "allow_empty": parse_bool,
     "create_if_missing": parse_bool,
+    "filter_profile": lambda value, field: check_choice(value, field, DEID_PROFILES),
+    "keep_tags": _optional(check_tags),
+    "remove_tags": _optional(check_tags),
+    "skip_id_redaction": parse_bool,
+    "text_redaction_mode": lambda value, field: check_choice(value, field, TEXT_REDACTION_MODES),
+    "destination_dicom_store_id": _optional(check_id),
+    "research_bucket": check_bucket,
+    "research_prefix": _optional(check_gcs_prefix),
     "failure_report_prefix": _optional(check_gcs_prefix),
     "quarantine_prefix": _optional(check_gcs_prefix),
 }
@@ -420,6 +515,10 @@ def run_param_problems(declared: Iterable[str], values: Mapping[str, Any], conf:
                 check_date_range(values["study_date_from"], values[name], "study_date_from", name)
             if name == "gcs_uri" and values.get(name):
                 check_outside_import(values, name)
+            if name == "remove_tags" and values.get(name) and values.get("keep_tags"):
+                raise ValidationError(
+                    name, values[name], "cannot be combined with keep_tags: give one list or the other"
+                )
         except ValidationError as exc:
             if str(exc) not in problems:
                 problems.append(str(exc))

@@ -26,7 +26,7 @@ from typing import Any
 from airflow.providers.google.cloud.operators.bigquery import BigQueryCreateEmptyDatasetOperator
 from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToGCSOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import BaseOperator, task
+from airflow.sdk import BaseOperator, XComArg, task
 
 from dicom_pipelines.bigquery import BigQueryCriteriaQueryOperator
 from dicom_pipelines.dag_params import GCP_CONN_ID, STORE_FROM_PARAMS, safe_table_suffix
@@ -58,11 +58,15 @@ METADATA_TABLE = WORK_DATASET + "{{ store_metadata_table(params) }}"
 WORK_TABLE_HOURS = "{{ [params.work_table_expiration_hours, params.get('metadata_max_age_hours') or 0] | max }}"
 
 
+Node = BaseOperator | XComArg
+"""A task in a dependency chain: an operator, or a decorated task's output."""
+
+
 @dataclass
 class FilterChain:
-    first: BaseOperator
+    first: Node
     """The task to put after ``check_params``."""
-    filter_ready: BaseOperator
+    filter_ready: Node
     """``check_filter``: its XCom holds ``filter_uri`` and the counts of the file."""
 
 
@@ -169,7 +173,7 @@ def add_filter_file_tasks() -> FilterChain:
     return FilterChain(first=first, filter_ready=checked)
 
 
-def add_cleanup_task(after: BaseOperator) -> BaseOperator:
+def add_cleanup_task(after: Node) -> Node:
     """Drop this run's filter table, the store's metadata table unless it is kept for reuse, and the shards."""
 
     @task(trigger_rule="none_failed")

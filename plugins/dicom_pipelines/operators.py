@@ -20,6 +20,7 @@ export adds ``uri_prefix`` and ``mime_type``.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -697,9 +698,20 @@ class HealthcareDicomDeidentifyOperator(HealthcareDicomOperationOperator):
             self.destination_dicom_store_id,
         )
 
+    @staticmethod
+    def _tags(value: Sequence[str] | str | None) -> list[str] | None:
+        """A list, or a rendered template's comma- or line-separated text."""
+        if isinstance(value, str):
+            return [t for t in re.split(r"[,\s]+", value) if t] or None
+        return list(value) if value else None
+
     def config(self) -> dict:
         return deidentify_config(
-            self.filter_profile, self.keep_tags, self.remove_tags, self.skip_id_redaction, self.text_redaction_mode
+            self.filter_profile,
+            self._tags(self.keep_tags),
+            self._tags(self.remove_tags),
+            self.skip_id_redaction,
+            self.text_redaction_mode,
         )
 
     def validate(self) -> None:

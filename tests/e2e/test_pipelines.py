@@ -7,9 +7,11 @@ under concurrent access. Please use PostgreSQL or MySQL."), and the scheduler's 
 
 from __future__ import annotations
 
+import io
 import json
 import time
 
+import pydicom
 import pytest
 import requests
 
@@ -18,6 +20,7 @@ from scripts.stack import DEMO_IDS
 from tests.e2e.conftest import running_deployment
 
 IMPORT, FILTERED, EXPORT = "dicom_nightly_import", "dicom_filtered_export", "dicom_export"
+DEID = "dicom_deidentified_export"
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +35,9 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     assert len(addresses) >= 4 and all(a.startswith("127.0.0.1:") for a in addresses), addresses
     seeded = seed(gcs, DEMO_IDS["SOURCE_BUCKET"])
     gcs.create_bucket(DEMO_IDS["EXPORT_BUCKET"])
-    client.wait_for_dags([IMPORT, FILTERED, EXPORT])
-    for dag_id in (IMPORT, FILTERED, EXPORT):
+    gcs.create_bucket(DEMO_IDS["RESEARCH_BUCKET"])
+    client.wait_for_dags([IMPORT, FILTERED, EXPORT, DEID])
+    for dag_id in (IMPORT, FILTERED, EXPORT, DEID):
         client.unpause(dag_id)
 
     # 1. backfill the three days of nightly import, up to ten runs at once: the nights still import in date
@@ -177,6 +181,29 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     tables = requests.get(f"{bq}/dicom_metadata/tables", timeout=30).json()
     assert [t["tableReference"]["tableId"] for t in tables.get("tables", [])] == ["stream_demo_store"], tables
 
+    # 3d. a de-identified research export of the CT studies of the first two days: the cohort arrives in the
+    #     research bucket with new UIDs and with no PatientName, PatientID or BirthDate in any file
+    cohort = seeded.matching("CT", DAYS[0], DAYS[1])
+    run = client.trigger(DEID, {"modalities": ["CT"], "study_date_from": DAYS[0], "study_date_to": DAYS[1]})
+    assert client.wait_run(DEID, run["dag_run_id"])["state"] == "success", client.task_states(DEID, run["dag_run_id"])
+    summary = client.xcom(DEID, run["dag_run_id"], "check_cohort")
+    assert summary["instances"] == len(cohort) == 4
+    assert "/dicomStores/deid-" in summary["destination_store"]
+    prefix = summary["uri_prefix"].removeprefix(f"gs://{DEMO_IDS['RESEARCH_BUCKET']}/")
+    blobs = list(gcs.list_blobs(DEMO_IDS["RESEARCH_BUCKET"], prefix=prefix + "/"))
+    assert len(blobs) == len(cohort)
+    source_uids = {u for i in cohort for u in (i.study, i.series, i.sop)}
+    for blob in blobs:
+        data = blob.download_as_bytes()
+        ds = pydicom.dcmread(io.BytesIO(data))
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate"):
+            assert not ds.get(keyword), (blob.name, keyword)
+        assert not [p for p in (*patients, "Synthetic^Patient") if p.encode() in data], blob.name
+        assert ds.Modality == "CT" and source_uids.isdisjoint({ds.StudyInstanceUID, ds.SeriesInstanceUID})
+    assert_no_phi(stack, client, DEID, run["dag_run_id"], patients)
+    tables = requests.get(f"{bq}/dicom_metadata/tables", timeout=30).json()
+    assert [t["tableReference"]["tableId"] for t in tables.get("tables", [])] == ["stream_demo_store"], tables
+
     # 3c. criteria that match nothing: the export is skipped with a clear message, the run succeeds
     run = client.trigger(FILTERED, {"modalities": ["PT"]})
     assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "success"
@@ -209,7 +236,7 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
 
     # 5. no task log of a successful run holds an ERROR line
     errors = {}
-    for dag_id in (IMPORT, FILTERED, EXPORT):
+    for dag_id in (IMPORT, FILTERED, EXPORT, DEID):
         for run in client.runs(dag_id, state="success"):
             for path in run_logs(stack, dag_id, run["dag_run_id"]):
                 lines = [line for line in path.read_text(errors="replace").splitlines() if is_error(line)]
