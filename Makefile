@@ -59,3 +59,4 @@ bench: setup
 	$(PY) bench/emulator_throughput.py
 	$(PY) bench/polling.py
 	$(PY) bench/triggerer_scale.py
+	$(PY) bench/filtered_export_cost.py

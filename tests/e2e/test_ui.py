@@ -19,6 +19,7 @@ from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS
 from tests.e2e.conftest import running_deployment
 
 IMPORT, FILTERED, EXPORT = "dicom_nightly_import", "dicom_filtered_export", "dicom_export"
+DEID = "dicom_deidentified_export"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -27,7 +28,7 @@ def ui(tmp_path_factory):
     with running_deployment(tmp_path_factory.mktemp("ui"), "postgres") as (stack, client, gcs):
         seeded = seed(gcs, DEMO_IDS["SOURCE_BUCKET"])
         gcs.create_bucket(DEMO_IDS["EXPORT_BUCKET"])
-        client.wait_for_dags([IMPORT, FILTERED, EXPORT])
+        client.wait_for_dags([IMPORT, FILTERED, EXPORT, DEID])
         yield client, gcs, seeded, stack
 
 
@@ -88,11 +89,13 @@ def wait_until(predicate, timeout: float = 300, every: float = 2):
 
 def test_every_trigger_form_can_be_submitted_with_its_defaults(ui, page, tmp_path):
     client, *_ = ui
-    for dag_id in (IMPORT, FILTERED, EXPORT):
+    for dag_id in (IMPORT, FILTERED, EXPORT, DEID):
         dialog = open_trigger_dialog(page, client.base, dag_id)
         page.screenshot(path=str(tmp_path / f"{dag_id}-form.png"))
         assert dialog.get_by_role("button", name="Trigger").is_enabled(), dag_id
         assert dialog.get_by_text("This field is required").count() == 0, dag_id
+        if dag_id == DEID:  # the profiles and text modes show their readable names
+            assert dialog.get_by_text("DICOM Basic Profile (PS3.15 Annex E)", exact=False).count() >= 1
         page.keyboard.press("Escape")
 
 

@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from dicom_pipelines.hooks import CloudHealthcareDicomHook
 from dicom_pipelines.operators import (
     OPERATION_STATE_KEY,
+    HealthcareDicomDeidentifyOperator,
     HealthcareDicomExportOperator,
     HealthcareDicomExportToBigQueryOperator,
     HealthcareDicomImportOperator,
@@ -441,3 +442,59 @@ def test_on_kill_cancels_when_asked():
         op.execute(make_context())
     op.on_kill()  # the cancel call returns once the API has recorded it
     assert import_ops(store)[0]["metadata"].get("cancelRequested")
+
+
+# --- de-identification ---------------------------------------------------------------------------
+
+
+def deidentifier(store: str, dest_id: str, **kw) -> HealthcareDicomDeidentifyOperator:
+    kw.setdefault("deferrable", False)
+    kw.setdefault("poll_interval", 0.1)
+    return HealthcareDicomDeidentifyOperator(
+        task_id="deid", **store_parts(store), destination_dicom_store_id=dest_id, **kw
+    )
+
+
+@pytest.mark.parametrize(
+    "kw,words",
+    [
+        ({"filter_profile": "EVERYTHING"}, "filter_profile"),
+        ({"keep_tags": ["Modality"], "remove_tags": ["PatientID"]}, "cannot be combined with keep_tags"),
+        ({"keep_tags": "Modality,NotATag"}, "must be a DICOM keyword"),
+        ({"text_redaction_mode": "BLUR"}, "text_redaction_mode"),
+        ({"destination_dicom_store_id": "s"}, "must differ from the source store"),
+        ({"filter_uri": "s3://b/f.txt"}, "filter_uri"),
+    ],
+)
+def test_deidentify_refuses_bad_config_before_any_call(kw, words):
+    store = f"projects/{PROJECT}/locations/{LOCATION}/datasets/never-called/dicomStores/s"
+    op = deidentifier(store, kw.pop("destination_dicom_store_id", "d"), **kw)
+    with pytest.raises(AirflowFailException, match=words):
+        op.execute(make_context())
+
+
+def test_deidentify_into_an_empty_store_only():
+    hook = CloudHealthcareDicomHook()
+    store = new_store()
+    _, uri = seed_import(3)
+    importer(store, uri).execute(make_context())
+    parts = store_parts(store)
+    dest = hook.ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=parts["dataset_id"], dicom_store_id="research"
+    )
+    result = deidentifier(store, "research", keep_tags="Modality, PixelData").execute(make_context())
+    assert (result["success"], result["failure"], result["destination_store"]) == (3, 0, dest)
+    assert hook.get_store_metrics(store_name=dest)["instanceCount"] == 3
+    with pytest.raises(AirflowFailException, match="already holds 3 instances"):
+        deidentifier(store, "research").execute(make_context())
+    with pytest.raises(AirflowFailException, match="must exist before de-identifying"):
+        deidentifier(store, "nowhere").execute(make_context())
+
+
+def test_deidentify_modes_the_local_stack_cannot_do_fail_once_with_its_words():
+    store = new_store()
+    CloudHealthcareDicomHook().ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=store_parts(store)["dataset_id"], dicom_store_id="r"
+    )
+    with pytest.raises(AirflowFailException, match="not supported by the local stack"):
+        deidentifier(store, "r", text_redaction_mode="REDACT_ALL_TEXT").execute(make_context())
