@@ -404,7 +404,7 @@ class Engine:
         except duckdb.Error as exc:
             raise JobError("invalidQuery", str(exc).split("\n")[0]) from None
         finally:
-            self.con.execute("USE meta")
+            self.con.execute("USE meta.main")  # the catalog database, whatever datasets are named
 
     def schema_of(self, fq: str) -> list[dict]:
         rel = self.con.table(fq)

@@ -226,3 +226,12 @@ def test_error_shape_is_google_json(dataset):
     resp = requests.get(f"{base}/bigquery/v2/projects/{PROJECT}/datasets/{dataset}/tables/missing", timeout=30)
     err = resp.json()["error"]
     assert resp.status_code == 404 and err["errors"][0]["reason"] == "notFound" and err["status"] == "NOT_FOUND"
+
+
+def test_a_dataset_may_share_the_name_of_the_emulator_catalog(bq):
+    """A dataset called ``meta`` (the emulator's own catalog database is ``meta``) keeps working across jobs."""
+    bq.create_dataset("meta", exists_ok=True)
+    for n in range(2):
+        job = bq.query(f"SELECT {n} AS n", job_config=bigquery.QueryJobConfig(destination=f"{PROJECT}.meta.t{n}"))
+        assert [row.n for row in job.result()] == [n]
+    assert {t.table_id for t in bq.list_tables("meta")} >= {"t0", "t1"}
