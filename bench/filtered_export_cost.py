@@ -3,7 +3,8 @@
     python bench/filtered_export_cost.py [--studies 1000] [--per-study 10] [--days 100]
 
 Builds a store of studies x per-study instances (10,000 by default) on the local stack, over ``days``
-study dates, with a ``streamConfigs`` table filled as the instances are imported. Then it exports the
+study dates, each with a real CT header (pydicom's CT_small.dcm) on tiny pixels, with a ``streamConfigs``
+table filled as the instances are imported. Then it exports the
 instances of one study date (1 % by default) twice, the way ``dicom_filtered_export`` does, with the same
 hook, SQL file and clients:
 
@@ -18,23 +19,39 @@ included). The figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import copy
+import io
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pydicom
 from _stack import REPO, local_stack
 from google.api_core.exceptions import NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 from jinja2 import Template
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
 from dicom_pipelines.hooks import CloudHealthcareDicomHook
 from dicom_pipelines.polling import PollPlanner
-from scripts.dicom_samples import make_study
 
 PROJECT, DATASET, BUCKET = "bench", "meta", "bench"
 SQL = Path(REPO / "include" / "sql" / "filter_paths.sql").read_text()
+
+
+def realistic_header() -> pydicom.Dataset:
+    """A real CT header (pydicom's bundled CT_small.dcm: its public and private attributes) on 16x16 pixels, so
+    the metadata has a CT's width while the store stays small."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Rows = ds.Columns = 16
+    ds.PixelData = bytes(16 * 16 * 2)
+    return ds
+
+
+HEADER = realistic_header()
 
 
 def wait(hook: CloudHealthcareDicomHook, op: dict) -> dict:
@@ -85,7 +102,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=100)
     args = ap.parse_args()
     total = args.studies * args.per_study
-    days = [f"2026{(i // 28) % 12 + 1:02d}{i % 28 + 1:02d}" for i in range(args.days)]
+    days = [f"2026{(i // 28) % 12 + 1:02d}{i % 28 + 1:02d}" for i in range(args.days)]  # DICOM DA
     with local_stack():
         os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = (
             '{"conn_type": "google_cloud_platform", "extra": {"project": "bench", "is_anonymous": true, '
@@ -109,12 +126,18 @@ def main() -> None:
         t0 = time.perf_counter()
 
         def put(i: int) -> int:
-            study = make_study(
-                ("CT", "MR", "US", "CR")[i % 4], days[i % args.days], 1, args.per_study, patient_id=f"P-{i:05d}"
-            )
-            for inst in study:
-                bucket.blob(f"in/{inst.study}/{inst.sop}.dcm").upload_from_string(inst.data)
-            return sum(len(inst.data) for inst in study)
+            study, series, size = generate_uid(), generate_uid(), 0
+            for n in range(args.per_study):
+                ds = copy.deepcopy(HEADER)
+                ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, series, n + 1
+                ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+                ds.Modality, ds.StudyDate = ("CT", "MR", "US", "CR")[i % 4], days[i % args.days]
+                ds.PatientID, ds.PatientName = f"P-{i:05d}", f"Bench^Patient{i}"
+                buf = io.BytesIO()
+                ds.save_as(buf, enforce_file_format=True)
+                bucket.blob(f"in/{study}/{ds.SOPInstanceUID}.dcm").upload_from_string(buf.getvalue())
+                size += buf.tell()
+            return size
 
         with ThreadPoolExecutor(8) as pool:
             size = sum(pool.map(put, range(args.studies)))
@@ -127,10 +150,11 @@ def main() -> None:
         while time.time() < deadline and bq.get_table(stream_table).num_rows < total:
             time.sleep(0.5)
         print(
-            f"store: {total} instances in {args.studies} studies over {args.days} days, {size / 1e6:.1f} MB; "
+            f"store: {total} instances ({len(HEADER)} attributes each, CT_small's header) in {args.studies} studies "
+            f"over {args.days} days, {size / 1e6:.1f} MB; "
             f"seeded in {seed_s:.1f}s, imported (and streamed) in {import_s:.1f}s"
         )
-        day = days[0]
+        day = f"{days[0][:4]}-{days[0][4:6]}-{days[0][6:]}"  # the DAG's date params are ISO dates
 
         # per run: the whole store's metadata is exported first
         t_all = time.perf_counter()
