@@ -323,16 +323,20 @@ class OperationEngine:
                     )
                     return
                 if not rows:
-                    self.storage.execute(
-                        "INSERT INTO instances(store, study, series, sop, sha256, size, metadata, created) "
-                        "VALUES (?,?,?,?,?,?,?,?)",
-                        (store, inst.study, inst.series, inst.sop, sha, size, "", time.time()),
-                    )
+                    self._insert(store, inst, sha, size)
                     added.append(sha)
             run.counter["success"] += 1
 
         self._process(run, names, worker, collect)
         self.stream(store, added)
+
+    def _insert(self, store: str, inst: Any, sha: str, size: int) -> None:
+        """Index a stored blob as an instance of ``store``; its metadata is built on first read."""
+        self.storage.execute(
+            "INSERT INTO instances(store, study, series, sop, sha256, size, metadata, created) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (store, inst.study, inst.series, inst.sop, sha, size, "", time.time()),
+        )
 
     def stream(self, store: str, shas: list[str]) -> None:
         """Send new instances' metadata to the store's ``streamConfigs`` BigQuery tables, as Google does.
@@ -470,11 +474,7 @@ class OperationEngine:
                     (destination, inst.study, inst.series, inst.sop),
                 )
                 if not exists:
-                    self.storage.execute(
-                        "INSERT INTO instances(store, study, series, sop, sha256, size, metadata, created) "
-                        "VALUES (?,?,?,?,?,?,?,?)",
-                        (destination, inst.study, inst.series, inst.sop, sha, size, "", time.time()),
-                    )
+                    self._insert(destination, inst, sha, size)
                     added.append(sha)
             run.counter["success"] += 1
 
