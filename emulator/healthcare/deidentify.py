@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from dataclasses import dataclass, field
 
 import pydicom
@@ -45,6 +46,8 @@ LOCALLY_UNSUPPORTED = {
 }
 
 IDENTITY_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_ALWAYS_KEPT = {tag_for_keyword(k) for k in ("SOPClassUID", *IDENTITY_UIDS)}
+"""What keep and remove lists never take away: without them no instance can be stored."""
 
 _MINIMAL_KEEP = {
     "SpecificCharacterSet",
@@ -249,15 +252,15 @@ def parse_config(config: object) -> DicomDeidConfig:
 
 
 class UidMap:
-    """One operation's replacement UIDs: a source UID always maps to the same new one."""
+    """One operation's replacement UIDs: a source UID always maps to the same new one, from any thread."""
 
     def __init__(self) -> None:
         self._map: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, uid: str) -> str:
-        if uid not in self._map:
-            self._map[uid] = generate_uid()
-        return self._map[uid]
+        with self._lock:
+            return self._map.setdefault(uid, generate_uid())
 
 
 def _empty(ds: Dataset, keyword: str) -> None:
@@ -299,12 +302,11 @@ def deidentify(data: bytes, cfg: DicomDeidConfig, uids: UidMap) -> bytes:
             for keyword in _BASIC_UIDS:
                 _replace_uid(ds, keyword, uids)
     if cfg.keep is not None:
-        always = {tag_for_keyword(k) for k in ("SOPClassUID", *IDENTITY_UIDS)}
         for elem in list(ds):
-            if elem.tag not in cfg.keep and elem.tag not in always:
+            if elem.tag not in cfg.keep and elem.tag not in _ALWAYS_KEPT:
                 del ds[elem.tag]
     for tag in cfg.remove:
-        if tag in ds and tag not in {tag_for_keyword(k) for k in ("SOPClassUID", *IDENTITY_UIDS)}:
+        if tag in ds and tag not in _ALWAYS_KEPT:
             del ds[tag]
     if not cfg.skip_id_redaction:
         for keyword in IDENTITY_UIDS:

@@ -202,6 +202,14 @@ class OperationEngine:
         with self._lock:
             self.running.pop(run.name, None)
 
+    def _instance_failed(
+        self, run: RunningOp, entry_type: str, store: str, item: tuple, error: dicom.InstanceError
+    ) -> None:
+        """Count a stored instance that failed, and log it by its DICOMweb resource name."""
+        run.counter["failure"] += 1
+        path = f"{store}/dicomWeb/studies/{item[0]}/series/{item[1]}/instances/{item[2]}"
+        self._log(run, entry_type, "resourceName", path, error.code, error.message)
+
     def _log(self, run: RunningOp, entry_type: str, key: str, value: str, code: int, message: str) -> None:
         run.logs.append(
             {"@type": f"{_TYPE_PREFIX}.logging.{entry_type}", key: value, "error": {"code": code, "message": message}}
@@ -419,15 +427,7 @@ class OperationEngine:
 
         def collect(item: tuple, result: Any) -> None:
             if isinstance(result, dicom.InstanceError):
-                run.counter["failure"] += 1
-                self._log(
-                    run,
-                    "ExportDicomLogEntry",
-                    "resourceName",
-                    f"{store}/dicomWeb/studies/{item[0]}/series/{item[1]}/instances/{item[2]}",
-                    result.code,
-                    result.message,
-                )
+                self._instance_failed(run, "ExportDicomLogEntry", store, item, result)
             else:
                 run.counter["success"] += 1
 
@@ -439,13 +439,10 @@ class OperationEngine:
         """De-identify the selected instances into ``destination``; one UID map for the whole operation."""
         items = self._select(run, store, filter_uri, "DeidentifyLogEntry")
         uids = deid.UidMap()
-        lock = threading.Lock()
 
         def worker(item: tuple) -> Any:
             try:
-                source = self.storage.get_blob(item[3])
-                with lock:  # the UID map is shared: a study's instances must get the same new UIDs
-                    data = deid.deidentify(source, cfg, uids)
+                data = deid.deidentify(self.storage.get_blob(item[3]), cfg, uids)
                 inst = dicom.parse_instance(data, with_metadata=False)
                 return len(data), self.storage.put_blob(data), inst
             except dicom.InstanceError as exc:
@@ -457,15 +454,7 @@ class OperationEngine:
 
         def collect(item: tuple, result: Any) -> None:
             if isinstance(result, dicom.InstanceError):
-                run.counter["failure"] += 1
-                self._log(
-                    run,
-                    "DeidentifyLogEntry",
-                    "resourceName",
-                    f"{store}/dicomWeb/studies/{item[0]}/series/{item[1]}/instances/{item[2]}",
-                    result.code,
-                    result.message,
-                )
+                self._instance_failed(run, "DeidentifyLogEntry", store, item, result)
                 return
             size, sha, inst = result
             with self.storage.lock:

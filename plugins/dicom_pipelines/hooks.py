@@ -630,9 +630,10 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 return []
             if len(entries) >= wanted or waited >= settle_s:
                 return entries
+            delay = min(delay, settle_s - waited)
             sleep(delay)
             waited += delay
-            delay = min(delay * 2, settle_s - waited) or 1.0
+            delay *= 2
 
     def _gcs(self) -> Any:
         from airflow.providers.google.cloud.hooks.gcs import GCSHook
