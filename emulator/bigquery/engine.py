@@ -42,6 +42,34 @@ class JobError(Exception):
         self.message = message
 
 
+def check_partitioning(body: dict, schema: list[dict]) -> None:
+    """``timePartitioning`` and ``clustering`` as BigQuery accepts them on tables.insert (a 400 otherwise)."""
+    partitioning = body.get("timePartitioning")
+    by_name = {f["name"].lower(): f for f in schema}
+    if partitioning:
+        if partitioning.get("type", "DAY") not in ("HOUR", "DAY", "MONTH", "YEAR"):
+            raise ValueError(f"timePartitioning.type {partitioning.get('type')!r} must be HOUR, DAY, MONTH or YEAR")
+        field = partitioning.get("field")
+        if field:
+            column = by_name.get(field.lower())
+            if (
+                column is None
+                or column["type"] not in ("DATE", "TIMESTAMP", "DATETIME")
+                or column["mode"] == "REPEATED"
+            ):
+                raise ValueError(
+                    f"The field specified for time partitioning can only be of type TIMESTAMP, DATE or DATETIME, "
+                    f"and must be a top-level column of the schema: {field!r}"
+                )
+        else:
+            raise ValueError(
+                "ingestion-time partitioning (timePartitioning without a field) is not supported by the local BigQuery"
+            )
+    for name in (body.get("clustering") or {}).get("fields") or []:
+        if name.lower() not in by_name:
+            raise ValueError(f"The field specified for clustering cannot be found in the schema: {name!r}")
+
+
 def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -172,6 +200,7 @@ class Engine:
             if self.get_table(project, dataset, table):
                 raise bq_error(409, "duplicate", f"Already Exists: Table {project}:{dataset}.{table}")
             schema = bqt.normalize_schema(body.get("schema", {}).get("fields", []))
+            check_partitioning(body, schema)
             cols = ", ".join(f"{q(f['name'])} {bqt.duck_type(f)}" for f in schema)
             if not cols:
                 cols = "_placeholder_no_columns VARCHAR"
@@ -196,8 +225,8 @@ class Engine:
                 "creationTime": now,
             }
         )
-        for key in ("description", "labels", "friendlyName", "expirationTime"):
-            if body and key in body:
+        for key in ("description", "labels", "friendlyName", "expirationTime", "timePartitioning", "clustering"):
+            if body and key in body and (key not in ("timePartitioning", "clustering") or not old):
                 res[key] = body[key]
         res["schema"] = {"fields": schema}
         res["lastModifiedTime"] = now
@@ -317,8 +346,11 @@ class Engine:
         )
         return self.con.execute(sql).fetchall()
 
-    def column_bytes(self, project: str, dataset: str, table: str, columns: set[str] | None) -> int:
-        """Logical bytes BigQuery would bill for reading these columns (all if None)."""
+    def column_bytes(
+        self, project: str, dataset: str, table: str, columns: set[str] | None, partition_filter: str = ""
+    ) -> int:
+        """Logical bytes BigQuery would bill for reading these columns (all if None), in the partitions that
+        ``partition_filter`` (a DuckDB condition, see :meth:`referenced_bytes`) leaves."""
         row = self.con.execute(
             "SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?", [project, dataset, table]
         ).fetchone()
@@ -344,8 +376,11 @@ class Engine:
                 parts.append(f"8 * COUNT({c})")
         if not parts:
             return 0
+        where = f" WHERE {partition_filter}" if partition_filter else ""
         return int(
-            self.con.execute(f"SELECT {' + '.join(parts)} FROM {self._fq(project, dataset, table)}").fetchone()[0]
+            self.con.execute(f"SELECT {' + '.join(parts)} FROM {self._fq(project, dataset, table)}{where}").fetchone()[
+                0
+            ]
         )
 
     # --- jobs --------------------------------------------------------------------------------
@@ -373,7 +408,15 @@ class Engine:
             raise JobError("invalidQuery", "the local BigQuery runs exactly one statement per query job")
         return trees[0].sql(dialect="duckdb"), trees[0]
 
-    def referenced_bytes(self, tree: exp.Expression, project: str, default_dataset: dict | None) -> int:
+    def referenced_bytes(
+        self, tree: exp.Expression, project: str, default_dataset: dict | None, params: Any = None
+    ) -> int:
+        """Bytes of the columns the query names, in the partitions its filters leave.
+
+        A table partitioned on a column (``timePartitioning.field``) is pruned by each AND-ed condition of a WHERE
+        that names that column and no other (query parameters and constants allowed), as BigQuery does for a
+        filter that isolates the partitioning column. A partition counts whole once one of its rows passes.
+        """
         star = any(True for _ in tree.find_all(exp.Star))
         cols = {c.name.lower() for c in tree.find_all(exp.Column)}
         total = 0
@@ -381,8 +424,47 @@ class Engine:
             p = t.catalog or project
             d = t.db or (default_dataset or {}).get("datasetId")
             if d:
-                total += self.column_bytes(p, d, t.name, None if star else cols)
+                pruning = self._partition_filter(tree, p, d, t.name, params)
+                total += self.column_bytes(p, d, t.name, None if star else cols, pruning)
         return total
+
+    def _partition_filter(self, tree: exp.Expression, project: str, dataset: str, table: str, params: Any) -> str:
+        row = self.con.execute(
+            "SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?", [project, dataset, table]
+        ).fetchone()
+        partitioning = json.loads(row[0]).get("timePartitioning") if row else None
+        if not partitioning or not partitioning.get("field"):
+            return ""
+        field = partitioning["field"]
+        conditions = [
+            c for where in tree.find_all(exp.Where) for c in where.this.flatten() if isinstance(where.this, exp.And)
+        ]
+        conditions += [where.this for where in tree.find_all(exp.Where) if not isinstance(where.this, exp.And)]
+        isolating = []
+        for condition in conditions:
+            names = {c.name.lower() for c in condition.find_all(exp.Column)}
+            if names == {field.lower()} and not any(True for _ in condition.find_all(exp.Select)):
+                unqualified = condition.copy().transform(
+                    lambda n: exp.column(n.name, quoted=True) if isinstance(n, exp.Column) else n
+                )
+                isolating.append(unqualified.sql(dialect="duckdb"))
+        if not isolating:
+            return ""
+        unit = {"HOUR": "hour", "DAY": "day", "MONTH": "month", "YEAR": "year"}[partitioning.get("type", "DAY")]
+        partition = f"date_trunc('{unit}', {q(field)})"
+        predicate = " AND ".join(f"({c})" for c in isolating)
+        sql = f"SELECT DISTINCT {partition} FROM {self._fq(project, dataset, table)} WHERE {predicate}"
+        used = {k: v for k, v in params.items() if f"${k}" in sql} if isinstance(params, dict) else params
+        try:
+            kept = [r[0] for r in (self.con.execute(sql, used) if used else self.con.execute(sql)).fetchall()]
+        except duckdb.Error:
+            return ""
+        if not kept:
+            return "FALSE"
+        listed = ", ".join(self._lit(str(v)) for v in kept if v is not None)
+        null_kept = any(v is None for v in kept)
+        parts = ([f"{partition} IN ({listed})"] if listed else []) + ([f"{q(field)} IS NULL"] if null_kept else [])
+        return " OR ".join(parts)
 
     def run_query(self, project: str, sql: str, params: Any, default_dataset: dict | None, into: str | None) -> None:
         """Execute translated SQL; a SELECT is materialized into ``into`` (a fully quoted table name)."""

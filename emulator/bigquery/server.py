@@ -6,6 +6,8 @@ import time
 import uuid
 from typing import Any
 
+from sqlglot import exp
+
 from emulator.bigquery import types as bqt
 from emulator.bigquery.engine import _ANON, Engine, JobError, bq_error, q
 from emulator.httpbase import ApiError, App, Request
@@ -187,9 +189,10 @@ class BigQueryApi:
             if (qc.get("parameterMode") or "NAMED").upper() == "POSITIONAL" or not qparams[0].get("name"):
                 params = [bqt.from_query_parameter(p) for p in qparams]
             else:
-                params = {p["name"]: bqt.from_query_parameter(p) for p in qparams}
+                named = {p.name.lower() for p in tree.find_all(exp.Parameter)}  # BigQuery accepts unused ones
+                params = {p["name"]: bqt.from_query_parameter(p) for p in qparams if p["name"].lower() in named}
         default_ds = qc.get("defaultDataset")
-        billed = self.engine.referenced_bytes(tree, project, default_ds)
+        billed = self.engine.referenced_bytes(tree, project, default_ds, params)
         stats = {
             "totalBytesProcessed": str(billed),
             "totalBytesBilled": str(billed),

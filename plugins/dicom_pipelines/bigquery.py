@@ -22,14 +22,16 @@ from dicom_pipelines.dag_params import DEFAULT_MAXIMUM_BYTES_BILLED
 
 
 def criteria_parameters(values: dict[str, Any]) -> list[dict]:
-    """Named STRING parameters: a list joined with commas (the rules refuse commas inside a value), empty for none."""
+    """Named STRING parameters for the criteria given (a list joined with commas: the rules refuse commas inside a
+    value). A criterion not given is not sent: the query names only the columns of the criteria given."""
     return [
         {
             "name": name,
             "parameterType": {"type": "STRING"},
-            "parameterValue": {"value": ",".join(value) if isinstance(value, list) else (value or "")},
+            "parameterValue": {"value": ",".join(value) if isinstance(value, list) else str(value)},
         }
         for name, value in values.items()
+        if value
     ]
 
 
@@ -120,6 +122,51 @@ class BigQueryCriteriaQueryOperator(BigQueryInsertJobOperator):
                 continue
         if self.expire_tables:
             self.log.info("Work tables %s expire at %s", ", ".join(self.expire_tables), expires.isoformat())
+
+
+STREAM_TABLE_PARTITIONING = {"type": "MONTH", "field": "StudyDate"}
+"""How a stream table made here is partitioned: by study month, so a filter on study dates reads only the months
+it names. MONTH, not DAY: an archive's study dates span decades, beyond BigQuery's partitions per table."""
+STREAM_TABLE_CLUSTERING = ["StudyDate", "Modality"]
+STREAM_TABLE_SEED_SCHEMA = [
+    {"name": "StudyDate", "type": "DATE", "mode": "NULLABLE"},
+    {"name": "Modality", "type": "STRING", "mode": "NULLABLE"},
+]
+"""The columns partitioning and clustering need, typed as the Healthcare API types them (DA → DATE, CS →
+STRING), so the API's own schema updates add the other columns without a conflict."""
+
+
+def ensure_stream_table(
+    gcp_conn_id: str, table: str, *, create_dataset: bool, impersonation_chain: str | Sequence[str] | None = None
+) -> bool:
+    """Create the table a DICOM store will stream to (``project.dataset.table``), partitioned by study month and
+    clustered by StudyDate and Modality, unless it exists; returns whether it was created.
+
+    Left to itself the Healthcare API creates an unpartitioned table, and every filter query would then bill
+    the columns it reads over the whole store. An existing table is left as it is.
+    """
+    project, dataset, table_id = table.split(".")
+    client = BigQueryHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain).get_client(
+        project_id=project
+    )
+    try:
+        client.get_table(table)
+        return False
+    except NotFound:
+        pass
+    from google.api_core.exceptions import Conflict
+    from google.cloud import bigquery
+
+    if create_dataset:
+        client.create_dataset(f"{project}.{dataset}", exists_ok=True)
+    resource = bigquery.Table(table, schema=[bigquery.SchemaField.from_api_repr(f) for f in STREAM_TABLE_SEED_SCHEMA])
+    resource.time_partitioning = bigquery.TimePartitioning.from_api_repr(dict(STREAM_TABLE_PARTITIONING))
+    resource.clustering_fields = list(STREAM_TABLE_CLUSTERING)
+    try:
+        client.create_table(resource)
+    except Conflict:  # made meanwhile by another run: the same outcome
+        return False
+    return True
 
 
 def drop_work_tables(gcp_conn_id: str, tables: Sequence[str]) -> list[str]:

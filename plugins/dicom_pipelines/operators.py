@@ -764,24 +764,50 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
         so a filtered export can query it instead of exporting the whole store's metadata on every run.
     :param create_if_missing: create a missing dataset or store (True), or fail naming what is missing (False,
         for deployments whose identity holds only ``roles/healthcare.dicomStoreAdmin`` or less).
+    :param partition_stream_table: create a missing stream table partitioned by study month and clustered by
+        StudyDate and Modality (:func:`~dicom_pipelines.bigquery.ensure_stream_table`), so a filter on study dates
+        bills only the months it names. False leaves the table to the Healthcare API, which makes it unpartitioned.
     """
 
-    template_fields = (*HealthcareDicomStoreBaseOperator.template_fields, "stream_table_uri", "create_if_missing")
+    template_fields = (
+        *HealthcareDicomStoreBaseOperator.template_fields,
+        "stream_table_uri",
+        "create_if_missing",
+        "partition_stream_table",
+    )
 
-    def __init__(self, *, stream_table_uri: str | None = None, create_if_missing: bool | str = True, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        stream_table_uri: str | None = None,
+        create_if_missing: bool | str = True,
+        partition_stream_table: bool | str = True,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.stream_table_uri = stream_table_uri
         self.create_if_missing = create_if_missing
+        self.partition_stream_table = partition_stream_table
 
     def execute(self, context: Any) -> str:
         try:
             self.store_name()
-            if self.stream_table_uri:
-                parse_bigquery_table_uri(self.stream_table_uri, "stream_table_uri")
+            stream_table = (
+                parse_bigquery_table_uri(self.stream_table_uri, "stream_table_uri") if self.stream_table_uri else None
+            )
             create = parse_bool(self.create_if_missing, "create_if_missing")
+            partition = parse_bool(self.partition_stream_table, "partition_stream_table")
         except ValidationError as exc:
             raise AirflowFailException(str(exc)) from None
         hook = self.get_hook()
+        if stream_table and partition:
+            from dicom_pipelines.bigquery import ensure_stream_table
+
+            table = f"{stream_table.project}.{stream_table.dataset}.{stream_table.table}"
+            if ensure_stream_table(
+                self.gcp_conn_id, table, create_dataset=create, impersonation_chain=self.impersonation_chain
+            ):
+                self.log.info("Created %s, partitioned by study month, for the store's metadata stream", table)
         try:
             name = hook.ensure_dicom_store(
                 project_id=self.project_id,

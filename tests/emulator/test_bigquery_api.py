@@ -138,6 +138,52 @@ def test_dry_run_counts_bytes_of_the_columns_read(bq, dataset):
     assert only_i == 16 and both == 16 + (2 + 4) + (2 + 2)
 
 
+def _month_partitioned(bq, dataset: str, name: str) -> bigquery.Table:
+    table = bigquery.Table(
+        f"{PROJECT}.{dataset}.{name}",
+        schema=[bigquery.SchemaField("d", "DATE"), bigquery.SchemaField("i", "INTEGER")],
+    )
+    table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.MONTH, field="d")
+    table.clustering_fields = ["d"]
+    table = bq.create_table(table)
+    days = ["2026-01-05", "2026-01-20", "2026-02-01", "2026-03-09", None]
+    bq.insert_rows(table, [{"d": day, "i": n} for n, day in enumerate(days)])
+    return table
+
+
+def test_a_filter_on_the_partitioning_column_prunes_the_bytes_billed(bq, dataset):
+    """Five rows in three month partitions and the NULL partition, 16 bytes each (DATE and INTEGER): a filter that
+    isolates the partitioning column bills only the partitions it can match, and a whole partition at that."""
+    table = _month_partitioned(bq, dataset, "parts")
+    got = bq.get_table(table)
+    assert got.time_partitioning.field == "d" and got.time_partitioning.type_ == "MONTH"
+    assert got.clustering_fields == ["d"]
+    fq = f"`{PROJECT}.{dataset}.parts`"
+
+    def billed(where: str, params: dict | None = None) -> int:
+        cfg = bigquery.QueryJobConfig(
+            dry_run=True,
+            query_parameters=[bigquery.ScalarQueryParameter(k, "STRING", v) for k, v in (params or {}).items()],
+        )
+        return bq.query(f"SELECT d, i FROM {fq} {where}", job_config=cfg).total_bytes_processed
+
+    assert billed("") == 16 * 4 + 8
+    assert billed("WHERE d = '2026-01-20'") == 16 * 2
+    assert billed("WHERE d >= CAST(@since AS DATE) AND i >= 0", {"since": "2026-02-15"}) == 16
+    assert billed("WHERE d > '2027-01-01'") == 0
+    assert billed("WHERE d IS NULL") == 8
+    assert billed("WHERE d = '2026-01-20' OR i = 3") == 16 * 4 + 8, "a condition on another column prunes nothing"
+    rows = bq.query(f"SELECT i FROM {fq} WHERE d BETWEEN '2026-01-01' AND '2026-01-31' ORDER BY i").result()
+    assert [r.i for r in rows] == [0, 1]
+
+
+def test_partitioning_on_a_column_that_cannot_partition_is_refused(bq, dataset):
+    table = bigquery.Table(f"{PROJECT}.{dataset}.bad", schema=[bigquery.SchemaField("s", "STRING")])
+    table.time_partitioning = bigquery.TimePartitioning(field="s")
+    with pytest.raises(BadRequest, match="TIMESTAMP, DATE or DATETIME"):
+        bq.create_table(table)
+
+
 def test_maximum_bytes_billed_fails_a_query_that_would_bill_more(bq, dataset):
     from google.api_core.exceptions import GoogleAPICallError
 

@@ -24,6 +24,7 @@ from dicom_pipelines.operators import (
     HealthcareDicomImportOperator,
     HealthcareEnsureDicomStoreOperator,
 )
+from dicom_pipelines.polling import PollPlanner
 from dicom_pipelines.triggers import HealthcareOperationTrigger, make_event
 from tests.helpers import (
     LOCATION,
@@ -325,6 +326,50 @@ def test_ensure_store_operator():
         == op.execute(make_context())
         == f"projects/{PROJECT}/locations/{LOCATION}/datasets/{ds}/dicomStores/s"
     )
+
+
+def test_ensure_store_partitions_the_stream_table_and_the_store_streams_into_it():
+    """The stream table is made partitioned by study month before the stream is added; the Healthcare API then
+    appends to it, adding its own columns, and a query on one study date bills only that month."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    from scripts.dicom_samples import make_study
+
+    bq = bigquery.Client(project=PROJECT, credentials=AnonymousCredentials())
+    bq_dataset = unique("parts").replace("-", "_")
+    table = f"{PROJECT}.{bq_dataset}.stream"
+    ds = unique("parted")
+    op = HealthcareEnsureDicomStoreOperator(
+        task_id="e",
+        project_id=PROJECT,
+        location=LOCATION,
+        dataset_id=ds,
+        dicom_store_id="s",
+        stream_table_uri=f"bq://{table}",
+    )
+    name = op.execute(make_context())
+    made = bq.get_table(table)
+    assert (made.time_partitioning.type_, made.time_partitioning.field) == ("MONTH", "StudyDate")
+    assert made.clustering_fields == ["StudyDate", "Modality"]
+    bucket = new_bucket("parts")
+    for n, (modality, day) in enumerate([("CT", "20260105"), ("CT", "20260106"), ("MR", "20260301")]):
+        for i, inst in enumerate(make_study(modality, day, series=1, per_series=2, patient_id=f"P{n}")):
+            bucket.blob(f"in/{n}-{i}.dcm").upload_from_string(inst.data)
+    hook = CloudHealthcareDicomHook()
+    status = hook.wait_for_operation(
+        name=hook.import_dicom(store_name=name, gcs_uri=f"gs://{bucket.name}/in/*.dcm")["name"],
+        planner=PollPlanner(0.1, 0.5),
+    )
+    assert status.success == 6
+    assert op.execute(make_context()) == name, "a second run leaves the table and the stream as they are"
+    assert bq.get_table(table).num_rows == 6
+    dry = bigquery.QueryJobConfig(dry_run=True)
+    whole = bq.query(f"SELECT SOPInstanceUID FROM `{table}`", job_config=dry).total_bytes_processed
+    january = bq.query(
+        f"SELECT SOPInstanceUID FROM `{table}` WHERE StudyDate = '2026-01-06'", job_config=dry
+    ).total_bytes_processed
+    assert 0 < january < whole
 
 
 def _calls(name: str) -> int:
