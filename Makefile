@@ -14,16 +14,17 @@ $(STAMP): requirements.txt constraints.txt
 	@touch $(STAMP)
 
 # System packages: Compose v1 validates docker-compose.yaml offline; PostgreSQL serves the
-# production-like metadata database; Chromium is the browser the UI test drives (through Playwright's
-# executable_path: `playwright install` would download a browser of its own). All come from Debian.
+# production-like metadata database; Redis is the CeleryExecutor's broker; Chromium is the browser the UI
+# test drives (through Playwright's executable_path: `playwright install` would download a browser of its
+# own). All come from Debian.
 system-packages:
 	@if ! command -v docker-compose >/dev/null || ! command -v chromium >/dev/null \
-	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	    || ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing docker-compose, postgresql and chromium from Debian"; \
+	    echo "installing docker-compose, postgresql, redis-server and chromium from Debian"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      docker-compose postgresql chromium) >/dev/null; \
-	  else echo "missing: run once as root: apt-get install --no-install-recommends docker-compose postgresql chromium"; fi; \
+	      docker-compose postgresql redis-server chromium) >/dev/null; \
+	  else echo "missing: run once as root: apt-get install --no-install-recommends docker-compose postgresql redis-server chromium"; fi; \
 	fi
 
 setup: $(STAMP) system-packages

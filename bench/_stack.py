@@ -20,7 +20,7 @@ def _free_base() -> int:
     while True:
         base = random.randrange(41000, 60000, 10)
         try:
-            for port in range(base, base + 8):
+            for port in range(base, base + 9):
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port))
             return base

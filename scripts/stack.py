@@ -4,6 +4,7 @@ Usage (the Makefile wraps these)::
 
     python -m scripts.stack stack        # start the local Google services, write .stack/env
     python -m scripts.stack up           # the same, plus Airflow (api-server, scheduler, dag-processor, triggerer)
+    STACK_EXECUTOR=celery python -m scripts.stack up   # CeleryExecutor: Redis, two workers, two triggerers
     python -m scripts.stack down         # stop Airflow and the stack
     python -m scripts.stack stack-stop   # stop exactly what `stack` started
     python -m scripts.stack status
@@ -22,6 +23,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +38,10 @@ STACK_SERVICES = ("gcs", "bigquery", "logging", "healthcare")
 ENDPOINT_VARS = ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "LOGGING_API_ENDPOINT", "HEALTHCARE_API_ENDPOINT")
 """The environment variables that point clients at the local services."""
 AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+"""The Airflow processes of every mode (the LocalExecutor runs tasks inside the scheduler)."""
+CELERY_SERVICES = ("redis", "worker-1", "worker-2", "triggerer-2")
+"""Added by the CeleryExecutor mode: the broker, two workers that run the tasks, a second triggerer."""
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
 
 DEMO_IDS = {
     "GCP_PROJECT": "demo-project",
@@ -87,12 +93,29 @@ class Ports:
     def trigger_logs(self) -> int:
         return self.base + 6
 
+    @property
+    def redis(self) -> int:
+        return self.base + 8
+
 
 class Stack:
-    def __init__(self, state_dir: Path, port_base: int, db: str = "postgres", latency: float = 0.0, faults: str = ""):
+    def __init__(
+        self,
+        state_dir: Path,
+        port_base: int,
+        db: str = "postgres",
+        latency: float = 0.0,
+        faults: str = "",
+        executor: str = "local",
+    ):
+        if executor not in EXECUTORS:
+            raise SystemExit(f"executor {executor!r}: must be one of {', '.join(EXECUTORS)}")
+        if executor == "celery" and db != "postgres":
+            raise SystemExit("the CeleryExecutor needs PostgreSQL (its result backend): use db=postgres")
         self.dir = state_dir.resolve()
         self.ports = Ports(port_base)
         self.db = db
+        self.executor = executor
         self.latency = latency
         self.faults = faults
         for sub in ("pids", "logs"):
@@ -335,7 +358,7 @@ class Stack:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": EXECUTORS[self.executor],
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__FERNET_KEY": self._secret("fernet_key", lambda: Fernet.generate_key().decode()),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USERNAME}:admin",
@@ -359,9 +382,49 @@ class Stack:
                 "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",
                 "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(conn),
                 "NO_PROXY": "127.0.0.1,localhost",
+                # a second triggerer takes over the triggers of one that stopped heartbeating this long ago
+                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
             }
         )
+        if self.executor == "celery":
+            env.update(
+                {
+                    "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.ports.redis}/0",
+                    "AIRFLOW__CELERY__RESULT_BACKEND": (
+                        f"db+postgresql://airflow:airflow@127.0.0.1:{self.ports.postgres}/airflow"
+                    ),
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+                }
+            )
         return env
+
+    def airflow_services(self) -> tuple[str, ...]:
+        """The Airflow processes of this stack's executor, in start order."""
+        return AIRFLOW_SERVICES + (CELERY_SERVICES if self.executor == "celery" else ())
+
+    def start_redis(self) -> None:
+        """Redis from Debian as the Celery broker: 127.0.0.1 only, its files under the stack's folder."""
+        server = shutil.which("redis-server")
+        if not server:
+            raise SystemExit("redis-server not found: run `make setup` (apt-get install redis-server)")
+        data = self.dir / "redis"
+        data.mkdir(exist_ok=True)
+        self.spawn(
+            "redis",
+            [server, "--bind", "127.0.0.1", "--port", str(self.ports.redis), "--dir", str(data)]
+            + ["--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"],
+            self.base_env(),
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.ports.redis), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit(f"Redis did not answer on 127.0.0.1:{self.ports.redis}; see {self.dir / 'logs/redis.log'}")
 
     def start_postgres(self) -> None:
         pgdata = self.dir / "postgres"
@@ -430,15 +493,12 @@ class Stack:
         migrate = subprocess.run([airflow, "db", "migrate"], env=env, cwd=REPO, capture_output=True, text=True)
         if migrate.returncode != 0:
             raise SystemExit(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-3000:]}")
-        for name in AIRFLOW_SERVICES:
-            argv = [airflow, name]
-            if name == "api-server":
-                argv += ["--host", "127.0.0.1", "--port", str(self.ports.airflow)]
-            elif name in ("scheduler", "triggerer"):
-                # The serve-logs side servers bind every interface (host is hard-coded in 3.3.2); with the
-                # LocalExecutor the api-server reads the log files directly, so they are not needed.
-                argv.append("--skip-serve-logs")
-            self.spawn(name, argv, env)
+        if self.executor == "celery":
+            self.start_redis()
+        for name in self.airflow_services():
+            if name == "redis":
+                continue
+            self.spawn(name, self._airflow_argv(airflow, name), env)
         self.wait_http(
             f"http://127.0.0.1:{self.ports.airflow}/api/v2/monitor/health",
             90,
@@ -447,9 +507,23 @@ class Stack:
         )
         self.write_env(airflow=True)
 
+    def _airflow_argv(self, airflow: str, name: str) -> list[str]:
+        if name == "api-server":
+            return [airflow, name, "--host", "127.0.0.1", "--port", str(self.ports.airflow)]
+        # The serve-logs side servers bind every interface (host is hard-coded in 3.3.2). Every process here
+        # writes to the same log folder, which the api-server reads directly, so they are not needed.
+        if name.startswith("worker-"):
+            return [airflow, "celery", "worker", "--celery-hostname", f"{name}@%h", "--skip-serve-logs"]
+        if name.startswith("triggerer"):
+            return [airflow, "triggerer", "--skip-serve-logs"]
+        if name == "scheduler":
+            return [airflow, name, "--skip-serve-logs"]
+        return [airflow, name]
+
     def stop_airflow(self) -> None:
-        for name in reversed(AIRFLOW_SERVICES):
+        for name in ("triggerer-2", "worker-2", "worker-1", *reversed(AIRFLOW_SERVICES)):
             self.stop(name, signal.SIGINT, timeout=15)
+        self.stop("redis")
         if self.db == "postgres" or (self.dir / "postgres" / "postmaster.pid").exists():
             self.stop_postgres()
 
@@ -468,7 +542,7 @@ class Stack:
         return [line.split()[3] for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)]
 
     def status(self) -> dict[str, int | None]:
-        return {name: self.pid(name) for name in STACK_SERVICES + AIRFLOW_SERVICES}
+        return {name: self.pid(name) for name in STACK_SERVICES + AIRFLOW_SERVICES + CELERY_SERVICES}
 
 
 def _group_members(pgids: set[int]) -> set[int]:
@@ -515,8 +589,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--db", choices=["sqlite", "postgres"], default=os.environ.get("STACK_DB", "postgres"))
     ap.add_argument("--latency", type=float, default=float(os.environ.get("STACK_HEALTHCARE_LATENCY", "0")))
     ap.add_argument("--faults", default=os.environ.get("STACK_HEALTHCARE_FAULTS", ""))
+    ap.add_argument("--executor", choices=sorted(EXECUTORS), default=os.environ.get("STACK_EXECUTOR", "local"))
     args = ap.parse_args(argv)
-    stack = Stack(Path(args.dir), args.port_base, args.db, args.latency, args.faults)
+    stack = Stack(Path(args.dir), args.port_base, args.db, args.latency, args.faults, args.executor)
     if args.command == "stack":
         stack.start_stack()
         print(f"local stack up; environment in {stack.dir / 'env'}")

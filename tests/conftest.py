@@ -50,7 +50,7 @@ os.environ.update(
 from scripts.stack import ENDPOINT_VARS, Stack  # noqa: E402
 
 
-def free_port_base(span: int = 8) -> int:
+def free_port_base(span: int = 9) -> int:
     for _ in range(200):
         base = random.randrange(20000, 40000, 10)
         ok = True

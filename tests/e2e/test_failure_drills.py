@@ -1,4 +1,5 @@
-"""Reliability drills: a real Airflow on PostgreSQL with the local stack, driven through the REST API.
+"""Reliability drills: a real Airflow on PostgreSQL with the CeleryExecutor (Redis, two workers, two
+triggerers) and the local stack, driven through the REST API.
 
 Each drill breaks something the way production breaks (API faults, a killed triggerer or
 scheduler, the Healthcare API restarting, a user acting on a deferred task) and checks the
@@ -14,6 +15,7 @@ import os
 import signal
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 import requests
@@ -22,7 +24,7 @@ from google.cloud import storage
 
 from scripts.airflow_client import AirflowClient
 from scripts.dicom_samples import make_study
-from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, Stack
+from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, Stack, _group_members
 from tests.conftest import free_port_base
 
 pytestmark = pytest.mark.drills
@@ -39,7 +41,7 @@ STORE_PATH = (
 def drill_env(tmp_path_factory):
     saved = dict(os.environ)
     os.environ["DICOM_IMPORT_START_DATE"] = "2026-11-24"
-    stack = Stack(tmp_path_factory.mktemp("drills"), free_port_base(), db="postgres", latency=0.3)
+    stack = Stack(tmp_path_factory.mktemp("drills"), free_port_base(), db="postgres", latency=0.3, executor="celery")
     try:
         stack.start_stack()
         stack.start_airflow()
@@ -209,23 +211,62 @@ def test_drill_api_faults_during_backfill_and_filtered_export(drill_env, capsys)
     assert len(imports_of(ops)) == len(days) and len(exports) == 2
 
 
-def test_drill_triggerer_killed_while_an_import_is_deferred(drill_env, capsys):
+def trigger_holder(stack: Stack, run_id: str, among: tuple[str, ...]) -> str | None:
+    """The triggerer running the run's import trigger: a process of its group holds the trigger's log file open
+    (``…/run_id=<run>/task_id=import_dicom/attempt=N.log.trigger.<triggerer job id>.log``)."""
+    marker = f"/run_id={run_id}/task_id=import_dicom/"
+    for name in among:
+        pid = stack.pid(name)
+        for member in _group_members({pid} if pid else set()):
+            try:
+                fds = list(Path(f"/proc/{member}/fd").iterdir())
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if marker in target and ".log.trigger." in target:
+                    return name
+    return None
+
+
+def test_drill_one_of_two_triggerers_killed_while_an_import_is_deferred(drill_env, capsys):
+    """Triggerer HA: the triggerer running a deferred import's trigger dies; the other takes the trigger over once
+    the dead one's heartbeat is older than triggerer_health_check_threshold, and the import completes on its one
+    operation, never cancelled (a triggerer that dies is not a user's kill). One import at a time: the import task
+    has max_active_tis_per_dag=1."""
     stack, client, gcs, endpoint = drill_env
-    drill = "triggerer"
-    run_id, matched = deferred_import(client, gcs, endpoint, drill, 1)
-    stack.stop("triggerer", signal.SIGKILL)
-    time.sleep(3)
-    stack.start_airflow()
+    triggerers = ("triggerer", "triggerer-2")
+    drill = "triggerer-ha"
+    run_id, matched = deferred_import(client, gcs, endpoint, drill, 1, good=80)
+    holder, deadline = None, time.time() + 20
+    while holder is None and time.time() < deadline:
+        holder = trigger_holder(stack, run_id, triggerers)
+        time.sleep(0.2)
+    assert holder, "one triggerer holds the deferred import's trigger log open"
+    survivor = next(t for t in triggerers if t != holder)
+    polls_before = operation_polls(endpoint)
+    stack.stop(holder, signal.SIGKILL)
+    killed_at = time.time()
     run = client.wait_run(IMPORT, run_id, timeout=300)
+    done_s = time.time() - killed_at
     ops = imports_of(operations(endpoint, drill))
     lines = check_accounting(client, [run], matched)
+    logs = stack.dir / "airflow" / "logs" / f"dag_id={IMPORT}" / f"run_id={run_id}" / "task_id=import_dicom"
+    trigger_logs = sorted(p.name for p in logs.glob("attempt=1.log.trigger.*.log"))
+    stack.start_airflow()  # the killed triggerer comes back for the drills that follow
     report(
         capsys,
-        f"\n[drill triggerer] killed with SIGKILL while deferred, restarted; run {run['state']}; "
-        f"{len(ops)} import operation(s), cancelled: {[o['cancelRequested'] for o in ops]}",
+        f"\n[drill triggerer HA] {holder} killed with SIGKILL while the import was deferred; {survivor} took the "
+        f"trigger over; run {run['state']} {done_s:.0f}s after the kill; {len(ops)} import operation(s), "
+        f"cancelled: {[o['cancelRequested'] for o in ops]}; {operation_polls(endpoint) - polls_before} polls after "
+        f"the kill; trigger logs: {trigger_logs}",
         *lines,
     )
-    assert len(ops) == 1 and not ops[0]["cancelRequested"]
+    assert len(ops) == 1 and not ops[0]["cancelRequested"], ops
+    assert len(trigger_logs) == 2, "the trigger ran in one triggerer, then in the other"
 
 
 def test_drill_healthcare_api_restarts_while_an_import_runs(drill_env, capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -59,30 +58,3 @@ def test_official_storage_client_works_with_only_the_env_file(stack):
     cmd = f"set -a; . {stack.dir / 'env'}; set +a; {sys.executable} -c '{script}'"
     out = subprocess.run(["bash", "-c", cmd], env=clean, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
-
-
-def test_compose_file_validates():
-    assert shutil.which("docker-compose"), "make setup installs Debian's docker-compose (Compose v1)"
-    out = subprocess.run(
-        ["docker-compose", "-f", str(REPO / "docker-compose.yaml"), "config", "-q"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert out.returncode == 0, out.stderr
-    services = subprocess.run(
-        ["docker-compose", "-f", str(REPO / "docker-compose.yaml"), "config", "--services"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    ).stdout.split()
-    assert {
-        "postgres",
-        "gcs",
-        "bigquery",
-        "healthcare",
-        "airflow-api-server",
-        "airflow-scheduler",
-        "airflow-dag-processor",
-        "airflow-triggerer",
-    } <= set(services)
