@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import requests
 
 from scripts.stack import STACK_SERVICES, Stack
@@ -58,3 +59,23 @@ def test_official_storage_client_works_with_only_the_env_file(stack):
     cmd = f"set -a; . {stack.dir / 'env'}; set +a; {sys.executable} -c '{script}'"
     out = subprocess.run(["bash", "-c", cmd], env=clean, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_the_celery_mode_adds_a_local_broker_two_workers_and_a_second_triggerer(tmp_path):
+    stack = Stack(tmp_path / "c", free_port_base(), executor="celery")
+    env = stack.airflow_environment()
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://127.0.0.1:{stack.ports.redis}/0"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://airflow:airflow@127.0.0.1:")
+    assert stack.airflow_services()[-4:] == ("redis", "worker-1", "worker-2", "triggerer-2")
+    assert Stack(tmp_path / "l", free_port_base()).airflow_services() == (
+        "api-server",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+    )
+
+
+def test_the_celery_mode_refuses_sqlite(tmp_path):
+    with pytest.raises(SystemExit, match="needs PostgreSQL"):
+        Stack(tmp_path / "c", free_port_base(), db="sqlite", executor="celery")
