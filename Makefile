@@ -56,8 +56,12 @@ stack-stop:
 status:
 	$(STACK) status
 
+# Printed figures, never asserted (about 25 minutes on 2 cores); the README's performance section quotes them.
 bench: setup
-	$(PY) bench/emulator_throughput.py
+	$(PY) bench/dag_parse_cost.py
+	$(PY) bench/emulator_throughput.py --instances 2000 --size-kb 512
 	$(PY) bench/polling.py
-	$(PY) bench/triggerer_scale.py
+	$(PY) bench/triggerer_scale.py --operations 10000
 	$(PY) bench/filtered_export_cost.py
+	$(PY) bench/end_to_end_scale.py
+	$(PY) bench/backfill_executors.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import socket
 import sys
 import tempfile
@@ -28,8 +29,18 @@ def _free_base() -> int:
             continue
 
 
+def _stop_on_sigterm() -> None:
+    """``timeout`` and ``kill`` send SIGTERM: turn it into SystemExit, so the ``finally`` below stops the stack."""
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 @contextlib.contextmanager
 def local_stack(**kwargs):
+    _stop_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="dicom-bench-") as tmp:
         stack = Stack(Path(tmp), _free_base(), **kwargs)
         stack.start_stack()

@@ -64,7 +64,11 @@ def main() -> None:
     with local_stack():
         base = os.environ["HEALTHCARE_API_ENDPOINT"]
         parent = "projects/bench/locations/l"
-        requests.post(f"{base}/v1/{parent}/datasets", params={"datasetId": "d"}, json={}, timeout=30).raise_for_status()
+        created = requests.post(f"{base}/v1/{parent}/datasets", params={"datasetId": "d"}, json={}, timeout=30)
+        created.raise_for_status()
+        while not created.json().get("done"):  # datasets.create is an operation, as on Google
+            time.sleep(0.1)
+            created = requests.get(f"{base}/v1/{created.json()['name']}", timeout=30)
         names = requests.post(
             f"{base}/v1/{parent}/datasets/d/admin/syntheticOperations",
             timeout=300,
