@@ -697,6 +697,7 @@ class CloudHealthcareDicomAsyncHook(GoogleBaseAsyncHook):
     sync_hook_class = CloudHealthcareDicomHook
     _sessions: dict[int, tuple[aiohttp.ClientSession, int]] = {}
     _setups: dict[tuple, tuple[str, Any]] = {}
+    _setup_locks: dict[tuple, asyncio.Lock] = {}
 
     def __init__(
         self,
@@ -712,12 +713,20 @@ class CloudHealthcareDicomAsyncHook(GoogleBaseAsyncHook):
         self._session: aiohttp.ClientSession | None = None
 
     async def _setup(self) -> tuple[str, Any]:
-        """(API root, token or None for an anonymous connection), resolved once per connection."""
+        """(API root, token or None for an anonymous connection), resolved once per connection.
+
+        A triggerer that starts with thousands of deferred tasks starts their triggers at once: they wait for the
+        one resolution in progress rather than each building the sync hook (a thread and a connection lookup).
+        """
         cached = self._setups.get(self._setup_key)
         if cached is None:
-            hook = await self.get_sync_hook()
-            token = None if hook.extras.get("is_anonymous") else await self.get_token()
-            cached = self._setups[self._setup_key] = (hook.api_root, token)
+            lock = self._setup_locks.setdefault((id(asyncio.get_running_loop()), self._setup_key), asyncio.Lock())
+            async with lock:
+                cached = self._setups.get(self._setup_key)
+                if cached is None:
+                    hook = await self.get_sync_hook()
+                    token = None if hook.extras.get("is_anonymous") else await self.get_token()
+                    cached = self._setups[self._setup_key] = (hook.api_root, token)
         return cached
 
     def _acquire_session(self) -> aiohttp.ClientSession:

@@ -274,6 +274,34 @@ def test_async_hook_gets_and_cancels(hook):
     assert err.value.http_status == 404
 
 
+def test_many_triggers_starting_at_once_resolve_the_connection_once(hook, monkeypatch):
+    """A triggerer restarting with many deferred tasks: 200 first polls at once build the sync hook once."""
+    name = hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=unique("herd"), dicom_store_id="s")
+    _, uri = seed_import(1)
+    op_name = hook.import_dicom(store_name=name, gcs_uri=uri)["name"]
+    built = []
+    original = CloudHealthcareDicomAsyncHook.get_sync_hook
+
+    async def counting(self):
+        built.append(1)
+        return await original(self)
+
+    monkeypatch.setattr(CloudHealthcareDicomAsyncHook, "get_sync_hook", counting)
+    monkeypatch.setattr(CloudHealthcareDicomAsyncHook, "_setups", {})
+    monkeypatch.setattr(CloudHealthcareDicomAsyncHook, "_setup_locks", {}, raising=False)
+
+    async def poll_all():
+        hooks = [CloudHealthcareDicomAsyncHook() for _ in range(200)]
+        try:
+            return await asyncio.gather(*(h.get_operation(name=op_name) for h in hooks))
+        finally:
+            await asyncio.gather(*(h.close() for h in hooks))
+
+    answers = asyncio.run(poll_all())
+    assert len(answers) == 200 and all(a["name"] == op_name for a in answers)
+    assert len(built) == 1
+
+
 def test_non_json_5xx_error_shape_from_a_proxy(monkeypatch):
     """An HTML 502 from a proxy (the local stack never answers that way) still gives a clear error."""
     hook = CloudHealthcareDicomHook()
