@@ -521,9 +521,9 @@ class Stack:
         return [airflow, name]
 
     def stop_airflow(self) -> None:
-        for name in ("triggerer-2", "worker-2", "worker-1", *reversed(AIRFLOW_SERVICES)):
+        for name in (*reversed(CELERY_SERVICES[1:]), *reversed(AIRFLOW_SERVICES)):
             self.stop(name, signal.SIGINT, timeout=15)
-        self.stop("redis")
+        self.stop("redis")  # CELERY_SERVICES[0], last: the scheduler and workers talk to it until they stop
         if self.db == "postgres" or (self.dir / "postgres" / "postmaster.pid").exists():
             self.stop_postgres()
 

@@ -225,8 +225,9 @@ class Engine:
                 "creationTime": now,
             }
         )
-        for key in ("description", "labels", "friendlyName", "expirationTime", "timePartitioning", "clustering"):
-            if body and key in body and (key not in ("timePartitioning", "clustering") or not old):
+        settable = ("description", "labels", "friendlyName", "expirationTime")
+        for key in settable if old else (*settable, "timePartitioning", "clustering"):  # the latter only on insert
+            if body and key in body:
                 res[key] = body[key]
         res["schema"] = {"fields": schema}
         res["lastModifiedTime"] = now
@@ -437,9 +438,10 @@ class Engine:
             return ""
         field = partitioning["field"]
         conditions = [
-            c for where in tree.find_all(exp.Where) for c in where.this.flatten() if isinstance(where.this, exp.And)
+            c
+            for where in tree.find_all(exp.Where)
+            for c in (where.this.flatten() if isinstance(where.this, exp.And) else [where.this])
         ]
-        conditions += [where.this for where in tree.find_all(exp.Where) if not isinstance(where.this, exp.And)]
         isolating = []
         for condition in conditions:
             names = {c.name.lower() for c in condition.find_all(exp.Column)}

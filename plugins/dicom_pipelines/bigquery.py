@@ -16,7 +16,8 @@ from typing import Any
 
 from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
 from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import Conflict, NotFound
+from google.cloud import bigquery
 
 from dicom_pipelines.dag_params import DEFAULT_MAXIMUM_BYTES_BILLED
 
@@ -154,9 +155,6 @@ def ensure_stream_table(
         return False
     except NotFound:
         pass
-    from google.api_core.exceptions import Conflict
-    from google.cloud import bigquery
-
     if create_dataset:
         client.create_dataset(f"{project}.{dataset}", exists_ok=True)
     resource = bigquery.Table(table, schema=[bigquery.SchemaField.from_api_repr(f) for f in STREAM_TABLE_SEED_SCHEMA])
