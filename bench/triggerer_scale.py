@@ -4,8 +4,10 @@
 
 The local Healthcare API serves synthetic operations whose counters follow the clock (no thread
 per operation). Prints this process's RSS delta, its CPU use (% of one core) while polling, the
-number of operations.get calls and how late completions were detected. ``--sessions per-trigger``
-gives every trigger its own aiohttp session, to measure what sharing one per event loop saves.
+number of operations.get calls and how late completions were detected. The triggers log as in a triggerer's
+runner process: JSON lines to a channel (here a file), so their progress lines are part of the measured CPU.
+``--sessions per-trigger`` gives every trigger its own aiohttp session, to measure what sharing one per event
+loop saves.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ import time
 import psutil
 import requests
 from _stack import local_stack
+
+
+def log_as_the_triggerer_runner_does(path: str):
+    """Airflow's trigger runner sends each trigger's log lines as JSON to the triggerer over a file descriptor."""
+    from airflow.sdk.log import configure_logging
+
+    channel = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by the caller
+    configure_logging(json_output=True, output=channel, sending_to_supervisor=True)
+    return channel
 
 
 def use_one_session_per_trigger() -> None:
@@ -61,7 +72,7 @@ def main() -> None:
     os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = (
         '{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true}}'
     )
-    with local_stack():
+    with local_stack() as stack:
         base = os.environ["HEALTHCARE_API_ENDPOINT"]
         parent = "projects/bench/locations/l"
         created = requests.post(f"{base}/v1/{parent}/datasets", params={"datasetId": "d"}, json={}, timeout=30)
@@ -75,10 +86,14 @@ def main() -> None:
             json={"count": args.operations, "durationSeconds": args.duration, "instances": 1000},
         ).json()["operations"]
         started = time.time()
-        import dicom_pipelines.triggers  # noqa: F401 - its import cost is not part of the measured delta
+        # The import cost of the trigger and its hook is not part of the measured delta.
+        import dicom_pipelines.hooks  # noqa: F401
+        import dicom_pipelines.triggers  # noqa: F401
 
         if args.sessions == "per-trigger":
             use_one_session_per_trigger()
+        log_path = str(stack.dir / "trigger-logs.jsonl")
+        channel = log_as_the_triggerer_runner_does(log_path)
 
         proc = psutil.Process()
         rss0 = proc.memory_info().rss
@@ -90,6 +105,9 @@ def main() -> None:
         cpu = proc.cpu_times()
         rss_peak = proc.memory_info().rss
         calls = requests.get(f"{base}/admin/stats", timeout=30).json()["requests"].get("operations.get", 0) - calls0
+        channel.close()
+        with open(log_path, "rb") as lines:
+            logged = sum(1 for _ in lines)
     done_at = started + args.duration
     lateness = sorted(max(0.0, t - done_at) for _, t in results)
     statuses = {s: sum(1 for x, _ in results if x == s) for s in {x for x, _ in results}}
@@ -99,7 +117,7 @@ def main() -> None:
         f"RSS delta: {(rss_peak - rss0) / 1e6:.1f} MB   CPU: {100 * cpu_s / wall:.1f}% of one core "
         f"({cpu_s:.1f}s CPU over {wall:.1f}s)"
     )
-    print(f"operations.get calls: {calls} ({calls / args.operations:.1f} per operation)")
+    print(f"operations.get calls: {calls} ({calls / args.operations:.1f} per operation), log lines: {logged}")
     print(f"detection delay: median {lateness[len(lateness) // 2]:.1f}s, max {lateness[-1]:.1f}s")
 
 

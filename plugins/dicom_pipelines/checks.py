@@ -14,6 +14,7 @@ from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from dicom_pipelines.dag_params import run_param_problems
+from dicom_pipelines.responses import parse_time
 from dicom_pipelines.validation import parse_gcs_uri, parse_mime_type
 
 
@@ -127,8 +128,6 @@ def _outside_filter(gcp_conn_id: str, filter_uri: str, instances: set[str]) -> l
 
 
 def _since(create_time: str | None) -> dt.datetime | None:
-    from dicom_pipelines.hooks import parse_time
-
     created = parse_time(create_time or "")
     return created - CLOCK_SKEW if created else None
 

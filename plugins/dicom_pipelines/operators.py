@@ -23,23 +23,13 @@ import datetime as dt
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.google.cloud.links.base import BaseGoogleLink
 from airflow.providers.google.cloud.operators.cloud_base import GoogleCloudBaseOperator
 from airflow.sdk import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from dicom_pipelines.hooks import (
-    SUBMIT_TIMEOUT_S,
-    CloudHealthcareDicomHook,
-    HealthcareApiError,
-    OperationDeadlineExceeded,
-    OperationStatus,
-    parse_operation,
-    parse_time,
-)
-from dicom_pipelines.links import HealthcareDicomStoreLink, HealthcareOperationLink, HealthcareOperationLogLink
+from dicom_pipelines.links import HealthcareDicomStoreLink, HealthcareOperationLink, HealthcareOperationLogLink, UrlLink
 from dicom_pipelines.outcomes import (
     CANCELLED,
     EMPTY,
@@ -54,6 +44,14 @@ from dicom_pipelines.outcomes import (
     summary,
 )
 from dicom_pipelines.polling import PollPlanner
+from dicom_pipelines.responses import (
+    SUBMIT_TIMEOUT_S,
+    HealthcareApiError,
+    OperationDeadlineExceeded,
+    OperationStatus,
+    parse_operation,
+    parse_time,
+)
 from dicom_pipelines.triggers import HealthcareOperationTrigger
 from dicom_pipelines.validation import (
     ValidationError,
@@ -65,6 +63,9 @@ from dicom_pipelines.validation import (
     parse_mime_type,
     resource_name,
 )
+
+if TYPE_CHECKING:
+    from dicom_pipelines.hooks import CloudHealthcareDicomHook
 
 OPERATION_STATE_KEY = "healthcare_operation"
 WRITE_DISPOSITIONS = ("WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND")
@@ -94,7 +95,7 @@ class HealthcareDicomStoreBaseOperator(GoogleCloudBaseOperator):
         "gcp_conn_id",
         "impersonation_chain",
     )
-    operator_extra_links: tuple[BaseGoogleLink, ...] = (HealthcareDicomStoreLink(),)
+    operator_extra_links: tuple[UrlLink, ...] = (HealthcareDicomStoreLink(),)
     ui_color = "#d4e9f7"
 
     def __init__(
@@ -119,6 +120,8 @@ class HealthcareDicomStoreBaseOperator(GoogleCloudBaseOperator):
         self.api_version = api_version
 
     def get_hook(self) -> CloudHealthcareDicomHook:
+        from dicom_pipelines.hooks import CloudHealthcareDicomHook
+
         return CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
 
     def store_name(self) -> str:

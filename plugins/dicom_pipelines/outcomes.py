@@ -29,7 +29,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from dicom_pipelines.hooks import AmbiguousSubmissionError, HealthcareApiError, OperationStatus, parse_time
+from dicom_pipelines.responses import AmbiguousSubmissionError, HealthcareApiError, OperationStatus, parse_time
 from dicom_pipelines.validation import ValidationError
 
 SUCCESS, PARTIAL, EMPTY, CANCELLED, TRANSIENT, ERROR = "success", "partial", "empty", "cancelled", "transient", "error"
@@ -159,7 +159,7 @@ def failure_message(status: OperationStatus, kind: str, policy: FailurePolicy) -
 
 
 def failed_source_lines(entries: list[dict]) -> list[str]:
-    """One line per error (:func:`~dicom_pipelines.hooks.parse_log_entry`): the file or resource and its error."""
+    """One line per error (:func:`~dicom_pipelines.responses.parse_log_entry`): the file or resource and its error."""
     return [f"Failed: {e['source'] or '?'}: code {e['code']}: {e['message']}" for e in entries]
 
 

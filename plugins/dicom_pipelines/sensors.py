@@ -12,12 +12,11 @@ import datetime as dt
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-from dicom_pipelines.hooks import CloudHealthcareDicomHook, HealthcareApiError, OperationStatus, parse_operation
 from dicom_pipelines.outcomes import (
     FailurePolicy,
     api_failure,
@@ -26,7 +25,11 @@ from dicom_pipelines.outcomes import (
     log_finished,
     operation_result,
 )
+from dicom_pipelines.responses import HealthcareApiError, OperationStatus, parse_operation
 from dicom_pipelines.triggers import HealthcareOperationTrigger
+
+if TYPE_CHECKING:
+    from dicom_pipelines.hooks import CloudHealthcareDicomHook
 
 _OPERATION_RE = r"^projects/[^/]+/locations/[^/]+/datasets/[^/]+/operations/[^/]+\Z"
 
@@ -72,6 +75,8 @@ class HealthcareOperationSensor(BaseSensorOperator):
         self.failed_sources_to_log = failed_sources_to_log
 
     def _hook(self) -> CloudHealthcareDicomHook:
+        from dicom_pipelines.hooks import CloudHealthcareDicomHook
+
         return CloudHealthcareDicomHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
 
     def _check(self) -> None:

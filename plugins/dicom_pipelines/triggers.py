@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook, HealthcareApiError, OperationStatus, parse_operation
 from dicom_pipelines.outcomes import deadline_note
 from dicom_pipelines.polling import PollPlanner
+from dicom_pipelines.responses import HealthcareApiError, OperationStatus, parse_operation
+
+if TYPE_CHECKING:
+    from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook
 
 EVENT_KEYS = (
     "status",
@@ -116,6 +119,8 @@ class HealthcareOperationTrigger(BaseTrigger):
 
     def get_hook(self) -> CloudHealthcareDicomAsyncHook:
         if self._hook is None:
+            from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook
+
             self._hook = CloudHealthcareDicomAsyncHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
         return self._hook
 
@@ -193,6 +198,8 @@ class HealthcareOperationTrigger(BaseTrigger):
         if await self._task_marked_success():
             self.log.info("Task marked success by a user: operation %s is left running", self.operation_name)
             return
+        from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook
+
         hook = CloudHealthcareDicomAsyncHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
         try:
             await hook.cancel_operation(name=self.operation_name)

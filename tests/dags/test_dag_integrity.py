@@ -100,6 +100,30 @@ def test_no_network_or_database_io_at_import_time():
     assert parsed["errors"] == {} and EXPECTED <= set(parsed["dag_ids"])
 
 
+CLIENT_MODULES = ("googleapiclient", "aiohttp", "httplib2", "airflow.providers.google.common.hooks.base_google")
+LOADED_AT_PARSE = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("dag_under_test", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print(json.dumps(sorted(m for m in sys.argv[2:] if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("dag_file", ["dicom_nightly_import.py", "dicom_export.py"])
+def test_parsing_the_healthcare_dags_loads_no_google_client(dag_file):
+    """The dag-processor parses every file again and again: the hooks and their client libraries load only in
+    the tasks that call the API."""
+    out = subprocess.run(
+        [sys.executable, "-c", LOADED_AT_PARSE, str(DAGS / dag_file), *CLIENT_MODULES],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
 def test_sql_is_rendered_from_include_not_python(dagbag):
     dag = dagbag.dags["dicom_filtered_export"]
     query = dag.get_task("build_filter_table").configuration["query"]["query"]

@@ -8,16 +8,14 @@ import time
 import pytest
 from googleapiclient.http import HttpMockSequence
 
-from dicom_pipelines.hooks import (
+from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook, CloudHealthcareDicomHook
+from dicom_pipelines.polling import PollPlanner
+from dicom_pipelines.responses import (
     AmbiguousSubmissionError,
-    CloudHealthcareDicomAsyncHook,
-    CloudHealthcareDicomHook,
     HealthcareApiError,
     OperationDeadlineExceeded,
     parse_operation,
-    resolve_endpoint,
 )
-from dicom_pipelines.polling import PollPlanner
 from tests.helpers import LOCATION, PROJECT, admin, new_bucket, seed_import, unique
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -26,14 +24,6 @@ pytestmark = pytest.mark.usefixtures("stack")
 @pytest.fixture()
 def hook():
     return CloudHealthcareDicomHook()
-
-
-def test_endpoint_from_connection_extra_then_env(monkeypatch):
-    assert resolve_endpoint({"healthcare_endpoint": "http://127.0.0.1:1"}) == "http://127.0.0.1:1/"
-    monkeypatch.setenv("HEALTHCARE_API_ENDPOINT", "http://127.0.0.1:2")
-    assert resolve_endpoint({}) == "http://127.0.0.1:2/"
-    monkeypatch.delenv("HEALTHCARE_API_ENDPOINT")
-    assert resolve_endpoint({}) is None
 
 
 def test_both_api_versions_build_from_the_bundled_document():

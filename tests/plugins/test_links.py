@@ -26,3 +26,14 @@ def test_elsewhere_the_links_open_the_endpoints_own_views():
     assert HealthcareOperationLink.url(local, f"{DATASET}/operations/9", "v1beta1") == (
         f"{local}v1beta1/{DATASET}/operations/9"
     )
+
+
+def test_the_link_is_the_url_the_task_stored(monkeypatch):
+    from airflow.sdk.execution_time.xcom import XCom
+
+    stored = {"healthcare_dicom_store_link": "http://127.0.0.1:18402/v1/x", "healthcare_operation_link": None}
+    monkeypatch.setattr(XCom, "get_value", staticmethod(lambda key, ti_key: stored.get(key)))
+    store_link, operation_link = HealthcareDicomStoreLink(), HealthcareOperationLink()
+    assert store_link.xcom_key == "healthcare_dicom_store_link"
+    assert store_link.get_link(None, ti_key=None) == "http://127.0.0.1:18402/v1/x"
+    assert operation_link.get_link(None, ti_key=None) == ""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_pipelines.hooks import CloudHealthcareDicomHook, parse_operation
+from dicom_pipelines.hooks import CloudHealthcareDicomHook
 from dicom_pipelines.outcomes import (
     CANCELLED,
     EMPTY,
@@ -24,6 +24,7 @@ from dicom_pipelines.outcomes import (
     classify,
     failure_message,
 )
+from dicom_pipelines.responses import parse_operation
 from tests.helpers import LOCATION, PROJECT, admin, new_bucket, seed_import, store_parts, unique
 
 FIXTURES = Path(__file__).resolve().parents[1] / "dag_fixtures" / "contract_import.py"

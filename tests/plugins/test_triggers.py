@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from dicom_pipelines.hooks import CloudHealthcareDicomHook, parse_operation
+from dicom_pipelines.hooks import CloudHealthcareDicomHook
 from dicom_pipelines.polling import PollPlanner
+from dicom_pipelines.responses import parse_operation
 from dicom_pipelines.triggers import EVENT_KEYS, HealthcareOperationTrigger
 from tests.helpers import LOCATION, PROJECT, admin, start_import
 
