@@ -27,6 +27,7 @@ class GcsClient:
         if not self.endpoint:
             raise RuntimeError("no GCS endpoint: pass --gcs-endpoint or set STORAGE_EMULATOR_HOST")
         self.session = requests.Session()
+        self.session.trust_env = False  # a local endpoint: no proxy or .netrc lookups, which cost CPU on every call
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
 
@@ -52,10 +53,12 @@ class GcsClient:
                 return
 
     def download(self, bucket: str, name: str) -> bytes:
+        """The object's bytes, read in one call: ``Response.content`` reads 10 KB at a time, and at hundreds of
+        objects a second those Python-level reads cost more CPU than the GCS server spends sending them."""
         url = f"{self.endpoint}/download/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}"
-        return self._check(
-            self.session.get(url, params={"alt": "media"}, timeout=120), f"read gs://{bucket}/{name}"
-        ).content
+        with self.session.get(url, params={"alt": "media"}, timeout=120, stream=True) as resp:
+            self._check(resp, f"read gs://{bucket}/{name}")
+            return resp.raw.read(decode_content=True)
 
     def upload(self, bucket: str, name: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         url = f"{self.endpoint}/upload/storage/v1/b/{quote(bucket, safe='')}/o"

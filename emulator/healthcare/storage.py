@@ -35,6 +35,7 @@ class Storage:
         self.root = Path(root)
         self.blob_dir = self.root / "blobs"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self._blob_folders: set[str] = set()
         self._db = sqlite3.connect(self.root / "index.sqlite", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -74,11 +75,15 @@ class Storage:
 
     def put_blob(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        path = self.blob_path(digest)
-        if not path.exists():
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
+        folder = os.path.join(self.blob_dir, digest[:2])
+        path = os.path.join(folder, digest)
+        if not os.path.exists(path):
+            if folder not in self._blob_folders:
+                os.makedirs(folder, exist_ok=True)
+                self._blob_folders.add(folder)
+            tmp = f"{path}.{threading.get_ident()}.tmp"
+            with open(tmp, "wb") as out:
+                out.write(data)
             os.replace(tmp, path)
         return digest
 
