@@ -4,8 +4,9 @@
 
 The real ``HealthcareOperationTrigger.run()`` is driven on a virtual clock (its ``time.time`` and
 ``asyncio.sleep`` are replaced), against an operation whose counters follow a profile and that is
-done after 1 min, 10 min and 1 h. Prints API calls and how late completion was detected; the
-trigger promises at most ``max_poll_interval`` (60 s) late on every profile.
+done after 1 min, 10 min and 1 h. The first poll comes 3 s after the operation's ``createTime``. Prints API
+calls and how late completion was detected; the trigger promises at most ``max_poll_interval`` (60 s) late on
+every profile.
 
 Profiles (fraction done at fraction ``x`` of the duration):
 - steady: ``x``;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -37,9 +39,14 @@ PROFILES = {
 }
 
 
+TRIGGER_START_S = 3.0
+"""When the first poll comes, after the submission: the operator checks once, defers, and a triggerer picks it up."""
+CREATE_TIME = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(EPOCH))
+
+
 class Clock:
     def __init__(self) -> None:
-        self.now = 0.0
+        self.now = TRIGGER_START_S
 
     def time(self) -> float:
         return EPOCH + self.now
@@ -59,7 +66,8 @@ class FakeOperationHook:
         t = self.clock.now
         done = t >= self.duration
         processed = TOTAL if done else int(TOTAL * self.profile(t / self.duration))
-        op = {"name": name, "metadata": {"counter": {"success": str(processed), "pending": str(TOTAL - processed)}}}
+        counter = {"success": str(processed), "pending": str(TOTAL - processed)}
+        op = {"name": name, "metadata": {"createTime": CREATE_TIME, "counter": counter}}
         if done:
             op["done"] = True
         return op

@@ -439,7 +439,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                     return last
                 if on_progress:
                     on_progress(last)
-                delay = planner.next_delay(time.time(), last.processed, last.pending)
+                delay = planner.next_delay(time.time(), last.processed, last.pending, last.created_at)
             if deadline is not None:
                 if time.time() >= deadline:
                     raise OperationDeadlineExceeded(name, last)

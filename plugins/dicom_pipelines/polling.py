@@ -12,6 +12,11 @@ Without usable progress it backs off exponentially from ``poll_interval`` to ``m
 Once ``pending`` goes down, it estimates the end from the recent rate (between the last two observations
 that moved) and, when that end falls inside the next wait, polls just after it instead, so a steady
 operation is seen done about ``landing_margin`` seconds late rather than up to ``max_poll_interval``.
+
+The operation's creation (its ``metadata.createTime``) counts as the first observation: nothing was processed
+then. So the first poll that sees progress already gives a rate, and a trigger that starts a few seconds after
+the submission needs no second poll to learn it. An operation that waited in a queue before starting looks
+slower than it is at first; that can only make a wait longer, never past ``max_poll_interval``.
 """
 
 from __future__ import annotations
@@ -39,11 +44,18 @@ class PollPlanner:
             )
         self._delay = self.poll_interval
 
-    def predicted_remaining(self, now: float, processed: int, pending: int) -> float | None:
-        """Seconds until completion at the most recent rate seen, or None if unknown."""
+    def predicted_remaining(
+        self, now: float, processed: int, pending: int, created_at: float | None = None
+    ) -> float | None:
+        """Seconds until completion at the most recent rate seen, or None if unknown.
+
+        ``created_at`` (epoch seconds) is when the operation was created, if known: zero processed then.
+        """
         if self._last_move is None:
-            self._last_move = (now, processed)
-            return None
+            if created_at is None or created_at >= now:
+                self._last_move = (now, processed)
+                return None
+            self._last_move = (created_at, 0)
         t0, p0 = self._last_move
         if processed > p0 and now > t0:
             self._rate = (processed - p0) / (now - t0)
@@ -58,9 +70,9 @@ class PollPlanner:
         self._delay = min(self._delay * self.backoff, self.max_poll_interval)
         return delay
 
-    def next_delay(self, now: float, processed: int, pending: int) -> float:
+    def next_delay(self, now: float, processed: int, pending: int, created_at: float | None = None) -> float:
         """Seconds to wait before the next poll, given the latest counters; never more than ``max_poll_interval``."""
-        remaining = self.predicted_remaining(now, processed, pending)
+        remaining = self.predicted_remaining(now, processed, pending, created_at)
         if remaining is None:
             return self.retry_delay()
         landing = remaining + self.landing_margin

@@ -115,6 +115,12 @@ class OperationStatus:
         return self.done and self.error_code == 0
 
     @property
+    def created_at(self) -> float | None:
+        """``metadata.createTime`` in epoch seconds, or None when absent or unreadable."""
+        created = parse_time(self.create_time)
+        return created.timestamp() if created else None
+
+    @property
     def error_name(self) -> str:
         return _CODE_NAMES.get(self.error_code, str(self.error_code))
 

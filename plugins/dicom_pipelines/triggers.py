@@ -154,7 +154,7 @@ class HealthcareOperationTrigger(BaseTrigger):
                             status.pending,
                         )
                         last_pending = status.pending
-                    delay = planner.next_delay(time.time(), status.processed, status.pending)
+                    delay = planner.next_delay(time.time(), status.processed, status.pending, status.created_at)
                 if self.deadline is not None and time.time() >= self.deadline:
                     yield TriggerEvent(await self._deadline_event(hook, polls))
                     return

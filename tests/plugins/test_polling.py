@@ -53,3 +53,32 @@ def test_invalid_settings_are_refused():
         PollPlanner(0)
     with pytest.raises(ValueError, match="max_poll_interval"):
         PollPlanner(5, 1)
+
+
+def test_the_creation_time_lets_the_first_moving_poll_predict_the_end():
+    """Created at 0, a quarter done at 3 s: the end is due at 12 s, polled just after it (no second poll to learn
+    the rate). Without the creation time the planner can only back off."""
+    assert PollPlanner(2.0, 60.0).next_delay(3.0, 250, 750, created_at=0.0) == pytest.approx(10.0)
+    assert PollPlanner(2.0, 60.0).next_delay(3.0, 250, 750) == 2.0
+
+
+def test_a_creation_time_ahead_of_our_clock_is_ignored():
+    assert PollPlanner(2.0, 60.0).next_delay(3.0, 250, 750, created_at=5.0) == 2.0
+
+
+def test_an_operation_that_queued_before_starting_is_still_seen_within_max_poll_interval():
+    """Queued 50 s, then steady for 60.7 s: the creation time makes it look slow at first."""
+
+    def queued(x: float) -> float:
+        start = 50 / 110.7
+        return 0.0 if x < start else (x - start) / (1 - start)
+
+    planner, t, calls, longest, total, duration = PollPlanner(2.0, 60.0), 3.0, 0, 0.0, 10_000, 110.7
+    while True:
+        calls += 1
+        if t >= duration:
+            break
+        done = int(total * queued(t / duration))
+        delay = planner.next_delay(t, done, total - done, created_at=0.0)
+        longest, t = max(longest, delay), t + delay
+    assert longest <= 60.0 and t - duration <= 60.0

@@ -76,3 +76,9 @@ def test_the_parsing_loads_no_google_client():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_creation_time_in_epoch_seconds():
+    status = parse_operation({"name": "op", "metadata": {"createTime": "2026-11-26T00:00:01.500Z"}})
+    assert status.created_at == dt.datetime(2026, 11, 26, 0, 0, 1, 500000, tzinfo=dt.UTC).timestamp()
+    assert parse_operation({"name": "op"}).created_at is None
