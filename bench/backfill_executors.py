@@ -24,7 +24,7 @@ from google.cloud import storage
 
 from scripts.airflow_client import AirflowClient
 from scripts.dicom_samples import make_study
-from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS
+from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, one_night_catchup_start
 
 IMPORT, BUCKET = "dicom_nightly_import", "bench-nights"
 
@@ -36,7 +36,7 @@ def seconds(later: str | None, earlier: str | None) -> float | None:
 
 
 def one_backfill(executor: str, days: list[str], per_night: int) -> str:
-    os.environ["DICOM_IMPORT_START_DATE"] = "2026-11-24"  # the DAG files read it when parsed: a one-run catchup
+    os.environ["DICOM_IMPORT_START_DATE"] = one_night_catchup_start()  # the DAG files read it when parsed
     with local_stack(db="postgres", executor=executor) as stack:
         stack.start_airflow()
         try:

@@ -28,7 +28,7 @@ from pydicom.uid import generate_uid
 
 from scripts.airflow_client import AirflowClient
 from scripts.dicom_samples import make_instance
-from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS
+from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, one_night_catchup_start
 
 IMPORT, FILTERED, BUCKET = "dicom_nightly_import", "dicom_filtered_export", "scale-incoming"
 DAY = "2026-11-20"
@@ -56,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     template = pydicom.dcmread(io.BytesIO(make_instance("1.2", "1.2.1", "1.2.1.1", rows=512, cols=512, seed=7).data))
     dates = [(dt.date(2026, 10, 1) + dt.timedelta(days=n)).strftime("%Y%m%d") for n in range(args.dates)]
-    os.environ["DICOM_IMPORT_START_DATE"] = "2026-11-24"
+    os.environ["DICOM_IMPORT_START_DATE"] = start = one_night_catchup_start()
     with local_stack(db="postgres", executor=args.executor) as stack:
         stack.start_airflow()
         try:
@@ -97,7 +97,7 @@ def main() -> None:
                     "metadata_stream_table": STREAM_TABLE,
                 },
                 run_id="scale-import",
-                logical_date="2026-11-24T06:00:00Z",
+                logical_date=f"{start}T06:00:00Z",
             )
             imported = client.wait_run(IMPORT, night["dag_run_id"], timeout=3600)
             import_s = time.time() - t_all

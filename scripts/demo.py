@@ -21,15 +21,14 @@ from google.cloud import storage
 
 from scripts.airflow_client import AirflowClient
 from scripts.demo_data import DAYS, seed
-from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, REPO, Stack
+from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, REPO, Stack, one_night_catchup_start
 
 IMPORT, FILTERED, EXPORT = "dicom_nightly_import", "dicom_filtered_export", "dicom_export"
 DEID = "dicom_deidentified_export"
 
 
 def main() -> int:
-    yesterday = (dt.date.today() - dt.timedelta(days=1)).isoformat()
-    os.environ.setdefault("DICOM_IMPORT_START_DATE", yesterday)  # a short catchup for the demo
+    os.environ.setdefault("DICOM_IMPORT_START_DATE", one_night_catchup_start())
     stack = Stack(
         Path(os.environ.get("STACK_DIR", REPO / ".stack")),
         int(os.environ.get("STACK_PORT_BASE", "18400")),

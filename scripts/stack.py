@@ -17,6 +17,7 @@ is stopped by that PID only. All Airflow settings live in :func:`airflow_environ
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import secrets
@@ -38,6 +39,17 @@ STACK_SERVICES = ("gcs", "bigquery", "logging", "healthcare")
 ENDPOINT_VARS = ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "LOGGING_API_ENDPOINT", "HEALTHCARE_API_ENDPOINT")
 """The environment variables that point clients at the local services."""
 AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def one_night_catchup_start() -> str:
+    """A ``DICOM_IMPORT_START_DATE`` that schedules exactly one night: yesterday, UTC.
+
+    The nightly import catches up from its start date, so a fixed date would schedule one more night for every
+    day that passes, and a run given an earlier logical date would land between them.
+    """
+    return (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+
+
 """The Airflow processes of every mode (the LocalExecutor runs tasks inside the scheduler)."""
 CELERY_SERVICES = ("redis", "worker-1", "worker-2", "triggerer-2")
 """Added by the CeleryExecutor mode: the broker, two workers that run the tasks, a second triggerer."""

@@ -47,9 +47,24 @@ def wait_for_previous_run(**context: Any) -> bool:
     the nights in date order however they were started. A failed night does not hold the next one back; a run
     with no logical date (started by hand) does not wait. Imports themselves never overlap either: the import
     task has ``max_active_tis_per_dag=1``.
+
+    One case goes out of order: an earlier night created after this one started, outside a backfill (a run
+    triggered for a past logical date, say). The DAG runs one such run at a time, so that night stays queued
+    until this one ends; waiting for it would hold both until the sensor's timeout. This night goes first, and a
+    warning names the other.
     """
     previous = context["ti"].get_previous_dagrun()
-    if previous is None or getattr(previous.state, "value", previous.state) in FINISHED_RUN_STATES:
+    state = getattr(previous.state, "value", previous.state) if previous is not None else None
+    if previous is None or state in FINISHED_RUN_STATES:
+        return True
+    if state == "queued" and getattr(previous.run_type, "value", previous.run_type) != "backfill":
+        log.warning(
+            "Run %s (logical date %s) is queued behind this run: the DAG runs one scheduled or manual run at a "
+            "time, so waiting for it would hold both until this sensor's timeout. This night imports first, out "
+            "of date order",
+            previous.run_id,
+            previous.logical_date,
+        )
         return True
     log.info(
         "Waiting for run %s (logical date %s, %s) to finish: nights import in date order",

@@ -11,7 +11,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from scripts.airflow_client import AirflowClient
-from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, Stack
+from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, Stack, one_night_catchup_start
 from tests.conftest import free_port_base
 
 
@@ -24,7 +24,7 @@ def running_deployment(
     0.3 s per instance by default: operations outlast the operators' first check, so tasks defer to the triggerer.
     """
     saved = dict(os.environ)
-    os.environ["DICOM_IMPORT_START_DATE"] = "2026-11-24"  # keep catchup short: DAG files read it when parsed
+    os.environ["DICOM_IMPORT_START_DATE"] = one_night_catchup_start()  # DAG files read it when parsed
     stack = Stack(folder, free_port_base(), db=db, latency=latency)
     try:
         stack.start_stack()

@@ -24,13 +24,21 @@ from google.cloud import storage
 
 from scripts.airflow_client import AirflowClient
 from scripts.dicom_samples import make_study
-from scripts.stack import AIRFLOW_LOCAL_PASSWORD, AIRFLOW_USERNAME, DEMO_IDS, Stack, _group_members
+from scripts.stack import (
+    AIRFLOW_LOCAL_PASSWORD,
+    AIRFLOW_USERNAME,
+    DEMO_IDS,
+    Stack,
+    _group_members,
+    one_night_catchup_start,
+)
 from tests.conftest import free_port_base
 
 pytestmark = pytest.mark.drills
 
 IMPORT, FILTERED = "dicom_nightly_import", "dicom_filtered_export"
 BUCKET = "dicom-drills"
+CATCHUP_START = one_night_catchup_start()
 STORE_PATH = (
     f"projects/{DEMO_IDS['GCP_PROJECT']}/locations/{DEMO_IDS['HEALTHCARE_LOCATION']}/datasets/"
     f"{DEMO_IDS['HEALTHCARE_DATASET']}/dicomStores/"
@@ -40,7 +48,7 @@ STORE_PATH = (
 @pytest.fixture(scope="module")
 def drill_env(tmp_path_factory):
     saved = dict(os.environ)
-    os.environ["DICOM_IMPORT_START_DATE"] = "2026-11-24"
+    os.environ["DICOM_IMPORT_START_DATE"] = CATCHUP_START
     stack = Stack(tmp_path_factory.mktemp("drills"), free_port_base(), db="postgres", latency=0.3, executor="celery")
     try:
         stack.start_stack()
@@ -153,13 +161,14 @@ def deferred_import(
     to call ``on_kill`` on (the README's contract says so).
 
     Its logical date must be after the DAG's start date (else Airflow creates no task instances): each
-    drill takes its own hour of 2026-11-24. Returns the run id and what the folder's pattern matches.
+    drill takes its own hour of the catchup's night, after it. Returns the run id and what the folder's pattern
+    matches.
     """
     day = f"2026-11-{10 + hour:02d}"
     matched = seed_nights(gcs, drill, [day], good=good, bad=bad)
     conf = {**night_conf(drill), "gcs_uri": f"gs://{BUCKET}/{drill}/{day}/**.dcm"}
     run_id = f"drill-{drill}"
-    client.trigger(IMPORT, conf, run_id=run_id, logical_date=f"2026-11-24T{hour:02d}:00:00Z")
+    client.trigger(IMPORT, conf, run_id=run_id, logical_date=f"{CATCHUP_START}T{hour:02d}:00:00Z")
     client.wait_task_state(IMPORT, run_id, "import_dicom", ("deferred",))
     polls, deadline = operation_polls(endpoint), time.time() + 60
     while operation_polls(endpoint) == polls and time.time() < deadline:

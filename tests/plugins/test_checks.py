@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.utils.state import DagRunState
+from airflow.utils.types import DagRunType
 
 from dicom_pipelines.checks import check_params, wait_for_previous_run
 
@@ -19,18 +20,32 @@ class PreviousRunTI:
         return self.previous
 
 
-def previous(state: str) -> SimpleNamespace:
-    """A previous run as the Task SDK returns it: its state is an enum, whose ``str()`` is not its value."""
-    return SimpleNamespace(run_id="backfill__2026-11-21", logical_date="2026-11-21T00:00:00Z", state=DagRunState(state))
+def previous(state: str, run_type: str = "backfill") -> SimpleNamespace:
+    """A previous run as the Task SDK returns it: state and type are enums, whose ``str()`` is not their value."""
+    return SimpleNamespace(
+        run_id=f"{run_type}__2026-11-21",
+        logical_date="2026-11-21T00:00:00Z",
+        state=DagRunState(state),
+        run_type=DagRunType(run_type),
+    )
 
 
 @pytest.mark.parametrize(
     "earlier,proceeds",
     [(None, True), (previous("success"), True), (previous("failed"), True)]
-    + [(previous(state), False) for state in ("queued", "running")],
+    + [(previous(state), False) for state in ("queued", "running")]
+    + [(previous("running", run_type), False) for run_type in ("manual", "scheduled")],
 )
 def test_a_night_waits_only_for_an_unfinished_previous_run(earlier, proceeds):
     assert wait_for_previous_run.function(ti=PreviousRunTI(earlier)) is proceeds
+
+
+@pytest.mark.parametrize("run_type", ["manual", "scheduled"])
+def test_an_earlier_night_queued_behind_this_run_does_not_hold_it(run_type, caplog):
+    """One scheduled or manual run at a time: the queued earlier night can only start when this one ends."""
+    caplog.set_level("WARNING", logger="dicom_pipelines.checks")
+    assert wait_for_previous_run.function(ti=PreviousRunTI(previous("queued", run_type))) is True
+    assert f"Run {run_type}__2026-11-21 (logical date 2026-11-21T00:00:00Z) is queued behind this run" in caplog.text
 
 
 def params_context(values: dict, conf: dict, declared: dict | None = None) -> dict:
