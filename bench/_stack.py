@@ -30,9 +30,13 @@ def _free_base() -> int:
 
 
 def _stop_on_sigterm() -> None:
-    """``timeout`` and ``kill`` send SIGTERM: turn it into SystemExit, so the ``finally`` below stops the stack."""
+    """``timeout`` and ``kill`` send SIGTERM: turn it into SystemExit, so the ``finally`` below stops the stack.
+
+    Only the first one: a second SIGTERM during that cleanup would cut it short and leave services running.
+    """
 
     def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
