@@ -127,23 +127,22 @@ def main() -> None:
             .create(parent=f"{parent}/datasets/d", dicomStoreId="s", body={})
             .execute()["name"]
         )
-        import_cpu = CpuMeter(stack.pid("gcs"), stack.pid("healthcare")).__enter__()
         t0 = time.perf_counter()
-        op = (
-            svc.projects()
-            .locations()
-            .datasets()
-            .dicomStores()
-            .import_(name=store, body={"gcsSource": {"uri": "gs://bench/in/**.dcm"}})
-            .execute()
-        )
-        while True:
-            cur = svc.projects().locations().datasets().operations().get(name=op["name"]).execute()
-            if cur.get("done"):
-                break
-            time.sleep(0.05)
+        with CpuMeter(stack.pid("gcs"), stack.pid("healthcare")) as import_cpu:
+            op = (
+                svc.projects()
+                .locations()
+                .datasets()
+                .dicomStores()
+                .import_(name=store, body={"gcsSource": {"uri": "gs://bench/in/**.dcm"}})
+                .execute()
+            )
+            while True:
+                cur = svc.projects().locations().datasets().operations().get(name=op["name"]).execute()
+                if cur.get("done"):
+                    break
+                time.sleep(0.05)
         import_s = time.perf_counter() - t0
-        import_cpu.__exit__(None, None, None)
         counter = cur["metadata"]["counter"]
         assert counter.get("success") == str(args.instances), cur
 

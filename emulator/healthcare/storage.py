@@ -70,14 +70,15 @@ class Storage:
             return self._db.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()[0]
 
     # --- blobs ---
-    def blob_path(self, sha256: str) -> Path:
-        return self.blob_dir / sha256[:2] / sha256
+    def blob_path(self, sha256: str) -> str:
+        """Where a blob lives: ``blobs/<first two hex digits>/<sha256>``, as a plain string (the import's hot path)."""
+        return os.path.join(self.blob_dir, sha256[:2], sha256)
 
     def put_blob(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        folder = os.path.join(self.blob_dir, digest[:2])
-        path = os.path.join(folder, digest)
+        path = self.blob_path(digest)
         if not os.path.exists(path):
+            folder = os.path.dirname(path)
             if folder not in self._blob_folders:
                 os.makedirs(folder, exist_ok=True)
                 self._blob_folders.add(folder)
@@ -88,7 +89,8 @@ class Storage:
         return digest
 
     def get_blob(self, sha256: str) -> bytes:
-        return self.blob_path(sha256).read_bytes()
+        with open(self.blob_path(sha256), "rb") as blob:
+            return blob.read()
 
     # --- datasets / stores ---
     def get_json(self, table: str, name: str) -> dict | None:

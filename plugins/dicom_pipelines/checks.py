@@ -54,10 +54,9 @@ def wait_for_previous_run(**context: Any) -> bool:
     warning names the other.
     """
     previous = context["ti"].get_previous_dagrun()
-    state = getattr(previous.state, "value", previous.state) if previous is not None else None
-    if previous is None or state in FINISHED_RUN_STATES:
+    if previous is None or _value(previous.state) in FINISHED_RUN_STATES:
         return True
-    if state == "queued" and getattr(previous.run_type, "value", previous.run_type) != "backfill":
+    if _value(previous.state) == "queued" and _value(previous.run_type) != "backfill":
         log.warning(
             "Run %s (logical date %s) is queued behind this run: the DAG runs one scheduled or manual run at a "
             "time, so waiting for it would hold both until this sensor's timeout. This night imports first, out "
@@ -73,6 +72,11 @@ def wait_for_previous_run(**context: Any) -> bool:
         previous.state,
     )
     return False
+
+
+def _value(member: Any) -> Any:
+    """An enum member's value (the Task SDK returns states and run types as enums, whose ``str()`` differs)."""
+    return getattr(member, "value", member)
 
 
 def require_result(result: dict | None, task_id: str) -> None:
