@@ -128,6 +128,8 @@ class Response:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+    """Close the connection without answering: what a client sees when the network fails after the server acted."""
 
 
 Handler = Callable[[Request], Any]
@@ -140,6 +142,8 @@ class FaultRule:
     after: bool = False
     """Carry the request out, then answer the error: what a client sees when a proxy or the network fails
     after the server acted (the ambiguous case for a POST)."""
+    drop: bool = False
+    """Carry the request out, then close the connection without any answer (implies ``after``)."""
 
 
 class FaultInjector:
@@ -155,13 +159,14 @@ class FaultInjector:
         self._lock = threading.Lock()
 
     def configure(self, spec: dict[str, Any]) -> None:
-        """``{"seed": 7, "route": {"rate": 0.2, "code": 503 | "codes": [429, 503], "after": false}, ...}``."""
+        """``{"seed": 7, "route": {"rate": 0.2, "code": 503 | "codes": [429, 503], "after": false, "drop": false}}``."""
         spec = dict(spec)
         seed = spec.pop("seed", 0)
         rules = {}
         for name, r in spec.items():
             codes = tuple(int(c) for c in r.get("codes", [r.get("code", 503)]))
-            rules[name] = FaultRule(float(r.get("rate", 0)), codes, bool(r.get("after", False)))
+            drop = bool(r.get("drop", False))
+            rules[name] = FaultRule(float(r.get("rate", 0)), codes, bool(r.get("after", False)) or drop, drop)
         with self._lock:
             self.rules = rules
             self._rng = random.Random(int(seed))
@@ -175,15 +180,16 @@ class FaultInjector:
             spec[name] = {"rate": float(rate), "code": int(code or 503)}
         self.configure(spec)
 
-    def draw(self, route: str) -> tuple[ApiError, bool] | None:
-        """The error to answer for this request, if any, and whether to answer it after carrying the request out."""
+    def draw(self, route: str) -> tuple[ApiError, FaultRule] | None:
+        """The error to answer for this request, if any, and its rule (answered after the request is carried out,
+        or the connection dropped)."""
         with self._lock:
             rule = self.rules.get(route) or self.rules.get("*")
             if rule and self._rng.random() < rule.rate:
                 self.injected += 1
                 code = rule.codes[self._rng.randrange(len(rule.codes))]
                 msg = "The service is currently unavailable." if code != 429 else "Quota exceeded (injected)."
-                return ApiError(code, msg), rule.after
+                return ApiError(code, msg), rule
         return None
 
 
@@ -205,7 +211,8 @@ class App:
 
     def _get_faults(self, req: Request) -> dict:
         return {
-            name: {"rate": r.rate, "codes": list(r.codes), "after": r.after} for name, r in self.faults.rules.items()
+            name: {"rate": r.rate, "codes": list(r.codes), "after": r.after, "drop": r.drop}
+            for name, r in self.faults.rules.items()
         }
 
     def _set_faults(self, req: Request) -> dict:
@@ -234,7 +241,7 @@ class App:
             with self._count_lock:
                 self.request_counts[name] = self.request_counts.get(name, 0) + 1
             fault = None if name.startswith("admin.") else self.faults.draw(name)
-            if fault and not fault[1]:
+            if fault and not fault[1].after:
                 return self._error(fault[0])
             req = Request(method, path, query, headers, body, match)
             try:
@@ -244,6 +251,8 @@ class App:
             except Exception as exc:  # a bug in the emulator: answer 500, keep serving
                 log.error("handler %s failed: %s", name, traceback.format_exc())
                 response = self._error(ApiError(500, f"internal error in local {self.name}: {exc}"))
+            if fault and fault[1].drop:
+                return Response(drop=True)
             return self._error(fault[0]) if fault else response
         if allowed_methods:
             return self._error(ApiError(405, f"Method {method} not allowed on {path}", "UNIMPLEMENTED"))
@@ -274,6 +283,9 @@ def make_server(app: App, port: int, host: str = "127.0.0.1") -> ThreadingHTTPSe
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             resp = app.dispatch(self.command, self.path, self.headers, body)
+            if resp.drop:
+                self.close_connection = True
+                return
             self.send_response(resp.status)
             for k, v in resp.headers.items():
                 self.send_header(k, v)

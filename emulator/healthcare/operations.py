@@ -8,6 +8,7 @@ about once a second and at the end.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import threading
@@ -55,6 +56,9 @@ class Settings:
     bigquery_endpoint: str = ""
     logging_endpoint: str = ""  # where per-instance errors are written (Cloud Logging); none: they are dropped
     allow_cross_project_bigquery: bool = True
+    # Undocumented by Google, so settings that the product must handle at any value:
+    clock_offset_s: float = 0.0  # the server's clock minus the client's: createTime/endTime are stamped with it
+    operations_list_lag_s: float = 0.0  # a new operation shows in operations.list only this long after its creation
 
 
 class Cancelled(Exception):
@@ -129,7 +133,7 @@ class OperationEngine:
         metadata: dict[str, Any] = {
             "@type": f"{_TYPE_PREFIX}.{run.version}.OperationMetadata",
             "apiMethodName": f"google.cloud.healthcare.{run.version}.{run.service}.{run.method}",
-            "createTime": now_rfc3339(run.created),
+            "createTime": now_rfc3339(run.created + self.settings.clock_offset_s),
             "logsUrl": console_logs_url(run.name),
             "counter": counter,
         }
@@ -137,7 +141,7 @@ class OperationEngine:
             metadata["cancelRequested"] = True
         op: dict[str, Any] = {"name": run.name, "metadata": metadata}
         if done:
-            metadata["endTime"] = now_rfc3339()
+            metadata["endTime"] = now_rfc3339(time.time() + self.settings.clock_offset_s)
             op["done"] = True
             if error:
                 op["error"] = error
@@ -178,6 +182,19 @@ class OperationEngine:
             return self.snapshot(run)
         rows = self.storage.query("SELECT body FROM operations WHERE name = ?", (name,))
         return json.loads(rows[0][0]) if rows else None
+
+    def age_s(self, name: str) -> float:
+        """Seconds since the operation was created (on the server's clock, like its createTime)."""
+        run = self.running.get(name)
+        if run is not None:
+            return time.time() - run.created
+        op = self.get(name) or {}
+        stamp = (op.get("metadata") or {}).get("createTime", "")
+        try:
+            created = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC)
+        except ValueError:
+            return float("inf")
+        return time.time() + self.settings.clock_offset_s - created.timestamp()
 
     def cancel(self, name: str) -> bool:
         if name in self.synthetic:

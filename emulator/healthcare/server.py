@@ -445,6 +445,9 @@ class HealthcareApi:
             self.engine.get(n)
             for (n,) in self.storage.query("SELECT name FROM operations WHERE dataset = ? ORDER BY seq", (dataset,))
         ]
+        lag = self.settings.operations_list_lag_s
+        if lag:  # operations.list promises no freshness; listed only once old enough (a stand-in setting)
+            ops = [o for o in ops if self.engine.age_s(o["name"]) >= lag]
         flt = (req.param("filter") or "").strip()
         m = re.match(r"^done\s*=\s*(true|false)$", flt)
         if m:

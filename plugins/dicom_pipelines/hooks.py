@@ -26,10 +26,14 @@ from airflow.providers.google.common.hooks.base_google import PROVIDE_PROJECT_ID
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
+from dicom_pipelines.decisions import ADOPT, FAIL, SUBMIT, Adoption, adoption, ambiguous_message
 from dicom_pipelines.polling import PollPlanner
 from dicom_pipelines.responses import (
     DEFAULT_ENDPOINT,
     SUBMIT_CLOCK_SKEW_S,
+    SUBMIT_QUIET_S,
+    SUBMIT_SETTLE_S,
+    SUBMIT_TIMEOUT_S,
     AmbiguousSubmissionError,
     HealthcareApiError,
     OperationDeadlineExceeded,
@@ -37,7 +41,6 @@ from dicom_pipelines.responses import (
     operation_log_filter,
     parse_log_entry,
     parse_operation,
-    parse_time,
     resolve_endpoint,
     resolve_logging_endpoint,
 )
@@ -68,6 +71,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain, **kwargs)
         self.api_version = api_version
         self._conn = None
+        self._post_session: Any = None
 
     @property
     def endpoint(self) -> str | None:
@@ -105,46 +109,85 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         except (TimeoutError, OSError, httplib2.HttpLib2Error) as exc:
             raise HealthcareApiError(503, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", method) from None
 
-    def _start_operation(self, request: Any, method: str, store_name: str, api_method: str) -> dict:
+    def _session(self) -> Any:
+        """An ``AuthorizedSession`` with this connection's credentials: requests never resends a request by itself."""
+        if self._post_session is None:
+            from google.auth.transport.requests import AuthorizedSession
+
+            self._post_session = AuthorizedSession(self.get_credentials())
+            self._post_session.trust_env = self.endpoint is None
+        return self._post_session
+
+    def _post_once(self, request: Any, method: str) -> dict:
+        """Send a request that starts an operation exactly once on the wire.
+
+        httplib2, under the discovery client, reconnects and resends any request (a POST too) when the connection
+        drops before the answer's status line, with no log line: for ``deidentify`` that is a second copy of the
+        cohort. So the discovery client only builds the request (URL, body, headers from the bundled document), and
+        an ``AuthorizedSession`` (requests, which never retries by itself) sends it. A dropped connection or a
+        timeout is ambiguous: it is raised as a 503, which :meth:`_start_operation` resolves by looking it up.
+        """
+        import requests
+
+        try:
+            resp = self._session().request(
+                request.method, request.uri, data=request.body, headers=request.headers, timeout=SUBMIT_TIMEOUT_S
+            )
+        except requests.RequestException as exc:
+            raise HealthcareApiError(
+                503, "UNAVAILABLE", f"no answer ({type(exc).__name__}); the server may have acted", method
+            ) from None
+        if resp.status_code >= 400:
+            raise HealthcareApiError.from_body(resp.status_code, resp.content, method)
+        return resp.json() if resp.content else {}
+
+    def _start_operation(
+        self,
+        request: Any,
+        method: str,
+        store_name: str,
+        api_method: str,
+        before_resend: Callable[[], None] | None = None,
+    ) -> dict:
         """POST a request that starts an operation, at most once in effect.
 
         The request carries no request id, so a blind retry after a 5xx or a lost connection could start a
-        second, untracked operation. After such an ambiguous failure, the dataset's operations are listed: one
-        of this method started since the first attempt is ours and is adopted; none means the server never
-        started it and the POST is sent again; several cannot be told apart and raise
-        :class:`AmbiguousSubmissionError`. A 429 is a refusal, so it is simply retried after a backoff.
+        second, untracked operation. After such an ambiguous failure the dataset's operations are looked up
+        (:meth:`locate_submission`): the one operation that can be shown ours is adopted; none means the server
+        never started it, and the POST is sent again (after ``before_resend``, which may refuse); otherwise
+        :class:`AmbiguousSubmissionError` names the candidates. A 429 is a refusal, so it is simply resent.
         """
-        since = time.time()
         dataset = store_name.split("/dicomStores/")[0]
+        before = self.list_operations(dataset_name=dataset)
+        since = time.time()
         delay = 1.0
         for attempt in range(self.num_retries + 1):
             try:
-                return self._execute(request, method, num_retries=0)
+                return self._post_once(request, method)
             except HealthcareApiError as exc:
                 if not exc.retryable or attempt == self.num_retries:
                     raise
                 if exc.maybe_accepted:
-                    started = self.find_operations_started(
-                        dataset_name=dataset, api_method=api_method, since=since, until=time.time()
+                    found = self.locate_submission(
+                        dataset_name=dataset, api_method=api_method, since=since, until=time.time(), before=before
                     )
-                    if len(started) == 1:
+                    if found.action == ADOPT:
                         self.log.warning(
                             "%s answered HTTP %s, but operation %s was started: adopting it",
                             method,
                             exc.http_status,
-                            started[0]["name"],
+                            found.name,
                         )
-                        return started[0]
-                    if len(started) > 1:
-                        names = ", ".join(op["name"] for op in started)
+                        return self.get_operation(name=found.name)
+                    if found.action == FAIL:
                         raise AmbiguousSubmissionError(
                             exc.http_status,
                             "ABORTED",
-                            f"the request failed ambiguously ({exc.api_message}) and {len(started)} {api_method} "
-                            f"operations started since then could be ours ({names}); not submitting again, to "
-                            "avoid a duplicate",
+                            ambiguous_message(found, api_method, f"the request failed ambiguously ({exc.api_message})"),
                             method,
                         ) from None
+                    if before_resend is not None:
+                        before_resend()
                 self.log.warning(
                     "%s failed with HTTP %s (%s); sending it again in %.0fs",
                     method,
@@ -156,27 +199,42 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def find_operations_started(self, *, dataset_name: str, api_method: str, since: float, until: float) -> list[dict]:
-        """Operations of ``api_method`` (e.g. ``ImportDicomData``) in the dataset that a request sent between
-        ``since`` and ``until`` (epoch seconds, our clock) may have started.
+    def locate_submission(
+        self,
+        *,
+        dataset_name: str,
+        api_method: str,
+        since: float,
+        until: float,
+        before: list[dict] | None = None,
+        settle_s: float = SUBMIT_SETTLE_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Adoption:
+        """Which operation a request sent between ``since`` and ``until`` (epoch seconds, our clock) started, if any.
 
-        Operations name neither their store nor their request, so method and time are all there is to match:
-        created in that window (widened by :data:`SUBMIT_CLOCK_SKEW_S`) and not ended before it opened.
-        Another client's operation of the same method started in that window matches too: the caller
-        refuses to choose between several, and the README states the residual risk.
+        Decided by :func:`~dicom_pipelines.decisions.adoption`, with ``before``, the dataset's operations listed
+        just before the request, when there is one (the submission lists them first: one call). A request can
+        still be in flight after our client
+        gave up, and ``operations.list`` can lag, so "none" is concluded only after listing again over
+        ``settle_s`` seconds; the window grows with the time waited.
         """
-        found = []
-        for op in self.list_operations(dataset_name=dataset_name):
-            meta = op.get("metadata") or {}
-            created, ended = parse_time(meta.get("createTime", "")), parse_time(meta.get("endTime", ""))
-            if (
-                meta.get("apiMethodName", "").endswith("." + api_method)
-                and created
-                and since - SUBMIT_CLOCK_SKEW_S <= created.timestamp() <= until + SUBMIT_CLOCK_SKEW_S
-                and not (ended and ended.timestamp() < since)
-            ):
-                found.append(op)
-        return found
+        waited, delay = 0.0, 1.0
+        while True:
+            found = adoption(
+                self.list_operations(dataset_name=dataset_name),
+                api_method=api_method,
+                since=since,
+                until=until + waited,
+                skew=SUBMIT_CLOCK_SKEW_S,
+                quiet=SUBMIT_QUIET_S,
+                before=before,
+            )
+            if found.action != SUBMIT or waited >= settle_s:
+                return found
+            delay = min(delay, settle_s - waited)
+            sleep(delay)
+            waited += delay
+            delay *= 2
 
     # --- datasets and stores -----------------------------------------------------------------
     @GoogleBaseHook.fallback_to_default_project_id
@@ -330,6 +388,23 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
             )
         }
 
+    def store_has_instances(self, *, store_name: str) -> bool:
+        """Whether the store holds any instance, by a DICOMweb search (``limit=1``), which does not lag.
+
+        Store metrics can: "There might be a delay between when you modify the data and when the modifications
+        are shown in the DICOM store metrics" (Google, DICOM store metrics), so they never decide emptiness.
+        """
+        import requests
+
+        url = f"{self.api_root}{self.api_version}/{store_name}/dicomWeb/instances"
+        try:
+            resp = self._session().get(url, params={"limit": "1"}, timeout=SUBMIT_TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise HealthcareApiError(503, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", "searchForInstances") from None
+        if resp.status_code >= 400:
+            raise HealthcareApiError.from_body(resp.status_code, resp.content, "dicomWeb.searchForInstances")
+        return bool(resp.content.strip()) and bool(resp.json())
+
     # --- operations that start LROs -------------------------------------------------------------
     def import_dicom(self, *, store_name: str, gcs_uri: str, blob_storage_class: str | None = None) -> dict:
         body: dict[str, Any] = {"gcsSource": {"uri": gcs_uri}}
@@ -371,11 +446,24 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         body: dict[str, Any] = {"destinationStore": destination_store, "config": config}
         if filter_uri:
             body["filterConfig"] = {"resourcePathsGcsUri": filter_uri}
+
+        def destination_still_empty() -> None:
+            if self.store_has_instances(store_name=destination_store):
+                raise AmbiguousSubmissionError(
+                    503,
+                    "ABORTED",
+                    f"the de-identification request failed ambiguously and no operation was found, but the "
+                    f"destination {destination_store} is no longer empty: not sending it again, to avoid a second "
+                    "copy with new UIDs",
+                    "dicomStores.deidentify",
+                )
+
         return self._start_operation(
             self._datasets().dicomStores().deidentify(sourceStore=store_name, body=body),
             "dicomStores.deidentify",
             store_name,
             "DeidentifyDicomStore",
+            before_resend=destination_still_empty,
         )
 
     def _export(self, store_name: str, body: dict[str, Any], filter_uri: str | None) -> dict:

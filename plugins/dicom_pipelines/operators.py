@@ -29,6 +29,23 @@ from airflow.providers.google.cloud.operators.cloud_base import GoogleCloudBaseO
 from airflow.sdk import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from dicom_pipelines.decisions import (
+    ATTACH,
+    DONE,
+    FAIL,
+    LOOKUP,
+    SUBMIT,
+    TIMEOUT,
+    after_cancel,
+    ambiguous_message,
+    at_deadline,
+    cancelled_by_deadline,
+    defer_timeout,
+    generation,
+    resume_step,
+    resumed_operation,
+    worker_kill_may_cancel,
+)
 from dicom_pipelines.links import HealthcareDicomStoreLink, HealthcareOperationLink, HealthcareOperationLogLink, UrlLink
 from dicom_pipelines.outcomes import (
     CANCELLED,
@@ -52,7 +69,7 @@ from dicom_pipelines.responses import (
     parse_operation,
     parse_time,
 )
-from dicom_pipelines.triggers import HealthcareOperationTrigger
+from dicom_pipelines.triggers import HealthcareOperationTrigger, task_instance_state
 from dicom_pipelines.validation import (
     ValidationError,
     deidentify_config,
@@ -68,6 +85,8 @@ if TYPE_CHECKING:
     from dicom_pipelines.hooks import CloudHealthcareDicomHook
 
 OPERATION_STATE_KEY = "healthcare_operation"
+DEFER_GRACE_S = 300.0
+"""How long after the trigger's own deadline Airflow's deferral timeout ends a trigger that could not run."""
 WRITE_DISPOSITIONS = ("WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND")
 
 
@@ -195,6 +214,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         self.max_failure_ratio = max_failure_ratio
         self.failed_sources_to_log = failed_sources_to_log
         self._operation_name: str | None = None
+        self._ti: Any = None
 
     # --- to implement -------------------------------------------------------------------------
     def validate(self) -> None:
@@ -223,9 +243,8 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         return store
 
     def _generation(self, context: Any) -> int:
-        """Which clear of the task this try belongs to: ``max_tries - retries`` changes only on a user's clear."""
-        max_tries = getattr(context.get("ti"), "max_tries", None)
-        return max_tries - int(self.retries or 0) if isinstance(max_tries, int) else 0
+        """Which clear of the task this try belongs to (:func:`~dicom_pipelines.decisions.generation`)."""
+        return generation(getattr(context.get("ti"), "max_tries", None))
 
     def _deadline(self, status: OperationStatus) -> float | None:
         """Epoch seconds: the operation's creation plus ``operation_timeout``, whichever try is waiting."""
@@ -236,67 +255,57 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         return (created.timestamp() if created else time.time()) + timeout
 
     def _cancelled_by_deadline(self, status: OperationStatus) -> bool:
-        deadline = self._deadline(status)
-        ended = parse_time(status.end_time)
-        return deadline is not None and (ended.timestamp() if ended else time.time()) >= deadline
+        return cancelled_by_deadline(status, self._deadline(status), time.time())
 
     def _resume(self, context: Any, hook: CloudHealthcareDicomHook, store: str) -> OperationStatus | None:
         """The operation an earlier try of this generation started, when it is to be waited for or evaluated."""
         state = context.get("task_state_store")
         entry = state.get(OPERATION_STATE_KEY) if state is not None else None
-        if not isinstance(entry, dict) or entry.get("generation") != self._generation(context):
+        step = resume_step(entry, self._generation(context))
+        if step == SUBMIT or not isinstance(entry, dict) or state is None:
             return None
-        name = entry.get("name")
-        if not name:
-            if entry.get("submit_started") is None:
-                return None
+        name = str(entry.get("name") or "")
+        if step == LOOKUP:
             since = float(entry["submit_started"])
-            started = hook.find_operations_started(
+            found = hook.locate_submission(
                 dataset_name=store.split("/dicomStores/")[0],
                 api_method=self.api_method,
                 since=since,
                 until=since + SUBMIT_TIMEOUT_S,
             )
-            if len(started) > 1:
+            if found.action == FAIL:
                 raise AirflowFailException(
-                    f"An earlier try started submitting but did not record the operation, and {len(started)} "
-                    f"{self.api_method} operations started since then could be it "
-                    f"({', '.join(op['name'] for op in started)}); not submitting again, to avoid a duplicate."
+                    ambiguous_message(
+                        found, self.api_method, "An earlier try started submitting but did not record the operation"
+                    )
                 )
-            if not started:
+            if found.action == SUBMIT:
                 self.log.info("An earlier try did not get to start an operation; submitting it")
                 return None
-            name = started[0]["name"]
+            name = found.name
             self.log.warning("An earlier try started operation %s but died before recording it; adopting it", name)
             state.set(OPERATION_STATE_KEY, {**entry, "name": name})
         try:
-            status = parse_operation(hook.get_operation(name=name))
+            status: OperationStatus | None = parse_operation(hook.get_operation(name=name))
         except HealthcareApiError as exc:
-            if exc.http_status == 404:
-                self.log.warning("Operation %s from an earlier try no longer exists; submitting a new one", name)
-                return None
-            raise
-        if not status.done:
+            if exc.http_status != 404:
+                raise
+            status = None
+        action = resumed_operation(status)
+        if status is None:
+            self.log.warning("Operation %s from an earlier try no longer exists; submitting a new one", name)
+        elif action == ATTACH:
             self.log.info("Re-attaching to operation %s, started by an earlier try", name)
-            return status
-        kind = classify(status)
-        if kind == TRANSIENT:
+        elif action == SUBMIT:
             self.log.warning(
                 "Operation %s from an earlier try ended with %s (%s), which may pass: submitting it again",
                 name,
                 status.error_name,
                 status.error_message,
             )
-            return None
-        if kind == CANCELLED and not self._cancelled_by_deadline(status):
-            self.log.warning(
-                "Operation %s from an earlier try was cancelled (the task was cleared while it "
-                "ran): submitting a new one",
-                name,
-            )
-            return None
-        self.log.info("Operation %s from an earlier try is finished: evaluating it, not submitting again", name)
-        return status
+        else:
+            self.log.info("Operation %s from an earlier try is finished: evaluating it, not submitting again", name)
+        return status if action != SUBMIT else None
 
     def _submit(self, context: Any, hook: CloudHealthcareDicomHook, store: str) -> OperationStatus:
         state = context.get("task_state_store")
@@ -311,6 +320,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
 
     def execute(self, context: Any) -> Any:
         store = self._check_inputs()
+        self._ti = context.get("ti")
         hook = self.get_hook()
         try:
             status = self._resume(context, hook, store) or self._submit(context, hook, store)
@@ -327,10 +337,12 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         if status.done:
             return self._finish(context, hook, status)
         deadline = self._deadline(status)
-        if deadline is not None and time.time() >= deadline:
-            raise self._timeout(hook, status)
+        if at_deadline(status, deadline, time.time()) == TIMEOUT:
+            return self._at_deadline(context, hook, status)
         if self.deferrable:
+            timeout = defer_timeout(deadline, time.time(), self._execution_deadline(context), DEFER_GRACE_S)
             self.defer(
+                timeout=dt.timedelta(seconds=timeout) if timeout is not None else None,
                 trigger=HealthcareOperationTrigger(
                     operation_name=name,
                     gcp_conn_id=self.gcp_conn_id,
@@ -360,19 +372,43 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
                 on_progress=progress,
             )
         except OperationDeadlineExceeded as exc:
-            raise self._timeout(hook, exc.last or status) from None
+            return self._at_deadline(context, hook, exc.last or status)
         except HealthcareApiError as exc:
             raise api_failure(exc) from None
         return self._finish(context, hook, status)
 
-    def _timeout(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> AirflowFailException:
-        """The deadline passed with the operation not done: final, since a retry would find it passed too."""
+    def _execution_deadline(self, context: Any) -> float | None:
+        """Epoch seconds when ``execution_timeout`` ends this try, which Airflow 3.3 does not apply to a deferral."""
+        limit = _seconds(self.execution_timeout)
+        start = getattr(context.get("ti"), "start_date", None)
+        if not limit or not isinstance(start, dt.datetime):
+            return None
+        return start.timestamp() + limit
+
+    def _at_deadline(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
+        """The deadline passed with the operation last seen running: look once more, then cancel as allowed.
+
+        It may have finished since the last poll (then it is evaluated as finished), or while being cancelled.
+        """
+        try:
+            status = parse_operation(hook.get_operation(name=status.name))
+        except HealthcareApiError as exc:
+            self.log.warning("Could not read operation %s at its deadline (%s)", status.name, exc)
+        if at_deadline(status, None, time.time()) == DONE:
+            return self._finish(context, hook, status)
         error: HealthcareApiError | None = None
         if self.cancel_on_kill:
             try:
                 hook.cancel_operation(name=status.name)
+                status = parse_operation(hook.get_operation(name=status.name))
             except HealthcareApiError as exc:
                 error = exc
+            if after_cancel(status) == DONE:
+                return self._finish(context, hook, status)
+        raise self._timeout(status, error)
+
+    def _timeout(self, status: OperationStatus, error: Exception | None) -> AirflowFailException:
+        """The deadline passed with the operation not done: final, since a retry would find it passed too."""
         note = deadline_note(self.cancel_on_kill, error)
         return AirflowFailException(
             f"Operation {status.name} was not done {_seconds(self.operation_timeout):.0f}s after its creation "
@@ -469,9 +505,22 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             return None
 
     def on_kill(self) -> None:
-        if self.cancel_on_kill and self._operation_name:
-            self.log.info("Cancelling operation %s", self._operation_name)
-            self.get_hook().cancel_operation(name=self._operation_name)
+        """Cancel the operation only when a user ended the task (see ``decisions.worker_kill_may_cancel``).
+
+        Airflow calls this from its SIGTERM handler and at ``execution_timeout``; it never raises from there.
+        """
+        name = self._operation_name
+        if not (self.cancel_on_kill and name):
+            return
+        try:
+            state = task_instance_state(self)
+            if not worker_kill_may_cancel(self.cancel_on_kill, state):
+                self.log.info("Task stopped while %s (not a user's kill): operation %s is left running", state, name)
+                return
+            self.get_hook().cancel_operation(name=name)
+            self.log.info("Cancelled operation %s because a user ended the task (%s)", name, state)
+        except Exception as exc:  # noqa: BLE001 - on_kill runs inside a signal handler
+            self.log.error("Could not cancel operation %s: %s: %s", name, type(exc).__name__, exc)
 
 
 class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
@@ -729,7 +778,7 @@ class HealthcareDicomDeidentifyOperator(HealthcareDicomOperationOperator):
     def _submit(self, context: Any, hook: CloudHealthcareDicomHook, store: str) -> OperationStatus:
         destination = self.destination_store()
         try:
-            held = hook.get_store_metrics(store_name=destination)["instanceCount"]
+            held = hook.store_has_instances(store_name=destination)
         except HealthcareApiError as exc:
             if exc.http_status in (403, 404):
                 raise AirflowFailException(
@@ -739,7 +788,7 @@ class HealthcareDicomDeidentifyOperator(HealthcareDicomOperationOperator):
             raise
         if held:
             raise AirflowFailException(
-                f"The destination store {destination} already holds {held} instances. De-identification draws new "
+                f"The destination store {destination} already holds instances. De-identification draws new "
                 "UIDs, so sending the cohort again would add a second copy of each instance: empty it or name "
                 "another destination."
             )

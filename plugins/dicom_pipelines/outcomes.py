@@ -138,15 +138,21 @@ def partial_failure_message(status: OperationStatus, policy: FailurePolicy) -> s
     )
 
 
-def failure_message(status: OperationStatus, kind: str, policy: FailurePolicy) -> str | None:
-    """Why a finished operation fails its task, in words; None when the task succeeds."""
+def failure_message(status: OperationStatus, kind: str, policy: FailurePolicy, resubmits: bool = True) -> str | None:
+    """Why a finished operation fails its task, in words; None when the task succeeds.
+
+    ``resubmits``: whether the task's retry submits the operation again (an operator's does; a sensor's only looks).
+    """
     if kind == SUCCESS or (kind == EMPTY and status.error_code == 0):
         return None
     if kind == PARTIAL:
         return partial_failure_message(status, policy)
     what = f"Operation {status.name} ended with {status.error_name} ({status.error_code}): {status.error_message}"
     if kind == TRANSIENT:
-        return f"{what} [{summary(status)}]. This may pass: the retry submits the operation again."
+        then = (
+            "the retry submits the operation again" if resubmits else "submit it again to retry; this sensor only waits"
+        )
+        return f"{what} [{summary(status)}]. This may pass: {then}."
     if kind == CANCELLED:
         return f"{what} It was cancelled by a user or another client. [{summary(status)}]"
     if status.error_code == 7:

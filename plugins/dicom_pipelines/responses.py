@@ -15,8 +15,13 @@ from dataclasses import dataclass
 from airflow.sdk.exceptions import AirflowException
 
 DEFAULT_ENDPOINT = "https://healthcare.googleapis.com/"
-SUBMIT_CLOCK_SKEW_S = 1.0
+SUBMIT_CLOCK_SKEW_S = 30.0
 """How far the server's clock may differ from ours when looking up an operation we may have started."""
+SUBMIT_QUIET_S = 30.0
+"""An operation is adopted after an ambiguous submission only when no other of its method was created this close
+to the submission's window (:func:`dicom_pipelines.decisions.adoption`)."""
+SUBMIT_SETTLE_S = 7.0
+"""How long the dataset's operations are listed again before concluding that a submission started none."""
 SUBMIT_TIMEOUT_S = 60.0
 """The longest a submission request can take: what an operation started by an unrecorded submission allows."""
 ENDPOINT_ENV = "HEALTHCARE_API_ENDPOINT"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
+from dicom_pipelines.decisions import worker_kill_may_cancel
 from dicom_pipelines.outcomes import (
     FailurePolicy,
     api_failure,
@@ -26,7 +27,7 @@ from dicom_pipelines.outcomes import (
     operation_result,
 )
 from dicom_pipelines.responses import HealthcareApiError, OperationStatus, parse_operation
-from dicom_pipelines.triggers import HealthcareOperationTrigger
+from dicom_pipelines.triggers import HealthcareOperationTrigger, task_instance_state
 
 if TYPE_CHECKING:
     from dicom_pipelines.hooks import CloudHealthcareDicomHook
@@ -73,6 +74,7 @@ class HealthcareOperationSensor(BaseSensorOperator):
         self.max_poll_interval = max_poll_interval
         self.cancel_on_kill = cancel_on_kill
         self.failed_sources_to_log = failed_sources_to_log
+        self._ti: Any = None
 
     def _hook(self) -> CloudHealthcareDicomHook:
         from dicom_pipelines.hooks import CloudHealthcareDicomHook
@@ -95,13 +97,14 @@ class HealthcareOperationSensor(BaseSensorOperator):
 
     def _evaluate(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> dict[str, Any]:
         log_finished(self.log, status, hook.failed_entries(status=status, limit=self.failed_sources_to_log))
-        message = failure_message(status, classify(status), self.policy)
+        message = failure_message(status, classify(status), self.policy, resubmits=False)
         if message:
             raise AirflowFailException(message)
         return operation_result(status)
 
     def execute(self, context: Any) -> Any:
         self._check()
+        self._ti = context.get("ti")
         if not self.deferrable:
             return super().execute(context)
         hook = self._hook()
@@ -146,5 +149,13 @@ class HealthcareOperationSensor(BaseSensorOperator):
         return self._evaluate(hook, self._status(hook))
 
     def on_kill(self) -> None:
-        if self.cancel_on_kill:
-            self._hook().cancel_operation(name=self.operation_name)
+        """Cancel only with ``cancel_on_kill`` and after a user ended the task; never raises (a signal handler)."""
+        if not self.cancel_on_kill:
+            return
+        try:
+            state = task_instance_state(self)
+            if worker_kill_may_cancel(self.cancel_on_kill, state):
+                self._hook().cancel_operation(name=self.operation_name)
+                self.log.info("Cancelled operation %s because a user ended the task (%s)", self.operation_name, state)
+        except Exception as exc:  # noqa: BLE001 - on_kill runs inside a signal handler
+            self.log.error("Could not cancel operation %s: %s: %s", self.operation_name, type(exc).__name__, exc)

@@ -7,12 +7,21 @@ the same flat schema of primitives, see :data:`EVENT_KEYS`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from dicom_pipelines.decisions import (
+    DONE,
+    UNKNOWN_STATE,
+    after_cancel,
+    at_deadline,
+    task_state_key,
+    trigger_may_cancel,
+)
 from dicom_pipelines.outcomes import deadline_note
 from dicom_pipelines.polling import PollPlanner
 from dicom_pipelines.responses import HealthcareApiError, OperationStatus, parse_operation
@@ -168,61 +177,82 @@ class HealthcareOperationTrigger(BaseTrigger):
         return max(0.0, min(delay, self.deadline - time.time()))
 
     async def _deadline_event(self, hook: CloudHealthcareDicomAsyncHook, polls: int) -> dict[str, Any]:
-        """The deadline passed after a poll that found the operation running (or the API unreachable)."""
+        """The deadline passed after a poll that found the operation running (or the API unreachable).
+
+        One more look first: an operation that finished since the last poll is reported done, not timed out.
+        After a cancel, it is read again, since it may have finished on its own meanwhile.
+        """
         name = self.operation_name
+        status = await self._read(hook)
+        if at_deadline(status, None, time.time()) == DONE:
+            return make_event("done", f"operation {name} is done", name, status, 200, polls)
         error: HealthcareApiError | None = None
         if self.cancel_on_kill:
             try:
                 await hook.cancel_operation(name=name)
             except HealthcareApiError as exc:
                 error = exc
+            status = await self._read(hook) or status
+            if after_cancel(status) == DONE:
+                return make_event("done", f"operation {name} is done", name, status, 200, polls)
         note = deadline_note(self.cancel_on_kill, error)
-        try:
-            status: OperationStatus | None = parse_operation(await hook.get_operation(name=name))
-        except HealthcareApiError:
-            status = None
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.deadline or 0))
         return make_event(
             "timeout", f"operation {name} was not done by its deadline {when}; {note}", name, status, 0, polls
         )
 
-    async def on_kill(self) -> None:
-        """A user acted on the deferred task: cancel the operation, if asked to, unless it was marked success.
+    async def _read(self, hook: CloudHealthcareDicomAsyncHook) -> OperationStatus | None:
+        try:
+            return parse_operation(await hook.get_operation(name=self.operation_name))
+        except HealthcareApiError:
+            return None
 
-        Airflow calls this on mark-failed, clear and mark-success, never on a triggerer restart or
-        redistribution. A user who marks the task successful declares the work done: cancelling the
-        operation would undo it, so it is left running.
+    async def on_kill(self) -> None:
+        """Cancel the operation when a user ended the task, never when the trigger moved to another triggerer.
+
+        Airflow 3.3 calls this for a user's action (mark failed, mark success, clear) and also on a triggerer
+        whose triggers were handed over to another (its event loop stalled, or its heartbeat failed). The task
+        instance's state tells them apart (:func:`~dicom_pipelines.decisions.trigger_may_cancel`); when it cannot
+        be read, the operation is left running.
         """
         if not self.cancel_on_kill:
             return
-        if await self._task_marked_success():
-            self.log.info("Task marked success by a user: operation %s is left running", self.operation_name)
+        from asgiref.sync import sync_to_async
+
+        state = await sync_to_async(task_instance_state)(self)
+        if not trigger_may_cancel(self.cancel_on_kill, state):
+            self.log.info("Task is %s: operation %s is left running", state, self.operation_name)
             return
         from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook
 
         hook = CloudHealthcareDicomAsyncHook(self.gcp_conn_id, self.impersonation_chain, self.api_version)
         try:
             await hook.cancel_operation(name=self.operation_name)
-            self.log.info("Cancelled operation %s because a user killed or cleared the task", self.operation_name)
+            self.log.info("Cancelled operation %s because a user ended the task (%s)", self.operation_name, state)
         except HealthcareApiError as exc:
             self.log.error("Could not cancel operation %s: %s", self.operation_name, exc)
         finally:
             await hook.close()
 
-    async def _task_marked_success(self) -> bool:
-        ti = getattr(self, "task_instance", None)
-        if ti is None:
-            return False
-        try:
-            # The SDK exposes only the TaskInstance protocol; the runtime class is what the Google provider's
-            # own triggers use for this lookup (DataprocBaseTrigger.get_task_state).
-            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-            from asgiref.sync import sync_to_async
 
-            states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
-                dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index
-            )
-            return states[ti.run_id][ti.task_id] == "success"
-        except Exception as exc:  # the state is only a hint; without it, the user action means a kill
-            self.log.warning("Could not read the task's state (%s); treating the user action as a kill", exc)
-            return False
+def task_instance_state(holder: Any) -> str | None:
+    """The state of the task instance ``holder`` runs for (a trigger's ``task_instance``, an operator's ``_ti``).
+
+    :data:`~dicom_pipelines.decisions.UNKNOWN_STATE` when it cannot be read. The SDK exposes only the TaskInstance
+    protocol; the runtime class is what the Google provider's own triggers use for this lookup.
+    """
+    ti = getattr(holder, "task_instance", None) or getattr(holder, "_ti", None)
+    if ti is None:
+        return UNKNOWN_STATE
+    try:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        map_index = getattr(ti, "map_index", None)
+        states = RuntimeTaskInstance.get_task_states(
+            dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=map_index
+        )
+        state = states[ti.run_id][task_state_key(ti.task_id, map_index)]
+    except Exception as exc:  # noqa: BLE001 - without the state, nothing is cancelled
+        logging.getLogger(__name__).warning("Could not read the task's state (%s: %s)", type(exc).__name__, exc)
+        return UNKNOWN_STATE
+    return getattr(state, "value", state)

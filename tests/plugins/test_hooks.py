@@ -213,8 +213,9 @@ def test_submission_refused_with_429_or_503_before_acting_is_sent_again(hook):
     assert injected > 0 and [o["name"] for o in received["operations"]] == ops
 
 
-def test_ambiguous_submission_with_two_candidates_refuses_to_guess(hook):
-    """Two stores of one dataset submit at once and the answer is lost: the hook cannot tell which is its own."""
+def test_ambiguous_submission_with_another_import_running_refuses_to_guess(hook):
+    """Two stores of one dataset import at once and the answer is lost: the one new operation could be the other
+    client's (if ours never arrived), so the hook names both and submits nothing more."""
     dataset = unique("two")
     first = hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=dataset, dicom_store_id="a")
     hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=dataset, dicom_store_id="b")
@@ -223,7 +224,7 @@ def test_ambiguous_submission_with_two_candidates_refuses_to_guess(hook):
     hook.import_dicom(store_name=f"{first.rsplit('/', 1)[0]}/b", gcs_uri=uri)  # the other store's import, running
     admin("/admin/faults", {"dicomStores.import": {"rate": 1.0, "code": 503, "after": True}})
     try:
-        with pytest.raises(AmbiguousSubmissionError, match="2 ImportDicomData operations"):
+        with pytest.raises(AmbiguousSubmissionError, match=r"1 ImportDicomData operation\(s\).* 1 more were running"):
             hook.import_dicom(store_name=first, gcs_uri=uri)
     finally:
         admin("/admin/faults", {})
@@ -302,3 +303,63 @@ def test_non_json_5xx_error_shape_from_a_proxy(monkeypatch):
     with pytest.raises(HealthcareApiError) as err:
         hook.get_operation(name=f"projects/{PROJECT}/locations/{LOCATION}/datasets/d/operations/1")
     assert err.value.http_status == 502 and "Bad Gateway" in err.value.api_message and err.value.retryable
+
+
+def test_a_connection_dropped_after_the_server_acted_sends_the_post_once(hook):
+    """The local API imports, then closes the socket without answering. httplib2 resent the POST by itself (two
+    imports, found as two candidates); the submission now goes over a transport that never resends, is looked up,
+    and the one operation is adopted."""
+    name = hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=unique("drop"), dicom_store_id="s")
+    _, uri = seed_import(2)
+    admin("/admin/faults", {"dicomStores.import": {"rate": 1.0, "drop": True}})
+    try:
+        op = hook.import_dicom(store_name=name, gcs_uri=uri)
+    finally:
+        admin("/admin/faults", {})
+    received = admin(f"/admin/operations?store={name}")
+    assert received["count"] == 1 and received["operations"][0]["name"] == op["name"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"operations_list_lag_s": 3.0},  # operations.list shows the new operation only 3 s after its creation
+        {"clock_offset_s": -20.0},  # the worker's clock is 20 s ahead of the server's
+        {"clock_offset_s": 20.0},
+    ],
+)
+def test_the_lookup_after_an_ambiguous_submission_finds_its_operation_despite_lag_and_skew(hook, settings):
+    name = hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=unique("lag"), dicom_store_id="s")
+    _, uri = seed_import(2)
+    admin("/admin/settings", settings)
+    admin("/admin/faults", {"dicomStores.import": {"rate": 1.0, "code": 503, "after": True}})
+    try:
+        op = hook.import_dicom(store_name=name, gcs_uri=uri)
+    finally:
+        admin("/admin/faults", {})
+        admin("/admin/settings", {k: 0.0 for k in settings})
+    received = admin(f"/admin/operations?store={name}")
+    assert received["count"] == 1 and received["operations"][0]["name"] == op["name"]
+
+
+def test_an_ambiguous_deidentification_is_not_resent_into_a_store_that_is_no_longer_empty(hook):
+    """No operation found (listing lags past the settle period), but the destination now holds instances."""
+    dataset = unique("deid")
+    source = hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=dataset, dicom_store_id="src")
+    dest = hook.ensure_dicom_store(project_id=PROJECT, location=LOCATION, dataset_id=dataset, dicom_store_id="dst")
+    _, uri = seed_import(2)
+    hook.wait_for_operation(
+        name=hook.import_dicom(store_name=source, gcs_uri=uri)["name"], planner=PollPlanner(0.05, 0.1)
+    )
+    admin("/admin/settings", {"operations_list_lag_s": 600.0})
+    admin("/admin/faults", {"dicomStores.deidentify": {"rate": 1.0, "code": 503, "after": True}})
+    try:
+        with pytest.raises(AmbiguousSubmissionError, match="no longer empty"):
+            config = {"dicom": {"filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"}}
+            hook.deidentify_dicom_store(store_name=source, destination_store=dest, config=config)
+    finally:
+        admin("/admin/faults", {})
+        admin("/admin/settings", {"operations_list_lag_s": 0.0})
+    assert [o["method"] for o in admin(f"/admin/operations?store={source}")["operations"]].count(
+        "DeidentifyDicomStore"
+    ) == 1
