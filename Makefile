@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STACK := $(PY) -m scripts.stack
 
-.PHONY: setup system-packages demo test check stack up down stop stack-stop status bench
+.PHONY: setup system-packages demo test check stack up down stop stack-stop status bench mutation
 
 $(STAMP): requirements.txt constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -65,3 +65,7 @@ bench: setup
 	$(PY) bench/filtered_export_cost.py
 	$(PY) bench/end_to_end_scale.py
 	$(PY) bench/backfill_executors.py
+
+# Mutation testing of the failure contract's decisions (mutmut, pinned); prints the score. Outside `make test`.
+mutation: setup
+	$(PY) -m scripts.mutation

@@ -104,3 +104,10 @@ def airflow_db():
         env=dict(os.environ),
     )
     return _HOME
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that use the local stack carry the ``stack`` marker, so ``-m "not stack"`` selects the pure ones."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)

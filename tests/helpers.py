@@ -125,6 +125,8 @@ class FakeStateStore:
 
 
 class FakeTI:
+    dag_id, task_id, run_id, map_index, max_tries = "dag", "task", "run", -1, 0
+
     def __init__(self):
         self.xcom = {}
 

@@ -58,7 +58,7 @@ with DAG(
             f"projects/{p['project_id']}/locations/{p['location']}/datasets/{p['dataset_id']}/dicomStores/"
             f"{p['dicom_store_id']}"
         )
-        entry = {"generation": -3 if mode == "cleared" else 0, "submit_started": time.time()}
+        entry = {"generation": 1 if mode == "cleared" else 2, "submit_started": time.time()}  # max_tries: retries=2
         if mode != "before_post":
             name = CloudHealthcareDicomHook().import_dicom(store_name=store, gcs_uri=p["gcs_uri"])["name"]
             if mode != "unrecorded":

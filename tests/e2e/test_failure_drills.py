@@ -356,3 +356,74 @@ def test_drill_user_actions_on_a_deferred_import(drill_env, capsys):
         capsys, f"\n[drill user actions] import task state and each operation's end code (1 = CANCELLED): {outcomes}"
     )
     assert outcomes == {"failed": ("failed", [1]), "success": ("success", [0]), "clear": ("success", [1, 0])}
+
+
+def test_drill_a_stalled_triggerer_hands_its_trigger_over_without_cancelling(drill_env, capsys):
+    """The triggerer running a deferred import's trigger stalls (SIGSTOP, as a blocked event loop or a lost database
+    connection looks to Airflow) until the other takes the trigger over, then resumes (SIGCONT). On resuming,
+    Airflow 3.3 cancels the trigger it no longer owns and calls its on_kill: the task is still deferred, so the
+    operation is left running. One operation, never cancelled; the night succeeds."""
+    stack, client, gcs, endpoint = drill_env
+    triggerers = ("triggerer", "triggerer-2")
+    drill = "triggerer-stall"
+    run_id, matched = deferred_import(client, gcs, endpoint, drill, 6, good=60)
+    holder, deadline = None, time.time() + 20
+    while holder is None and time.time() < deadline:
+        holder = trigger_holder(stack, run_id, triggerers)
+        time.sleep(0.2)
+    assert holder, "one triggerer holds the deferred import's trigger log open"
+    survivor = next(t for t in triggerers if t != holder)
+    logs = stack.dir / "airflow" / "logs" / f"dag_id={IMPORT}" / f"run_id={run_id}" / "task_id=import_dicom"
+    stalled = sorted(_group_members({stack.pid(holder)}))
+    for pid in stalled:
+        os.kill(pid, signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and trigger_holder(stack, run_id, (survivor,)) is None:
+            time.sleep(0.5)
+        handed_over_s = time.time() - stopped_at
+    finally:
+        for pid in stalled:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    run = client.wait_run(IMPORT, run_id, timeout=300)
+    ops = settled_imports(endpoint, drill)
+    lines = check_accounting(client, [run], matched)
+    trigger_logs = sorted(p.name for p in logs.glob("attempt=1.log.trigger.*.log"))
+    report(
+        capsys,
+        f"\n[drill triggerer stall] {holder} stopped with SIGSTOP; {survivor} held the trigger after "
+        f"{handed_over_s:.0f}s; SIGCONT; run {run['state']}; {len(ops)} import operation(s), cancelled: "
+        f"{[o['cancelRequested'] for o in ops]}; trigger logs: {trigger_logs}",
+        *lines,
+    )
+    assert len(ops) == 1 and not ops[0]["cancelRequested"], ops
+    assert len(trigger_logs) == 2, "the trigger ran in one triggerer, then in the other"
+
+
+def test_drill_a_connection_dropped_after_the_import_was_accepted(drill_env, capsys):
+    """The local API starts the import, then closes the connection without answering. The task's submission is
+    sent once (no transport resend), looked up, and the one operation adopted: the night succeeds on it."""
+    stack, client, gcs, endpoint = drill_env
+    drill = "dropped"
+    requests.post(
+        f"{endpoint}/admin/faults", json={"dicomStores.import": {"rate": 1.0, "drop": True}}, timeout=30
+    ).raise_for_status()
+    try:
+        run_id, matched = deferred_import(client, gcs, endpoint, drill, 7, good=5, bad=1)
+    finally:
+        requests.post(f"{endpoint}/admin/faults", json={}, timeout=30)
+    run = client.wait_run(IMPORT, run_id, timeout=300)
+    ops = imports_of(operations(endpoint, drill))
+    lines = check_accounting(client, [run], matched)
+    ti = client.task_instance(IMPORT, run_id, "import_dicom")
+    report(
+        capsys,
+        f"\n[drill dropped connection] every import POST answered by a closed connection; run {run['state']} on "
+        f"try {ti['try_number']}; {len(ops)} import operation(s)",
+        *lines,
+    )
+    assert len(ops) == 1 and ti["try_number"] == 1

@@ -293,3 +293,7 @@ def test_with_a_listing_any_other_new_operation_prevents_adoption():
     assert decide([listed("a", T0 + 2), listed("late", T0 + 5000)], before=[]).action == FAIL
     assert decide([listed("a", T0 + 2), listed("late", T0 + 5000)]).action == ADOPT  # outside the quiet window
     assert decide([listed("late", T0 + 5000)], before=[]).action == SUBMIT
+
+
+def test_an_operation_created_at_the_neighbour_edge_counts():
+    assert decide([listed("other", T0 + 5 + 60), listed("a", T0 + 2)]).action == FAIL

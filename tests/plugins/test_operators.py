@@ -478,7 +478,21 @@ def test_killed_worker_retry_reattaches_without_a_duplicate(tmp_path):
     assert [o["name"] for o in import_ops(store)] == [entry["name"]]
 
 
-def test_on_kill_cancels_when_asked():
+@pytest.mark.parametrize(
+    "state,cancelled",
+    [
+        ("failed", True),  # a user marked the running task failed: Airflow SIGTERMs it
+        ("restarting", True),  # a user cleared it while it ran
+        ("running", False),  # a graceful worker SIGTERM, or execution_timeout: the next try re-attaches
+        ("success", False),
+        (None, False),
+    ],
+)
+def test_on_kill_cancels_only_when_a_user_ended_the_task(monkeypatch, state, cancelled):
+    """Airflow's task-states lookup is replaced by its answer: the state the task is in when on_kill runs."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(lambda **kw: {"run": {"task": state}}))
     store = new_store()
     _, uri = seed_import(10)
     admin("/admin/settings", {"latency_s": 0.5})
@@ -486,7 +500,24 @@ def test_on_kill_cancels_when_asked():
     with pytest.raises(TaskDeferred):
         op.execute(make_context())
     op.on_kill()  # the cancel call returns once the API has recorded it
-    assert import_ops(store)[0]["metadata"].get("cancelRequested")
+    assert bool(import_ops(store)[0]["metadata"].get("cancelRequested")) is cancelled
+
+
+def test_on_kill_never_raises_from_the_signal_handler(monkeypatch):
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(lambda **kw: {"run": {"task": "failed"}}))
+    store = new_store()
+    _, uri = seed_import(10)
+    admin("/admin/settings", {"latency_s": 0.5})
+    op = importer(store, uri, deferrable=True)
+    with pytest.raises(TaskDeferred):
+        op.execute(make_context())
+    admin("/admin/faults", {"operations.cancel": {"rate": 1.0, "code": 403}})
+    try:
+        op.on_kill()
+    finally:
+        admin("/admin/faults", {})
 
 
 # --- de-identification ---------------------------------------------------------------------------
@@ -530,7 +561,7 @@ def test_deidentify_into_an_empty_store_only():
     result = deidentifier(store, "research", keep_tags="Modality, PixelData").execute(make_context())
     assert (result["success"], result["failure"], result["destination_store"]) == (3, 0, dest)
     assert hook.get_store_metrics(store_name=dest)["instanceCount"] == 3
-    with pytest.raises(AirflowFailException, match="already holds 3 instances"):
+    with pytest.raises(AirflowFailException, match="already holds instances"):
         deidentifier(store, "research").execute(make_context())
     with pytest.raises(AirflowFailException, match="must exist before de-identifying"):
         deidentifier(store, "nowhere").execute(make_context())

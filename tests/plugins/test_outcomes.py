@@ -21,8 +21,15 @@ from dicom_pipelines.outcomes import (
     SUCCESS,
     TRANSIENT,
     FailurePolicy,
+    api_failure,
     classify,
+    deadline_note,
+    failed_source_lines,
     failure_message,
+    log_finished,
+    operation_result,
+    partial_failure_message,
+    summary,
 )
 from dicom_pipelines.responses import parse_operation
 from tests.helpers import LOCATION, PROJECT, admin, new_bucket, seed_import, store_parts, unique
@@ -244,3 +251,210 @@ def test_sensor_in_reschedule_mode_gives_its_slot_back_between_pokes():
     with create_session() as session:
         reschedules = session.scalars(select(TaskReschedule).where(TaskReschedule.ti_id == ti.id)).all()
     assert ti.state == "success" and len(reschedules) >= 1
+
+
+# --- the pure pieces of the contract (also what `make mutation` runs) ------------------------------------------
+
+
+class RecordingLog:
+    def __init__(self):
+        self.lines: list[tuple[str, str]] = []
+
+    def info(self, fmt, *args):
+        self.lines.append(("info", fmt % args))
+
+    def warning(self, fmt, *args):
+        self.lines.append(("warning", fmt % args))
+
+
+def full(code=0, success=0, failure=0, logs="https://logs", created="2026-11-01T00:00:00Z", ended=None):
+    op = {
+        "name": "projects/p/locations/l/datasets/d/operations/1",
+        "done": True,
+        "metadata": {
+            "counter": {k: str(v) for k, v in (("success", success), ("failure", failure)) if v},
+            "createTime": created,
+            "logsUrl": logs,
+        },
+    }
+    if ended:
+        op["metadata"]["endTime"] = ended
+    if code:
+        op["error"] = {"code": code, "message": "m"}
+    return parse_operation(op)
+
+
+@pytest.mark.parametrize(
+    "count,ratio,expected",
+    [
+        (None, None, FailurePolicy()),
+        ("", " None ", FailurePolicy()),
+        ("None", "", FailurePolicy()),
+        ("3", None, FailurePolicy(3, None)),
+        (" 0 ", "0.25", FailurePolicy(0, 0.25)),
+        (2, 1, FailurePolicy(2, 1.0)),
+        (None, "0", FailurePolicy(None, 0.0)),
+    ],
+)
+def test_policy_from_rendered_values(count, ratio, expected):
+    assert FailurePolicy.from_values(count, ratio) == expected
+
+
+@pytest.mark.parametrize(
+    "count,ratio,field,rule",
+    [
+        ("-1", None, "max_failures", "must be a whole number >= 0"),
+        ("x", None, "max_failures", "must be a whole number >= 0"),
+        (1.5, None, "max_failures", "must be a whole number >= 0"),
+        (True, None, "max_failures", "must be a whole number >= 0"),
+        (None, "1.01", "max_failure_ratio", "must be a number between 0 and 1"),
+        (None, "-0.1", "max_failure_ratio", "must be a number between 0 and 1"),
+        (None, "half", "max_failure_ratio", "must be a number between 0 and 1"),
+    ],
+)
+def test_policy_refuses_bad_values_naming_field_value_and_rule(count, ratio, field, rule):
+    from dicom_pipelines.validation import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        FailurePolicy.from_values(count, ratio)
+    value = count if field == "max_failures" else ratio
+    assert str(err.value) == f"{field}={value!r} is invalid: {rule}"
+
+
+def test_policy_allows_and_describes():
+    assert FailurePolicy().allows(0, 10) and not FailurePolicy().allows(1, 10)
+    assert FailurePolicy(2).allows(2, 3) and not FailurePolicy(2).allows(3, 3)
+    assert FailurePolicy(None, 0.2).allows(2, 10) and not FailurePolicy(None, 0.2).allows(3, 10)
+    assert FailurePolicy(None, 0.5).allows(1, 2) and not FailurePolicy(None, 0.4).allows(1, 2)
+    assert FailurePolicy(None, 0.5).allows(1, 0) is False  # no total: the ratio is failure / 1
+    assert FailurePolicy(None, 1.0).allows(1, 0)
+    assert FailurePolicy(5, 0.1).allows(2, 10) is False and FailurePolicy(1, 0.5).allows(2, 10) is False
+    assert FailurePolicy(None, 0.0).allows(0, 0)
+    assert FailurePolicy().describe() == "no failures allowed"
+    assert FailurePolicy(3).describe() == "max_failures=3"
+    assert FailurePolicy(None, 0.5).describe() == "max_failure_ratio=0.5"
+    assert FailurePolicy(3, 0.5).describe() == "max_failures=3, max_failure_ratio=0.5"
+
+
+def test_operation_result_and_summary():
+    status = full(0, 4, 1, ended="2026-11-01T00:01:02.5Z")
+    assert operation_result(status) == {
+        "operation_name": "projects/p/locations/l/datasets/d/operations/1",
+        "success": 4,
+        "failure": 1,
+        "pending": 0,
+        "logs_url": "https://logs",
+        "duration_s": 62.5,
+    }
+    assert operation_result(full(created=""))["duration_s"] is None
+    assert operation_result(full())["duration_s"] is None
+    assert summary(status) == "4 succeeded, 1 failed of 5; logs: https://logs"
+    assert summary(full(logs="")) == "0 succeeded, 0 failed of 0; logs: n/a"
+
+
+def test_partial_failure_messages_in_words():
+    name = "projects/p/locations/l/datasets/d/operations/1"
+    assert partial_failure_message(full(3, 9, 1), FailurePolicy(1)) is None
+    assert partial_failure_message(full(3, 8, 2), FailurePolicy()) == (
+        f"Operation {name}: 2 of 10 instances failed (20.0%), more than allowed (no failures allowed). "
+        "The per-instance errors are at https://logs."
+    )
+    assert partial_failure_message(full(3, 0, 2, logs=""), FailurePolicy(1)) == (
+        f"Operation {name}: all 2 instances failed (max_failures=1). The per-instance errors are at the operation logs."
+    )
+    assert partial_failure_message(full(3, 1, 2, logs=""), FailurePolicy(1)).endswith("at the operation logs.")
+
+
+def test_failure_message_for_each_kind():
+    name = "projects/p/locations/l/datasets/d/operations/1"
+    assert failure_message(full(0, 0, 0), EMPTY, FailurePolicy()) is None
+    assert failure_message(full(5, 0, 0), EMPTY, FailurePolicy()) == (
+        f"Operation {name} ended with NOT_FOUND (5): m [0 succeeded, 0 failed of 0; logs: https://logs]"
+    )
+    assert failure_message(full(10, 1), TRANSIENT, FailurePolicy()) == (
+        f"Operation {name} ended with ABORTED (10): m [1 succeeded, 0 failed of 1; logs: https://logs]. "
+        "This may pass: the retry submits the operation again."
+    )
+    assert failure_message(full(10), TRANSIENT, FailurePolicy(), resubmits=False).endswith(
+        "This may pass: submit it again to retry; this sensor only waits."
+    )
+    assert failure_message(full(1), CANCELLED, FailurePolicy()) == (
+        f"Operation {name} ended with CANCELLED (1): m It was cancelled by a user or another client. "
+        "[0 succeeded, 0 failed of 0; logs: https://logs]"
+    )
+    assert failure_message(full(7), ERROR, FailurePolicy()) == (
+        f"Operation {name} ended with PERMISSION_DENIED (7): m The Healthcare service agent "
+        "(service-<PROJECT_NUMBER>@gcp-sa-healthcare.iam.gserviceaccount.com) lacks a permission: "
+        "roles/storage.objectViewer on source buckets, roles/storage.objectAdmin on export buckets. "
+        "[0 succeeded, 0 failed of 0; logs: https://logs]"
+    )
+    assert failure_message(full(3), ERROR, FailurePolicy()) == (
+        f"Operation {name} ended with INVALID_ARGUMENT (3): m [0 succeeded, 0 failed of 0; logs: https://logs]"
+    )
+    assert failure_message(full(3, 1, 1), PARTIAL, FailurePolicy(1)) is None
+    assert failure_message(full(0, 1), SUCCESS, FailurePolicy()) is None
+
+
+def test_failed_files_are_named_in_the_log():
+    entries = [{"source": "gs://b/x.dcm", "code": 3, "message": "bad"}, {"source": "", "code": 5, "message": "gone"}]
+    assert failed_source_lines(entries) == ["Failed: gs://b/x.dcm: code 3: bad", "Failed: ?: code 5: gone"]
+    log = RecordingLog()
+    log_finished(log, full(3, 1, 3), entries)
+    assert log.lines == [
+        (
+            "info",
+            "Operation projects/p/locations/l/datasets/d/operations/1 done: 1 succeeded, 3 failed of 4; logs: "
+            "https://logs",
+        ),
+        ("warning", "Failed: gs://b/x.dcm: code 3: bad"),
+        ("warning", "Failed: ?: code 5: gone"),
+        (
+            "warning",
+            "2 of 3 failed instances are named above; Cloud Logging has the rest (Google logs a limited "
+            "number when there are many): https://logs",
+        ),
+    ]
+    log = RecordingLog()
+    log_finished(log, full(3, 1, 2, logs=""), entries)
+    assert len(log.lines) == 3
+    log = RecordingLog()
+    log_finished(log, full(3, 0, 3, logs=""), entries[:1])
+    assert log.lines[-1] == (
+        "warning",
+        "1 of 3 failed instances are named above; Cloud Logging has the rest (Google logs a limited number when "
+        "there are many): n/a",
+    )
+
+
+def test_api_failures_are_retried_only_when_they_may_pass():
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from dicom_pipelines.responses import AmbiguousSubmissionError, HealthcareApiError
+
+    retried = api_failure(HealthcareApiError(503, "UNAVAILABLE", "down", "operations.get"))
+    assert type(retried) is AirflowException
+    assert str(retried) == (
+        "Healthcare API operations.get failed: HTTP 503 UNAVAILABLE: down (still failing after the hook's own "
+        "retries; Airflow retries the task)"
+    )
+    ambiguous = api_failure(AmbiguousSubmissionError(503, "ABORTED", "two", "dicomStores.import"))
+    assert type(ambiguous) is AirflowFailException and str(ambiguous).endswith("ABORTED: two")
+    denied = api_failure(HealthcareApiError(403, "PERMISSION_DENIED", "no", "m"))
+    assert type(denied) is AirflowFailException
+    assert str(denied) == (
+        "Healthcare API m failed: HTTP 403 PERMISSION_DENIED: no The dataset may not exist (the API answers 403 for "
+        "a missing dataset), or the Airflow identity lacks a Healthcare role such as roles/healthcare.dicomEditor."
+    )
+    missing = api_failure(HealthcareApiError(404, "NOT_FOUND", "no", "m"))
+    assert str(missing).endswith(
+        "no The DICOM store does not exist: create it first (the nightly DAG's ensure_store task does)."
+    )
+    bad = api_failure(HealthcareApiError(400, "INVALID_ARGUMENT", "no", "m"))
+    assert type(bad) is AirflowFailException and str(bad) == "Healthcare API m failed: HTTP 400 INVALID_ARGUMENT: no"
+
+
+def test_deadline_note():
+    assert deadline_note(False, None) == "it was left running (cancel_on_kill=False)"
+    assert deadline_note(False, ValueError("x")) == "it was left running (cancel_on_kill=False)"
+    assert deadline_note(True, None) == "it was cancelled"
+    assert deadline_note(True, ValueError("x")) == "cancelling it failed too (x), so it may still be running"

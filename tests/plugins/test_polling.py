@@ -82,3 +82,55 @@ def test_an_operation_that_queued_before_starting_is_still_seen_within_max_poll_
         delay = planner.next_delay(t, done, total - done, created_at=0.0)
         longest, t = max(longest, delay), t + delay
     assert longest <= 60.0 and t - duration <= 60.0
+
+
+def test_the_polling_promise_as_restated():
+    """A steady 1 h operation is seen at most 2 s late, with at most 3600 / max_poll_interval + 10 calls an hour."""
+    calls, late, longest = simulate(3600.7, PollPlanner(2.0, 60.0), PROFILES["steady"])
+    assert late <= 2.0 and calls <= 3600 / 60 + 10 and longest <= 60
+    for profile in PROFILES.values():
+        calls, late, longest = simulate(3600.7, PollPlanner(2.0, 60.0), profile)
+        assert calls <= 3600 / 60 + 10 and longest <= 60
+
+
+def test_prediction_from_two_observations_exactly():
+    p = PollPlanner(1.0, 100.0, landing_margin=0.5)
+    assert p.predicted_remaining(10.0, 0, 100) is None
+    assert p.predicted_remaining(20.0, 50, 50) == 10.0  # 5 per second, 50 left
+    assert p.predicted_remaining(22.0, 50, 50) == 8.0  # no move: the same rate, 2 s already spent
+    assert p.predicted_remaining(30.0, 50, 0) is None  # nothing pending
+    assert p.predicted_remaining(31.0, 60, 1) == pytest.approx(1 / (10 / 11))
+
+
+def test_next_delay_lands_just_after_the_predicted_end_within_the_cap():
+    p = PollPlanner(1.0, 10.0, landing_margin=0.5)
+    p.next_delay(0.0, 0, 100)
+    assert p.next_delay(10.0, 10, 90) == 10.0  # 90 s left: capped
+    p = PollPlanner(1.0, 10.0, landing_margin=0.5)
+    p.next_delay(0.0, 0, 100)
+    assert p.next_delay(10.0, 95, 5) == pytest.approx(5 / 9.5 + 0.5, rel=1e-9)
+    p = PollPlanner(1.0, 10.0, landing_margin=0.5)
+    p.next_delay(0.0, 0, 100)
+    assert p.next_delay(10.0, 99, 1) == 1.0  # never below poll_interval
+    p = PollPlanner(1.0, 10.0, landing_margin=1.0)
+    p.next_delay(0.0, 0, 100)
+    assert p.next_delay(10.0, 10, 9) == 10.0  # lands exactly at the cap: 9 + 1
+
+
+def test_the_creation_time_at_now_counts_as_no_observation():
+    p = PollPlanner(1.0, 100.0)
+    assert p.predicted_remaining(10.0, 5, 95, created_at=10.0) is None
+    assert p.predicted_remaining(20.0, 15, 85) == pytest.approx(85.0)  # rate from (10, 5): 1 per second
+
+
+def test_retry_delay_backs_off_and_caps():
+    p = PollPlanner(1.5, 5.0, backoff=3.0)
+    assert [p.retry_delay() for _ in range(4)] == [1.5, 4.5, 5.0, 5.0]
+
+
+def test_settings_at_their_limits():
+    PollPlanner(0.001, 0.001)
+    with pytest.raises(ValueError, match="poll_interval=0 is invalid: must be > 0 seconds"):
+        PollPlanner(0, 1)
+    with pytest.raises(ValueError, match=r"max_poll_interval=0.5 is invalid: must be >= poll_interval \(1.0\)"):
+        PollPlanner(1.0, 0.5)

@@ -107,8 +107,46 @@ def test_user_kill_cancels_but_triggerer_restart_does_not():
     assert not parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested
     asyncio.run(HealthcareOperationTrigger(name, cancel_on_kill=False).on_kill())
     assert not parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested
-    asyncio.run(HealthcareOperationTrigger(name).on_kill())
-    assert parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested
+    asyncio.run(HealthcareOperationTrigger(name).on_kill())  # no task instance: its state cannot be read
+    assert not parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested
+
+
+class FakeTI:
+    dag_id, task_id, run_id = "d", "import_dicom", "r"
+
+    def __init__(self, map_index: int = -1):
+        self.map_index = map_index
+
+
+@pytest.mark.parametrize(
+    "map_index,state,cancelled",
+    [
+        (-1, "deferred", False),  # another triggerer took the trigger over: the task still waits for it
+        (-1, "success", False),
+        (-1, "failed", True),
+        (-1, None, True),  # cleared
+        (2, "deferred", False),  # a mapped task: Airflow keys it import_dicom_2
+        (2, "failed", True),
+    ],
+)
+def test_on_kill_cancels_only_when_the_task_is_no_longer_deferred(monkeypatch, map_index, state, cancelled):
+    """Airflow's task-states lookup is replaced by its answer: the state a user's action or a handover leaves."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    key = "import_dicom" if map_index < 0 else f"import_dicom_{map_index}"
+    asked = []
+
+    def states(**kwargs):
+        asked.append(kwargs)
+        return {"r": {key: state}}
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(states))
+    name = start_import(10, latency=0.5)
+    trigger = HealthcareOperationTrigger(name)
+    trigger.task_instance = FakeTI(map_index)  # type: ignore[assignment]
+    asyncio.run(trigger.on_kill())
+    assert parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested is cancelled
+    assert asked[0]["map_index"] == map_index
 
 
 def test_an_operation_done_before_the_deadline_check_is_reported_done():
