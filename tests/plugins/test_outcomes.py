@@ -458,3 +458,11 @@ def test_deadline_note():
     assert deadline_note(False, ValueError("x")) == "it was left running (cancel_on_kill=False)"
     assert deadline_note(True, None) == "it was cancelled"
     assert deadline_note(True, ValueError("x")) == "cancelling it failed too (x), so it may still be running"
+
+
+def test_pure_edges_duration_rounding_ratio_policy_and_percent_in_messages():
+    assert operation_result(full(0, 1, ended="2026-11-01T00:00:01.00049Z"))["duration_s"] == 1.0
+    assert partial_failure_message(full(3, 8, 2), FailurePolicy(None, 0.5)) is None
+    log = RecordingLog()
+    log_finished(log, full(3, 1, 1), [{"source": "gs://b/100%.dcm", "code": 3, "message": "at 100%"}])
+    assert ("warning", "Failed: gs://b/100%.dcm: code 3: at 100%") in log.lines
