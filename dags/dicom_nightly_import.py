@@ -117,7 +117,9 @@ with DAG(
             )
         context["outlet_events"][STORE_IMPORTS].add(
             Asset(uri=f"healthcare://{store_name}", name=f"dicom_store:{store_name}"),
-            extra={"run_id": context["run_id"], **summary},
+            # counts and where the report is, never the failed paths or their errors: every consumer of the asset
+            # reads this
+            extra={"run_id": context["run_id"], **{k: v for k, v in summary.items() if k != "failed_sources"}},
         )
         return summary
 

@@ -537,7 +537,11 @@ def check_outside_import(values: Mapping[str, Any], field: str) -> None:
         if not where:
             continue
         target = parse_gcs_uri(where, other, allow_empty_object=True)
-        sample = f"{target.name.rstrip('/')}/dicom_nightly_import/run.ndjson".lstrip("/")
+        if other == "failure_report_prefix":
+            sample = f"{target.name.rstrip('/')}/dicom_nightly_import/run.ndjson".lstrip("/")
+        else:  # a quarantined copy keeps the source's bucket and path: <prefix>/<bucket>/<path that matched>
+            matched = pattern.name.replace("**", "a/b").replace("*", "a").replace("?", "a")
+            sample = f"{target.name.rstrip('/')}/{pattern.bucket}/{matched}".lstrip("/")
         if target.bucket == pattern.bucket and rx.match(sample):
             raise ValidationError(
                 field,

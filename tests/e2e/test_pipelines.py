@@ -82,6 +82,8 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     events = client.ok("GET", "/assets/events", params={"source_dag_id": IMPORT, "limit": 100})["asset_events"]
     store_uri = "healthcare://projects/{GCP_PROJECT}/locations/{HEALTHCARE_LOCATION}/datasets/{HEALTHCARE_DATASET}"
     assert {e["uri"] for e in events} == {store_uri.format(**DEMO_IDS) + f"/dicomStores/{DEMO_IDS['DICOM_STORE']}"}
+    # every consumer of the asset reads its events: counts and the report's URI, never failed paths or errors
+    assert all("failed_sources" not in e["extra"] and "failed" in e["extra"] for e in events)
     assert sorted(e["extra"]["imported"] for e in events if e["source_run_id"].startswith("backfill")) == sorted(
         success for success, _ in seeded.expected.values()
     )

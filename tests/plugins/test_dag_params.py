@@ -64,6 +64,12 @@ BAD_INPUTS = [
         "gcs_uri",
         "quarantine_prefix",
     ),
+    (
+        NIGHTLY,
+        {"gcs_uri": "gs://dicom-incoming/**.dcm", "quarantine_prefix": "gs://dicom-incoming/held"},
+        "gcs_uri",
+        "quarantine_prefix",
+    ),
     (NIGHTLY, {"failure_report_prefix": "s3://reports"}, "failure_report_prefix", "must start with gs://"),
     (NIGHTLY, {"quarantine_prefix": "gs://Held"}, "quarantine_prefix", "bucket name"),
     (NIGHTLY, {"create_if_missing": "no"}, "create_if_missing", "is not of type 'boolean'"),
