@@ -586,14 +586,48 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         data = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
         self._gcs().upload(bucket, name, data=data, mime_type="application/x-ndjson")
 
+    def read_failure_report(self, *, uri: str) -> list[dict]:
+        """The entries of an earlier failure report at ``uri``, or ``[]`` when there is none."""
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        gcs = self._gcs()
+        if not gcs.exists(bucket, name):
+            return []
+        text = gcs.download(bucket, name).decode()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def delete_failure_report(self, *, uri: str) -> bool:
+        """Delete the report at ``uri`` if there is one; whether there was."""
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        gcs = self._gcs()
+        if not gcs.exists(bucket, name):
+            return False
+        gcs.delete(bucket, name)
+        return True
+
+    @staticmethod
+    def quarantined_name(source: str, prefix: str) -> tuple[str, str]:
+        """(bucket, object) of the quarantined copy of ``source``: ``gs://src/a/b.dcm`` → ``<prefix>/src/a/b.dcm``."""
+        dest_bucket, _, dest_folder = prefix.removeprefix("gs://").partition("/")
+        src_bucket, _, src_name = source.removeprefix("gs://").partition("/")
+        return dest_bucket, "/".join(p for p in (dest_folder.rstrip("/"), src_bucket, src_name) if p)
+
+    def release_quarantined(self, *, sources: set[str], prefix: str) -> int:
+        """Delete the quarantined copies of ``sources`` (an earlier attempt's, which this one no longer failed)."""
+        gcs, removed = self._gcs(), 0
+        for source in sorted(s for s in sources if s.startswith("gs://")):
+            bucket, name = self.quarantined_name(source, prefix)
+            if gcs.exists(bucket, name):
+                gcs.delete(bucket, name)
+                removed += 1
+        return removed
+
     def quarantine_sources(self, *, entries: list[dict], prefix: str) -> int:
         """Copy each failed ``gs://`` source under ``prefix``, keeping bucket and path; returns how many."""
         gcs = self._gcs()
-        dest_bucket, _, dest_folder = prefix.removeprefix("gs://").partition("/")
         copied = 0
         for source in sorted({e["source"] for e in entries if e["source"].startswith("gs://")}):
             src_bucket, _, src_name = source.removeprefix("gs://").partition("/")
-            dest_name = "/".join(p for p in (dest_folder.rstrip("/"), src_bucket, src_name) if p)
+            dest_bucket, dest_name = self.quarantined_name(source, prefix)
             gcs.copy(src_bucket, src_name, dest_bucket, dest_name)
             copied += 1
         return copied

@@ -465,16 +465,31 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
     def _report_failures(
         self, hook: CloudHealthcareDicomHook, status: OperationStatus, failed: list[dict]
     ) -> str | None:
-        """Write the failure report and quarantine the failed sources, as configured; the report's URI or None."""
-        if not failed:
+        """Write the failure report and quarantine the failed sources, as configured; the report's URI or None.
+
+        An earlier attempt of the same run (a transient end, then a retry) may have left a report and quarantined
+        copies: a source that this attempt did not fail has its copy removed, and a clean attempt removes the
+        report, so neither names a file that was imported after all.
+        """
+        if status.failure and not failed:  # failures that Cloud Logging did not name: nothing to compare with
+            return None
+        if not (self.failure_report_uri or self.quarantine_prefix):
             return None
         report = None
         try:
-            if self.failure_report_uri:
+            earlier = hook.read_failure_report(uri=self.failure_report_uri) if self.failure_report_uri else []
+            stale = {e.get("source", "") for e in earlier} - {e["source"] for e in failed}
+            if self.quarantine_prefix and stale:
+                released = hook.release_quarantined(sources=stale, prefix=self.quarantine_prefix)
+                self.log.info("Removed %d quarantined copies of an earlier attempt's failures", released)
+            if self.failure_report_uri and failed:
                 hook.write_failure_report(uri=self.failure_report_uri, entries=failed)
                 report = self.failure_report_uri
                 self.log.info("Wrote %d failed sources of %s to %s", len(failed), status.name, report)
-            if self.quarantine_prefix:
+            elif earlier:
+                hook.delete_failure_report(uri=self.failure_report_uri or "")
+                self.log.info("Removed an earlier attempt's failure report %s: nothing failed", self.failure_report_uri)
+            if self.quarantine_prefix and failed:
                 copied = hook.quarantine_sources(entries=failed, prefix=self.quarantine_prefix)
                 self.log.info("Copied %d failed sources under %s", copied, self.quarantine_prefix)
         except Exception as exc:  # noqa: BLE001 - a report is never a reason to lose the operation's outcome

@@ -574,3 +574,42 @@ def test_deidentify_modes_the_local_stack_cannot_do_fail_once_with_its_words():
     )
     with pytest.raises(AirflowFailException, match="not supported by the local stack"):
         deidentifier(store, "r", text_redaction_mode="REDACT_ALL_TEXT").execute(make_context())
+
+
+def test_a_clean_attempt_removes_an_earlier_attempts_report_and_quarantined_copies():
+    """The first attempt failed two files (reported, quarantined); they were fixed and the run's next attempt
+    imports cleanly: the report and the copies are gone, so nothing names a file that was imported after all."""
+    store = new_store()
+    bucket, uri = seed_import(2, extra={"junk.dcm": b"junk", "empty.dcm": b""})
+    reports = new_bucket("reports")
+    settings = {
+        "failure_report_uri": f"gs://{reports.name}/nightly/run-1.ndjson",
+        "quarantine_prefix": f"gs://{reports.name}/quarantine",
+        "max_failures": 2,
+    }
+    importer(store, uri, **settings).execute(make_context())
+    assert len(list(gcs().list_blobs(reports.name, prefix="quarantine/"))) == 2
+    gcs().bucket(bucket).blob("in/junk.dcm").delete()
+    gcs().bucket(bucket).blob("in/empty.dcm").delete()
+    result = importer(store, uri, **settings).execute(make_context())
+    assert (result["failure"], result["failure_report_uri"]) == (0, None)
+    assert [b.name for b in gcs().list_blobs(reports.name)] == []
+
+
+def test_an_attempt_that_fails_fewer_files_keeps_only_their_copies():
+    store = new_store()
+    bucket, uri = seed_import(2, extra={"junk.dcm": b"junk", "empty.dcm": b""})
+    reports = new_bucket("reports")
+    settings = {
+        "failure_report_uri": f"gs://{reports.name}/nightly/run-1.ndjson",
+        "quarantine_prefix": f"gs://{reports.name}/quarantine",
+        "max_failures": 2,
+    }
+    importer(store, uri, **settings).execute(make_context())
+    gcs().bucket(bucket).blob("in/junk.dcm").delete()
+    result = importer(store, uri, **settings).execute(make_context())
+    assert result["failure"] == 1
+    assert sorted(b.name for b in gcs().list_blobs(reports.name)) == [
+        "nightly/run-1.ndjson",
+        f"quarantine/{bucket}/in/empty.dcm",
+    ]
