@@ -90,6 +90,14 @@ DEFER_GRACE_S = 300.0
 WRITE_DISPOSITIONS = ("WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND")
 
 
+_UID = re.compile(r"\b[0-9]+(?:\.[0-9]+){2,}\b")
+
+
+def mask_uids(text: str) -> str:
+    """``text`` with every DICOM UID (dotted digits, e.g. ``1.2.840.113619.2.55``) replaced by ``<UID>``."""
+    return _UID.sub("<UID>", text)
+
+
 def _seconds(value: float | dt.timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, dt.timedelta) else (float(value) if value is not None else None)
 
@@ -435,7 +443,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         kind = classify(status)
         reporting = bool(self.failure_report_uri or self.quarantine_prefix)
         limit = max(self.failed_sources_to_log, self.failure_report_limit if reporting else 0)
-        failed = hook.failed_entries(status=status, limit=limit)
+        failed = self.shareable_failures(hook.failed_entries(status=status, limit=limit))
         log_finished(self.log, status, failed[: self.failed_sources_to_log])
         report = self._report_failures(hook, status, failed)
         if kind == EMPTY:
@@ -461,6 +469,10 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             "failed_sources": failed[: self.failed_sources_to_log],
             "failure_report_uri": report,
         }
+
+    def shareable_failures(self, entries: list[dict]) -> list[dict]:
+        """The per-instance errors as they may go to the task log, the XCom and the report."""
+        return entries
 
     def _report_failures(
         self, hook: CloudHealthcareDicomHook, status: OperationStatus, failed: list[dict]
@@ -816,6 +828,19 @@ class HealthcareDicomDeidentifyOperator(HealthcareDicomOperationOperator):
             config=self.config(),
             filter_uri=self.filter_uri or None,
         )
+
+    def shareable_failures(self, entries: list[dict]) -> list[dict]:
+        """A de-identification's errors name the source instances by their original UIDs, which are identifiers:
+        they stay in Cloud Logging (the operation's ``logs_url``). The task log, the XCom and the report get the
+        error code and its message with every UID masked."""
+        return [
+            {
+                "source": f"instance #{n} (UIDs withheld; see the operation's logs)",
+                "code": e["code"],
+                "message": mask_uids(e["message"]),
+            }
+            for n, e in enumerate(entries, 1)
+        ]
 
     def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
         return {**super()._finish(context, hook, status), "destination_store": self.destination_store()}

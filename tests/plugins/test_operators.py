@@ -613,3 +613,32 @@ def test_an_attempt_that_fails_fewer_files_keeps_only_their_copies():
         "nightly/run-1.ndjson",
         f"quarantine/{bucket}/in/empty.dcm",
     ]
+
+
+def test_a_deidentification_failure_names_no_original_uid(capfd):
+    """A filter line the store does not hold fails one instance; its original UID reaches neither the task log nor
+    the XCom (Cloud Logging, behind the operation's logs_url, keeps it)."""
+    hook = CloudHealthcareDicomHook()
+    store = new_store()
+    _, uri = seed_import(2)
+    importer(store, uri).execute(make_context())
+    hook.ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=store_parts(store)["dataset_id"], dicom_store_id="cohort"
+    )
+    missing = "1.2.826.0.1.3680043.8.498.99999"
+    filters = new_bucket("filters")
+    filters.blob("f.txt").upload_from_string(f"/studies/{missing}\n")
+    result = deidentifier(store, "cohort", filter_uri=f"gs://{filters.name}/f.txt", max_failures=1).execute(
+        make_context()
+    )
+    out = "".join(capfd.readouterr())
+    assert result["failure"] == 1 and len(result["failed_sources"]) == 1
+    assert missing not in json.dumps(result) and missing not in out
+    assert result["failed_sources"][0]["source"].startswith("instance #1 (UIDs withheld")
+
+
+def test_mask_uids():
+    from dicom_pipelines.operators import mask_uids
+
+    assert mask_uids("studies/1.2.840.10008/series/1.2.3 not found") == "studies/<UID>/series/<UID> not found"
+    assert mask_uids("code 5 at 10.5 s") == "code 5 at 10.5 s"
