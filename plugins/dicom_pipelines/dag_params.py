@@ -465,7 +465,7 @@ PARAM_RULES: dict[str, Callable[[Any, str], object]] = {
     "study_uids": check_uids,
     "granularity": lambda value, field: check_choice(value, field, GRANULARITIES),
     "bigquery_dataset": check_bigquery_dataset,
-    "filter_uri": _optional(parse_gcs_uri),
+    "filter_uri": lambda value, field: None if value is None else check_filter_uri(value, field),
     "metadata_table": _optional(parse_bigquery_table_uri),
     "metadata_stream_table": _optional(parse_bigquery_table_uri),
     "maximum_bytes_billed": check_positive,
@@ -490,6 +490,39 @@ PARAM_RULES: dict[str, Callable[[Any, str], object]] = {
     "quarantine_prefix": _optional(check_gcs_prefix),
 }
 """The rule in words for every param of the DAGs; a DAG-integrity test checks that none is missing."""
+
+
+FILTER_CRITERIA = ("modalities", "study_date_from", "study_date_to", "patient_ids", "study_uids", "filter_uri")
+"""What selects a filtered or de-identified export's cohort: with none of them, it would be the whole store."""
+
+
+def check_filter_uri(value: Any, field: str) -> None:
+    """A filter file's URI; an empty string is refused rather than read as "build the filter from the criteria"."""
+    if value == "":
+        raise ValidationError(
+            field,
+            value,
+            "must be a gs:// URI of a filter file, or null (left out) to build the filter from the criteria",
+        )
+    parse_gcs_uri(value, field)
+
+
+def check_some_criterion(names: Iterable[str], values: Mapping[str, Any]) -> str | None:
+    """The problem of a cohort export whose criteria are all empty (it would export the whole store), or None."""
+    declared = set(names)
+    if not declared.issuperset(FILTER_CRITERIA):
+        return None
+    if any(values.get(name) not in (None, "", []) for name in FILTER_CRITERIA):
+        return None
+    instead = (
+        "to de-identify a whole store, list its studies in a filter file (filter_uri)"
+        if "destination_dicom_store_id" in declared
+        else "to export the whole store, trigger dicom_export instead"
+    )
+    return (
+        f"No criterion given: {', '.join(FILTER_CRITERIA)} are all empty, so this would select the whole store. "
+        f"Give at least one; {instead}."
+    )
 
 
 def run_param_problems(declared: Iterable[str], values: Mapping[str, Any], conf: Mapping[str, Any] | None) -> list[str]:
@@ -522,6 +555,10 @@ def run_param_problems(declared: Iterable[str], values: Mapping[str, Any], conf:
         except ValidationError as exc:
             if str(exc) not in problems:
                 problems.append(str(exc))
+    if not problems:
+        whole_store = check_some_criterion(names, values)
+        if whole_store:
+            problems.append(whole_store)
     return problems
 
 

@@ -71,6 +71,9 @@ BAD_INPUTS = [
         "quarantine_prefix",
     ),
     (NIGHTLY, {"failure_report_prefix": "s3://reports"}, "failure_report_prefix", "must start with gs://"),
+    (FILTERED, {"modalities": None}, "modalities", "No criterion given"),
+    (FILTERED, {"modalities": [], "patient_ids": []}, "dicom_export", "No criterion given"),
+    (FILTERED, {"filter_uri": "", "modalities": ["CT"]}, "filter_uri", "or null (left out)"),
     (NIGHTLY, {"quarantine_prefix": "gs://Held"}, "quarantine_prefix", "bucket name"),
     (NIGHTLY, {"create_if_missing": "no"}, "create_if_missing", "is not of type 'boolean'"),
     (FILTERED, {"modality": ["US"]}, "modality", "Did you mean 'modalities'?"),
@@ -151,9 +154,19 @@ def test_how_many_kinds_of_bad_input_are_refused(capsys):
 
 @pytest.mark.parametrize("dag_id", [NIGHTLY, FILTERED, EXPORT])
 def test_defaults_pass_and_every_param_has_a_rule_in_words(dags, dag_id):
+    """The filtered export's defaults name no criterion: they would select the whole store, so they are refused."""
     dag = dags[dag_id]
     assert set(dag.params) <= set(PARAM_RULES), set(dag.params) - set(PARAM_RULES)
-    assert refusal(dag, {}) is None
+    if dag_id == FILTERED:
+        assert refusal(dag, {}).startswith("No criterion given")
+    else:
+        assert refusal(dag, {}) is None
+
+
+def test_a_de_identification_with_no_criterion_is_refused(dags):
+    message = refusal(dags["dicom_deidentified_export"], {"modalities": None, "filter_uri": None})
+    assert message and message.startswith("No criterion given") and "filter file (filter_uri)" in message
+    assert refusal(dags["dicom_deidentified_export"], {"study_uids": ["1.2.3"]}) is None
 
 
 @pytest.mark.parametrize(
