@@ -642,3 +642,19 @@ def test_mask_uids():
 
     assert mask_uids("studies/1.2.840.10008/series/1.2.3 not found") == "studies/<UID>/series/<UID> not found"
     assert mask_uids("code 5 at 10.5 s") == "code 5 at 10.5 s"
+
+
+def test_execution_timeout_is_not_swallowed_by_the_failure_report(monkeypatch):
+    """Airflow raises AirflowTaskTimeout inside execute at execution_timeout; reading the failures for the report is
+    best effort, but must let it through so that Airflow ends the try."""
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    store, name = _finished_import({"junk.dcm": b"junk"})
+
+    def timed_out(self, **kwargs):
+        raise AirflowTaskTimeout()
+
+    monkeypatch.setattr(CloudHealthcareDicomHook, "list_operation_errors", timed_out)
+    op = importer(store, "gs://bucket/x", max_failures=1, failure_report_uri="gs://nowhere/r.ndjson")
+    with pytest.raises(AirflowTaskTimeout):
+        op.execute_complete(make_context(), make_event("done", "", name))
