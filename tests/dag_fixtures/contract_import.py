@@ -38,8 +38,9 @@ with DAG(
         """Plays an earlier try of import_dicom that died: submits, then leaves the state store as it would.
 
         ``earlier_try``: None (no earlier try), ``before_post`` (died before its request left),
-        ``unrecorded`` (died between the POST and recording the name), ``recorded`` (died while waiting) or
-        ``cleared`` (recorded in an older generation).
+        ``unrecorded`` (died between the POST and recording the name), ``recorded`` (died while waiting),
+        ``cleared`` (recorded in an older generation) or ``cancelled_elsewhere`` (recorded, and then another client
+        cancelled the operation).
         """
         import json
         import time
@@ -63,6 +64,12 @@ with DAG(
             name = CloudHealthcareDicomHook().import_dicom(store_name=store, gcs_uri=p["gcs_uri"])["name"]
             if mode != "unrecorded":
                 entry["name"] = name
+        if mode == "cancelled_elsewhere":
+            from dicom_pipelines.polling import PollPlanner
+
+            hook = CloudHealthcareDicomHook()
+            hook.cancel_operation(name=entry["name"])
+            hook.wait_for_operation(name=entry["name"], planner=PollPlanner(0.05, 0.1))
         scope = TaskScope(dag_id=context["dag"].dag_id, run_id=context["run_id"], task_id="import_dicom", map_index=-1)
         with create_session() as session:
             get_state_backend().set(scope, OPERATION_STATE_KEY, json.dumps(entry), expires_at=None, session=session)

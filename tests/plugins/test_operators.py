@@ -658,3 +658,19 @@ def test_execution_timeout_is_not_swallowed_by_the_failure_report(monkeypatch):
     op = importer(store, "gs://bucket/x", max_failures=1, failure_report_uri="gs://nowhere/r.ndjson")
     with pytest.raises(AirflowTaskTimeout):
         op.execute_complete(make_context(), make_event("done", "", name))
+
+
+def test_a_deploy_that_changes_retries_re_attaches_to_the_running_operation():
+    """The try recorded its operation under max_tries=2; a deploy then set retries=5. max_tries - retries would call
+    that another generation and start a second import; max_tries itself does not change."""
+    store = new_store()
+    _, uri = seed_import(4)
+    admin("/admin/settings", {"latency_s": 0.2})
+    running = CloudHealthcareDicomHook().import_dicom(store_name=store, gcs_uri=uri)["name"]
+
+    class TI(FakeTI):
+        max_tries = 2
+
+    state = FakeStateStore({OPERATION_STATE_KEY: {"generation": 2, "submit_started": time.time(), "name": running}})
+    result = importer(store, uri, retries=5).execute({"ti": TI(), "task_state_store": state})
+    assert result["operation_name"] == running and [o["name"] for o in import_ops(store)] == [running]

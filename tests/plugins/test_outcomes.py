@@ -217,6 +217,15 @@ class TestContractThroughAirflow:
         assert outcome(run_import(store, uri, earlier_try="recorded")) == ("success", 1)
         assert len(operations(store)) == 1
 
+    def test_an_operation_cancelled_by_another_client_is_final_for_a_retry(self):
+        """The retry of the same generation finds its operation cancelled before the deadline: not by this project
+        (it cancels only on a user's kill, which leaves no retry), so it fails once and submits nothing."""
+        store = new_store()
+        _, uri = seed_import(6)
+        admin("/admin/settings", {"latency_s": 0.3})
+        assert outcome(run_import(store, uri, earlier_try="cancelled_elsewhere")) == ("failed", 1)
+        assert [(o["error"] or {}).get("code") for o in operations(store)] == [1]
+
     def test_a_cleared_task_submits_a_new_operation(self):
         """A user's clear raises max_tries, so the stored operation belongs to an older generation."""
         store = new_store()
