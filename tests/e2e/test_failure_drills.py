@@ -241,21 +241,28 @@ def trigger_holder(stack: Stack, run_id: str, among: tuple[str, ...]) -> str | N
     return None
 
 
+TRIGGERERS = ("triggerer", "triggerer-2")
+
+
+def holder_and_survivor(stack: Stack, run_id: str) -> tuple[str, str]:
+    """The triggerer that runs the run's import trigger, and the other one."""
+    holder, deadline = None, time.time() + 20
+    while holder is None and time.time() < deadline:
+        holder = trigger_holder(stack, run_id, TRIGGERERS)
+        time.sleep(0.2)
+    assert holder, "one triggerer holds the deferred import's trigger log open"
+    return holder, next(t for t in TRIGGERERS if t != holder)
+
+
 def test_drill_one_of_two_triggerers_killed_while_an_import_is_deferred(drill_env, capsys):
     """Triggerer HA: the triggerer running a deferred import's trigger dies; the other takes the trigger over once
     the dead one's heartbeat is older than triggerer_health_check_threshold, and the import completes on its one
     operation, never cancelled (a triggerer that dies is not a user's kill). One import at a time: the import task
     has max_active_tis_per_dag=1."""
     stack, client, gcs, endpoint = drill_env
-    triggerers = ("triggerer", "triggerer-2")
     drill = "triggerer-ha"
     run_id, matched = deferred_import(client, gcs, endpoint, drill, 1, good=80)
-    holder, deadline = None, time.time() + 20
-    while holder is None and time.time() < deadline:
-        holder = trigger_holder(stack, run_id, triggerers)
-        time.sleep(0.2)
-    assert holder, "one triggerer holds the deferred import's trigger log open"
-    survivor = next(t for t in triggerers if t != holder)
+    holder, survivor = holder_and_survivor(stack, run_id)
     polls_before = operation_polls(endpoint)
     stack.stop(holder, signal.SIGKILL)
     killed_at = time.time()
@@ -364,15 +371,9 @@ def test_drill_a_stalled_triggerer_hands_its_trigger_over_without_cancelling(dri
     Airflow 3.3 cancels the trigger it no longer owns and calls its on_kill: the task is still deferred, so the
     operation is left running. One operation, never cancelled; the night succeeds."""
     stack, client, gcs, endpoint = drill_env
-    triggerers = ("triggerer", "triggerer-2")
     drill = "triggerer-stall"
     run_id, matched = deferred_import(client, gcs, endpoint, drill, 6, good=60)
-    holder, deadline = None, time.time() + 20
-    while holder is None and time.time() < deadline:
-        holder = trigger_holder(stack, run_id, triggerers)
-        time.sleep(0.2)
-    assert holder, "one triggerer holds the deferred import's trigger log open"
-    survivor = next(t for t in triggerers if t != holder)
+    holder, survivor = holder_and_survivor(stack, run_id)
     logs = stack.dir / "airflow" / "logs" / f"dag_id={IMPORT}" / f"run_id={run_id}" / "task_id=import_dicom"
     stalled = sorted(_group_members({stack.pid(holder)}))
     for pid in stalled:

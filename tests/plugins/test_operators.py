@@ -576,17 +576,22 @@ def test_deidentify_modes_the_local_stack_cannot_do_fail_once_with_its_words():
         deidentifier(store, "r", text_redaction_mode="REDACT_ALL_TEXT").execute(make_context())
 
 
+def reporting_settings():
+    """A bucket for reports and quarantined copies, and the importer settings that use it (two failures allowed)."""
+    reports = new_bucket("reports")
+    return reports, {
+        "failure_report_uri": f"gs://{reports.name}/nightly/run-1.ndjson",
+        "quarantine_prefix": f"gs://{reports.name}/quarantine",
+        "max_failures": 2,
+    }
+
+
 def test_a_clean_attempt_removes_an_earlier_attempts_report_and_quarantined_copies():
     """The first attempt failed two files (reported, quarantined); they were fixed and the run's next attempt
     imports cleanly: the report and the copies are gone, so nothing names a file that was imported after all."""
     store = new_store()
     bucket, uri = seed_import(2, extra={"junk.dcm": b"junk", "empty.dcm": b""})
-    reports = new_bucket("reports")
-    settings = {
-        "failure_report_uri": f"gs://{reports.name}/nightly/run-1.ndjson",
-        "quarantine_prefix": f"gs://{reports.name}/quarantine",
-        "max_failures": 2,
-    }
+    reports, settings = reporting_settings()
     importer(store, uri, **settings).execute(make_context())
     assert len(list(gcs().list_blobs(reports.name, prefix="quarantine/"))) == 2
     gcs().bucket(bucket).blob("in/junk.dcm").delete()
@@ -599,12 +604,7 @@ def test_a_clean_attempt_removes_an_earlier_attempts_report_and_quarantined_copi
 def test_an_attempt_that_fails_fewer_files_keeps_only_their_copies():
     store = new_store()
     bucket, uri = seed_import(2, extra={"junk.dcm": b"junk", "empty.dcm": b""})
-    reports = new_bucket("reports")
-    settings = {
-        "failure_report_uri": f"gs://{reports.name}/nightly/run-1.ndjson",
-        "quarantine_prefix": f"gs://{reports.name}/quarantine",
-        "max_failures": 2,
-    }
+    reports, settings = reporting_settings()
     importer(store, uri, **settings).execute(make_context())
     gcs().bucket(bucket).blob("in/junk.dcm").delete()
     result = importer(store, uri, **settings).execute(make_context())
