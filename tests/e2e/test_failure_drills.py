@@ -372,7 +372,12 @@ def test_drill_a_stalled_triggerer_hands_its_trigger_over_without_cancelling(dri
     operation is left running. One operation, never cancelled; the night succeeds."""
     stack, client, gcs, endpoint = drill_env
     drill = "triggerer-stall"
-    run_id, matched = deferred_import(client, gcs, endpoint, drill, 6, good=60)
+    # slow enough that the import still runs when the trigger moves and when the stalled triggerer resumes
+    requests.post(f"{endpoint}/admin/settings", json={"latency_s": 4.0}, timeout=30).raise_for_status()
+    try:
+        run_id, matched = deferred_import(client, gcs, endpoint, drill, 6, good=80)
+    finally:
+        requests.post(f"{endpoint}/admin/settings", json={"latency_s": 0.3}, timeout=30)
     holder, survivor = holder_and_survivor(stack, run_id)
     logs = stack.dir / "airflow" / "logs" / f"dag_id={IMPORT}" / f"run_id={run_id}" / "task_id=import_dicom"
     stalled = sorted(_group_members({stack.pid(holder)}))
@@ -384,6 +389,7 @@ def test_drill_a_stalled_triggerer_hands_its_trigger_over_without_cancelling(dri
         while time.time() < deadline and trigger_holder(stack, run_id, (survivor,)) is None:
             time.sleep(0.5)
         handed_over_s = time.time() - stopped_at
+        running_at_handover = not imports_of(operations(endpoint, drill))[0]["done"]
     finally:
         for pid in stalled:
             try:
@@ -397,10 +403,12 @@ def test_drill_a_stalled_triggerer_hands_its_trigger_over_without_cancelling(dri
     report(
         capsys,
         f"\n[drill triggerer stall] {holder} stopped with SIGSTOP; {survivor} held the trigger after "
-        f"{handed_over_s:.0f}s; SIGCONT; run {run['state']}; {len(ops)} import operation(s), cancelled: "
+        f"{handed_over_s:.0f}s, the import still running: {running_at_handover}; SIGCONT; run {run['state']}; "
+        f"{len(ops)} import operation(s), cancelled: "
         f"{[o['cancelRequested'] for o in ops]}; trigger logs: {trigger_logs}",
         *lines,
     )
+    assert running_at_handover, "the drill must move the trigger while the import runs"
     assert len(ops) == 1 and not ops[0]["cancelRequested"], ops
     assert len(trigger_logs) == 2, "the trigger ran in one triggerer, then in the other"
 
