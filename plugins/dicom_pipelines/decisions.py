@@ -96,15 +96,23 @@ def after_cancel(status: OperationStatus | None) -> str:
     return TIMEOUT
 
 
-def trigger_may_cancel(cancel_on_kill: bool, task_state: str | None) -> bool:
-    """Whether a trigger's ``on_kill`` cancels the operation.
+def trigger_may_cancel(
+    cancel_on_kill: bool, task_state: str | None, operation: str = "", current_operation: str | None = None
+) -> bool:
+    """Whether a trigger's ``on_kill`` cancels its ``operation``.
 
     Airflow 3.3 calls ``on_kill`` for a user's action (mark failed, mark success, clear) and also when this
     triggerer finds that the trigger was handed over to another triggerer (its loop stalled, or its heartbeat
     failed). The task's state tells them apart, as the Google provider's triggers do (``safe_to_cancel``): still
-    ``deferred`` is a handover. ``None`` (no state) is a cleared task.
+    ``deferred`` is a handover. ``None`` (no state) is a cleared task. A cleared task can be ``deferred`` again
+    by then, waiting for the operation its new try submitted: ``current_operation`` (the one the task waits for
+    now, None when unknown) differing from this trigger's ``operation`` shows that.
     """
-    return cancel_on_kill and task_state not in KEEP_RUNNING_TRIGGER_STATES
+    if not cancel_on_kill:
+        return False
+    if task_state == "deferred":
+        return current_operation is not None and current_operation != operation
+    return task_state not in KEEP_RUNNING_TRIGGER_STATES
 
 
 def worker_kill_may_cancel(cancel_on_kill: bool, task_state: str | None) -> bool:

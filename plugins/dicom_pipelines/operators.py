@@ -69,7 +69,7 @@ from dicom_pipelines.responses import (
     parse_operation,
     parse_time,
 )
-from dicom_pipelines.triggers import HealthcareOperationTrigger, task_instance_state
+from dicom_pipelines.triggers import OPERATION_XCOM_KEY, HealthcareOperationTrigger, task_instance_state
 from dicom_pipelines.validation import (
     ValidationError,
     deidentify_config,
@@ -333,6 +333,8 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         try:
             status = self._resume(context, hook, store) or self._submit(context, hook, store)
             name = self._operation_name = status.name
+            if self._ti is not None:  # what a trigger's on_kill compares with its own operation
+                self._ti.xcom_push(key=OPERATION_XCOM_KEY, value=name)
             self.persist_store_link(context, hook, store)
             HealthcareOperationLink.persist_url(context, HealthcareOperationLink.url(hook.endpoint, name))
             HealthcareOperationLogLink.persist_url(

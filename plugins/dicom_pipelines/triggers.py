@@ -220,7 +220,8 @@ class HealthcareOperationTrigger(BaseTrigger):
         from asgiref.sync import sync_to_async
 
         state = await sync_to_async(task_instance_state)(self)
-        if not trigger_may_cancel(self.cancel_on_kill, state):
+        current = await sync_to_async(task_operation)(self) if state == "deferred" else None
+        if not trigger_may_cancel(self.cancel_on_kill, state, self.operation_name, current):
             self.log.info("Task is %s: operation %s is left running", state, self.operation_name)
             return
         from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook
@@ -256,3 +257,28 @@ def task_instance_state(holder: Any) -> str | None:
         logging.getLogger(__name__).warning("Could not read the task's state (%s: %s)", type(exc).__name__, exc)
         return UNKNOWN_STATE
     return getattr(state, "value", state)
+
+
+OPERATION_XCOM_KEY = "healthcare_operation_name"
+"""The operation the task instance waits for now: each try pushes it before deferring."""
+
+
+def task_operation(holder: Any) -> str | None:
+    """The operation the task instance of ``holder`` (a trigger) waits for now, from XCom; None when unknown."""
+    ti = getattr(holder, "task_instance", None)
+    if ti is None:
+        return None
+    try:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        value = XCom.get_one(
+            key=OPERATION_XCOM_KEY,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=getattr(ti, "map_index", None),
+        )
+    except Exception as exc:  # noqa: BLE001 - without it, a deferred task is taken for a handover
+        logging.getLogger(__name__).warning("Could not read the task's operation (%s: %s)", type(exc).__name__, exc)
+        return None
+    return value if isinstance(value, str) else None

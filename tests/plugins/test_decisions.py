@@ -171,8 +171,16 @@ def test_defer_timeout_bounds_the_deferral_by_the_nearer_of_deadline_and_executi
     ],
 )
 def test_trigger_may_cancel(state, cancels):
-    assert trigger_may_cancel(True, state) is cancels
-    assert trigger_may_cancel(False, state) is False
+    assert trigger_may_cancel(True, state, "op-1") is cancels
+    assert trigger_may_cancel(True, state, "op-1", "op-1") is cancels
+    assert trigger_may_cancel(False, state, "op-1", "op-2") is False
+
+
+def test_a_cleared_task_deferred_again_on_a_new_operation_cancels_the_old_one():
+    """The clear's new try already deferred on its own operation: this trigger's operation is orphaned."""
+    assert trigger_may_cancel(True, "deferred", "op-1", "op-2") is True
+    assert trigger_may_cancel(True, "deferred", "op-1", "op-1") is False  # a handover: the task still waits for it
+    assert trigger_may_cancel(True, "deferred", "op-1", None) is False  # unknown: never a reason to cancel
 
 
 @pytest.mark.parametrize(

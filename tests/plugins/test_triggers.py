@@ -175,3 +175,28 @@ def test_an_outage_longer_than_the_deadline_ends_in_timeout():
     admin("/admin/faults", {})
     assert event["status"] == "timeout" and "cancelling it failed too" in event["message"]
     assert event["polls"] >= 3
+
+
+def test_on_kill_of_a_trigger_whose_cleared_task_deferred_again_cancels_its_operation(monkeypatch):
+    """After a clear, the new try can defer on its own operation before this trigger's on_kill runs: the state is
+    deferred again, but the operation the task waits for (its XCom) is another one."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+    from airflow.sdk.execution_time.xcom import XCom
+
+    monkeypatch.setattr(
+        RuntimeTaskInstance, "get_task_states", staticmethod(lambda **kw: {"r": {"import_dicom": "deferred"}})
+    )
+    name = start_import(10, latency=0.5)
+    for current, cancelled in ((name, False), ("projects/p/locations/l/datasets/d/operations/new", True)):
+        asked = []
+
+        def get_one(current=current, asked=asked, **kwargs):
+            asked.append(kwargs)
+            return current
+
+        monkeypatch.setattr(XCom, "get_one", staticmethod(get_one))
+        trigger = HealthcareOperationTrigger(name)
+        trigger.task_instance = FakeTI()  # type: ignore[assignment]
+        asyncio.run(trigger.on_kill())
+        assert parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested is cancelled
+        assert asked[0]["key"] == "healthcare_operation_name" and asked[0]["task_id"] == "import_dicom"
