@@ -97,7 +97,7 @@ def after_cancel(status: OperationStatus | None) -> str:
 
 
 def trigger_may_cancel(
-    cancel_on_kill: bool, task_state: str | None, operation: str = "", current_operation: str | None = None
+    cancel_on_kill: bool, task_state: str | None, operation: str, current_operation: str | None = None
 ) -> bool:
     """Whether a trigger's ``on_kill`` cancels its ``operation``.
 
