@@ -164,12 +164,19 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
         f"exports/e2e-hand/{us.path}.dcm"
     ]
 
-    # 3b'. a run with no logical date of each export DAG works on the demo data with its defaults
-    for dag_id in (FILTERED, EXPORT):
-        run = client.trigger(dag_id, {})
-        assert client.wait_run(dag_id, run["dag_run_id"])["state"] == "success", client.task_states(
-            dag_id, run["dag_run_id"]
-        )
+    # 3b'. a run with no logical date of the whole-store export works on the demo data with its defaults; the
+    #      filtered export's defaults name no criterion, so its first task refuses them and names dicom_export
+    run = client.trigger(EXPORT, {})
+    assert client.wait_run(EXPORT, run["dag_run_id"])["state"] == "success", client.task_states(
+        EXPORT, run["dag_run_id"]
+    )
+    run = client.trigger(FILTERED, {})
+    assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "failed"
+    states = client.task_states(FILTERED, run["dag_run_id"])
+    assert states["check_params"] == "failed" and states["export_dicom"] == "upstream_failed", states
+    assert client.task_instance(FILTERED, run["dag_run_id"], "check_params")["try_number"] == 1
+    log = task_log_text(stack, FILTERED, run["dag_run_id"], "check_params")
+    assert "No criterion given" in log and "trigger dicom_export instead" in log
 
     # 3b''. by PatientID: no PatientID or PatientName reaches a task log, a rendered field or an XCom, and
     #       no work table outlives a successful run
