@@ -130,16 +130,18 @@ def task_state_key(task_id: str, map_index: int | None) -> str:
 
 
 def defer_timeout(deadline: float | None, now: float, execution_deadline: float | None, grace: float) -> float | None:
-    """Seconds Airflow lets the deferral last: Airflow 3.3 does not apply ``execution_timeout`` to a deferral.
+    """Seconds Airflow lets the deferral last, since Airflow 3.3 does not apply ``execution_timeout`` to a deferral.
 
-    The trigger's own deadline ends the wait first (it cancels as configured and reports a timeout); Airflow's
-    timeout, ``grace`` later, is the backstop for a trigger that cannot run. ``execution_deadline`` (the try's
-    start plus ``execution_timeout``) bounds both.
+    ``execution_deadline`` (the try's start plus ``execution_timeout``) ends it as it would end a try that waits in
+    the worker: the task fails with a timeout, Airflow retries it as configured, and the retry re-attaches (no
+    cancel, as for a non-deferrable try). Otherwise the trigger's own ``deadline`` ends the wait (it cancels as
+    configured and reports a timeout), and Airflow's timeout, ``grace`` later, is only the backstop for a trigger
+    that cannot run.
     """
-    ends = [t for t in (deadline, execution_deadline) if t is not None]
+    ends = [t for t in (deadline + grace if deadline is not None else None, execution_deadline) if t is not None]
     if not ends:
         return None
-    return max(0.0, min(ends) - now) + grace
+    return max(0.0, min(ends) - now)
 
 
 @dataclass(frozen=True)

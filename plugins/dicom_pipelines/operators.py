@@ -427,9 +427,11 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if event["status"] == "timeout":
+            message = event["message"]
             raise AirflowFailException(
-                f"{event['message']}. Last counters: {event['success']} succeeded, "
-                f"{event['failure']} failed, {event['pending']} pending"
+                f"{message[:1].upper()}{message[1:]} (operation_timeout={_seconds(self.operation_timeout):.0f}s after "
+                f"its creation). Last counters: {event['success']} succeeded, {event['failure']} failed, "
+                f"{event['pending']} pending"
             )
         if event["status"] != "done":
             raise AirflowFailException(f"Waiting for operation {event['operation_name']} failed: {event['message']}")

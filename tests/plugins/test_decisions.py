@@ -146,11 +146,12 @@ def test_cancelled_by_deadline():
 
 def test_defer_timeout_bounds_the_deferral_by_the_nearer_of_deadline_and_execution_timeout():
     assert defer_timeout(None, T0, None, 300) is None
-    assert defer_timeout(T0 + 100, T0, None, 300) == 400
-    assert defer_timeout(None, T0, T0 + 50, 300) == 350
-    assert defer_timeout(T0 + 100, T0, T0 + 50, 10) == 60
-    assert defer_timeout(T0 + 50, T0, T0 + 100, 10) == 60
-    assert defer_timeout(T0 - 5, T0, None, 10) == 10
+    assert defer_timeout(T0 + 100, T0, None, 300) == 400  # the trigger's deadline first, Airflow's 5 min later
+    assert defer_timeout(None, T0, T0 + 50, 300) == 50  # execution_timeout, as for a try waiting in the worker
+    assert defer_timeout(T0 + 100, T0, T0 + 50, 10) == 50
+    assert defer_timeout(T0 + 30, T0, T0 + 100, 10) == 40
+    assert defer_timeout(T0 - 50, T0, None, 10) == 0
+    assert defer_timeout(None, T0, T0 - 1, 10) == 0
 
 
 # --- kills ---------------------------------------------------------------------------------------
