@@ -7,11 +7,11 @@ persists its name (task state store) and links, checks it once, then defers to
 :mod:`dicom_pipelines.outcomes`; the README's failure contract lists every case.
 
 Retry safety. The task state store keeps ``{generation, submit_started, name}`` under
-:data:`OPERATION_STATE_KEY`. The generation is ``max_tries - retries``, which only a user's clear
-changes. A try of the same generation re-attaches to a running operation and evaluates a finished
-one (never submitting again), except after a transient error or a cancel before the deadline. A
-try that finds the submission started but no name (the worker died in between) looks the
-operation up. A new generation (a user cleared the task) submits a new operation.
+:data:`OPERATION_STATE_KEY`. The generation is ``max_tries``, which only a user's clear changes. A
+try of the same generation re-attaches to a running operation and evaluates a finished one (never
+submitting again), except after a transient end. A try that finds the submission started but no
+name (the worker died in between) looks the operation up. A new generation (a user cleared the
+task) submits a new operation. :mod:`dicom_pipelines.decisions` decides each of these steps.
 
 XCom ``return_value``: ``{operation_name, success, failure, pending, logs_url, duration_s}``; the GCS
 export adds ``uri_prefix`` and ``mime_type``.
