@@ -143,7 +143,8 @@ class FaultRule:
     """Carry the request out, then answer the error: what a client sees when a proxy or the network fails
     after the server acted (the ambiguous case for a POST)."""
     drop: bool = False
-    """Carry the request out, then close the connection without any answer (implies ``after``)."""
+    """Carry the request out, then close the connection without any answer (implies ``after``): not an API behaviour
+    but the network's (a proxy or load balancer timing out), which any HTTP client must expect."""
 
 
 class FaultInjector:

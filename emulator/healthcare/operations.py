@@ -56,7 +56,8 @@ class Settings:
     bigquery_endpoint: str = ""
     logging_endpoint: str = ""  # where per-instance errors are written (Cloud Logging); none: they are dropped
     allow_cross_project_bigquery: bool = True
-    # Undocumented by Google, so settings that the product must handle at any value:
+    # Undocumented by Google, so settings that the product must handle at any value
+    # (../shared/reference/healthcare-api.md §1.7: operations.list documents no filter and no freshness):
     clock_offset_s: float = 0.0  # the server's clock minus the client's: createTime/endTime are stamped with it
     operations_list_lag_s: float = 0.0  # a new operation shows in operations.list only this long after its creation
 

@@ -71,7 +71,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain, **kwargs)
         self.api_version = api_version
         self._conn = None
-        self._post_session: Any = None
+        self._requests: Any = None
 
     @property
     def endpoint(self) -> str | None:
@@ -109,37 +109,35 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         except (TimeoutError, OSError, httplib2.HttpLib2Error) as exc:
             raise HealthcareApiError(503, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", method) from None
 
-    def _session(self) -> Any:
-        """An ``AuthorizedSession`` with this connection's credentials: requests never resends a request by itself."""
-        if self._post_session is None:
-            from google.auth.transport.requests import AuthorizedSession
+    def _send(self, http_method: str, url: str, api_method: str, **kwargs: Any) -> Any:
+        """One HTTP request over an ``AuthorizedSession`` (this connection's credentials), parsed as JSON.
 
-            self._post_session = AuthorizedSession(self.get_credentials())
-            self._post_session.trust_env = self.endpoint is None
-        return self._post_session
-
-    def _post_once(self, request: Any, method: str) -> dict:
-        """Send a request that starts an operation exactly once on the wire.
-
-        httplib2, under the discovery client, reconnects and resends any request (a POST too) when the connection
-        drops before the answer's status line, with no log line: for ``deidentify`` that is a second copy of the
-        cohort. So the discovery client only builds the request (URL, body, headers from the bundled document), and
-        an ``AuthorizedSession`` (requests, which never retries by itself) sends it. A dropped connection or a
-        timeout is ambiguous: it is raised as a 503, which :meth:`_start_operation` resolves by looking it up.
+        requests never resends a request by itself, unlike httplib2 under the discovery client, which reconnects and
+        resends any request, a POST too, when the connection drops before the answer's status line, with no log
+        line: for ``deidentify`` that is a second copy of the cohort. No answer (a dropped connection, a timeout)
+        is raised as a 503: for a POST that is ambiguous, and :meth:`_start_operation` resolves it by a lookup.
         """
         import requests
 
+        if self._requests is None:
+            from google.auth.transport.requests import AuthorizedSession
+
+            self._requests = AuthorizedSession(self.get_credentials())
+            self._requests.trust_env = self.endpoint is None
         try:
-            resp = self._session().request(
-                request.method, request.uri, data=request.body, headers=request.headers, timeout=SUBMIT_TIMEOUT_S
-            )
+            resp = self._requests.request(http_method, url, timeout=SUBMIT_TIMEOUT_S, **kwargs)
         except requests.RequestException as exc:
             raise HealthcareApiError(
-                503, "UNAVAILABLE", f"no answer ({type(exc).__name__}); the server may have acted", method
+                503, "UNAVAILABLE", f"no answer ({type(exc).__name__}); the server may have acted", api_method
             ) from None
         if resp.status_code >= 400:
-            raise HealthcareApiError.from_body(resp.status_code, resp.content, method)
-        return resp.json() if resp.content else {}
+            raise HealthcareApiError.from_body(resp.status_code, resp.content, api_method)
+        return resp.json() if resp.content.strip() else None
+
+    def _post_once(self, request: Any, method: str) -> dict:
+        """Send a request that starts an operation exactly once on the wire: the discovery client only builds it (URL,
+        body and headers from the bundled document), and :meth:`_send` sends it."""
+        return self._send(request.method, request.uri, method, data=request.body, headers=request.headers) or {}
 
     def _start_operation(
         self,
@@ -214,9 +212,8 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
 
         Decided by :func:`~dicom_pipelines.decisions.adoption`, with ``before``, the dataset's operations listed
         just before the request, when there is one (the submission lists them first: one call). A request can
-        still be in flight after our client
-        gave up, and ``operations.list`` can lag, so "none" is concluded only after listing again over
-        ``settle_s`` seconds; the window grows with the time waited.
+        still be in flight after our client gave up, and ``operations.list`` can lag, so "none" is concluded only
+        after listing again over ``settle_s`` seconds; the window grows with the time waited.
         """
         waited, delay = 0.0, 1.0
         while True:
@@ -394,16 +391,8 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         Store metrics can: "There might be a delay between when you modify the data and when the modifications
         are shown in the DICOM store metrics" (Google, DICOM store metrics), so they never decide emptiness.
         """
-        import requests
-
         url = f"{self.api_root}{self.api_version}/{store_name}/dicomWeb/instances"
-        try:
-            resp = self._session().get(url, params={"limit": "1"}, timeout=SUBMIT_TIMEOUT_S)
-        except requests.RequestException as exc:
-            raise HealthcareApiError(503, "UNAVAILABLE", f"{type(exc).__name__}: {exc}", "searchForInstances") from None
-        if resp.status_code >= 400:
-            raise HealthcareApiError.from_body(resp.status_code, resp.content, "dicomWeb.searchForInstances")
-        return bool(resp.content.strip()) and bool(resp.json())
+        return bool(self._send("GET", url, "dicomWeb.searchForInstances", params={"limit": "1"}))
 
     # --- operations that start LROs -------------------------------------------------------------
     def import_dicom(self, *, store_name: str, gcs_uri: str, blob_storage_class: str | None = None) -> dict:
@@ -580,44 +569,45 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
 
         return GCSHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
 
+    @staticmethod
+    def _location(uri: str) -> tuple[str, str]:
+        """(bucket, object) of a ``gs://`` URI."""
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        return bucket, name
+
     def write_failure_report(self, *, uri: str, entries: list[dict]) -> None:
         """Newline-delimited JSON, one ``{source, code, message}`` per failed source, at ``uri`` (overwritten)."""
-        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        bucket, name = self._location(uri)
         data = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
         self._gcs().upload(bucket, name, data=data, mime_type="application/x-ndjson")
 
     def read_failure_report(self, *, uri: str) -> list[dict]:
         """The entries of an earlier failure report at ``uri``, or ``[]`` when there is none."""
-        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        bucket, name = self._location(uri)
         gcs = self._gcs()
         if not gcs.exists(bucket, name):
             return []
         text = gcs.download(bucket, name).decode()
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-    def delete_failure_report(self, *, uri: str) -> bool:
-        """Delete the report at ``uri`` if there is one; whether there was."""
-        bucket, _, name = uri.removeprefix("gs://").partition("/")
-        gcs = self._gcs()
-        if not gcs.exists(bucket, name):
-            return False
-        gcs.delete(bucket, name)
-        return True
+    def delete_failure_report(self, *, uri: str) -> None:
+        """Delete the report at ``uri`` (one that :meth:`read_failure_report` found)."""
+        self._gcs().delete(*self._location(uri))
 
-    @staticmethod
-    def quarantined_name(source: str, prefix: str) -> tuple[str, str]:
+    @classmethod
+    def quarantined_name(cls, source: str, prefix: str) -> tuple[str, str]:
         """(bucket, object) of the quarantined copy of ``source``: ``gs://src/a/b.dcm`` → ``<prefix>/src/a/b.dcm``."""
-        dest_bucket, _, dest_folder = prefix.removeprefix("gs://").partition("/")
-        src_bucket, _, src_name = source.removeprefix("gs://").partition("/")
+        dest_bucket, dest_folder = cls._location(prefix)
+        src_bucket, src_name = cls._location(source)
         return dest_bucket, "/".join(p for p in (dest_folder.rstrip("/"), src_bucket, src_name) if p)
 
     def release_quarantined(self, *, sources: set[str], prefix: str) -> int:
         """Delete the quarantined copies of ``sources`` (an earlier attempt's, which this one no longer failed)."""
         gcs, removed = self._gcs(), 0
         for source in sorted(s for s in sources if s.startswith("gs://")):
-            bucket, name = self.quarantined_name(source, prefix)
-            if gcs.exists(bucket, name):
-                gcs.delete(bucket, name)
+            copy = self.quarantined_name(source, prefix)
+            if gcs.exists(*copy):
+                gcs.delete(*copy)
                 removed += 1
         return removed
 
@@ -626,9 +616,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         gcs = self._gcs()
         copied = 0
         for source in sorted({e["source"] for e in entries if e["source"].startswith("gs://")}):
-            src_bucket, _, src_name = source.removeprefix("gs://").partition("/")
-            dest_bucket, dest_name = self.quarantined_name(source, prefix)
-            gcs.copy(src_bucket, src_name, dest_bucket, dest_name)
+            gcs.copy(*self._location(source), *self.quarantined_name(source, prefix))
             copied += 1
         return copied
 

@@ -170,13 +170,7 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     assert client.wait_run(EXPORT, run["dag_run_id"])["state"] == "success", client.task_states(
         EXPORT, run["dag_run_id"]
     )
-    run = client.trigger(FILTERED, {})
-    assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "failed"
-    states = client.task_states(FILTERED, run["dag_run_id"])
-    assert states["check_params"] == "failed" and states["export_dicom"] == "upstream_failed", states
-    assert client.task_instance(FILTERED, run["dag_run_id"], "check_params")["try_number"] == 1
-    log = task_log_text(stack, FILTERED, run["dag_run_id"], "check_params")
-    assert "No criterion given" in log and "trigger dicom_export instead" in log
+    refused_by_check_params(stack, client, {}, "No criterion given", "trigger dicom_export instead")
 
     # 3b''. by PatientID: no PatientID or PatientName reaches a task log, a rendered field or an XCom, and
     #       no work table outlives a successful run
@@ -236,13 +230,9 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
         "POST", f"/dags/{FILTERED}/dagRuns", json={"logical_date": None, "conf": {"granularity": "frame"}}
     )
     assert bad.status_code == 400 and "granularity" in bad.text
-    typo = client.trigger(FILTERED, {"modality": ["US"]})
-    assert client.wait_run(FILTERED, typo["dag_run_id"])["state"] == "failed"
-    states = client.task_states(FILTERED, typo["dag_run_id"])
-    assert states["check_params"] == "failed" and states["export_dicom"] == "upstream_failed", states
-    assert client.task_instance(FILTERED, typo["dag_run_id"], "check_params")["try_number"] == 1
-    log = task_log_text(stack, FILTERED, typo["dag_run_id"], "check_params")
-    assert "'modality' is not a parameter of this DAG" in log and "Did you mean 'modalities'?" in log
+    refused_by_check_params(
+        stack, client, {"modality": ["US"]}, "'modality' is not a parameter of this DAG", "Did you mean 'modalities'?"
+    )
     anon = requests.post(
         f"{client.base}/api/v2/dags/{FILTERED}/dagRuns", json={"logical_date": None, "conf": {}}, timeout=30
     )
@@ -278,6 +268,18 @@ def assert_no_phi(stack, client, dag_id: str, run_id: str, patient_ids: set[str]
 
 def run_logs(stack, dag_id: str, run_id: str) -> list:
     return sorted((stack.dir / "airflow" / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}").rglob("*.log"))
+
+
+def refused_by_check_params(stack, client, conf: dict, *phrases: str) -> None:
+    """A filtered export run with ``conf`` fails in its first task, once, whose log says each of ``phrases``;
+    nothing after it runs."""
+    run = client.trigger(FILTERED, conf)
+    assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "failed"
+    states = client.task_states(FILTERED, run["dag_run_id"])
+    assert states["check_params"] == "failed" and states["export_dicom"] == "upstream_failed", states
+    assert client.task_instance(FILTERED, run["dag_run_id"], "check_params")["try_number"] == 1
+    log = task_log_text(stack, FILTERED, run["dag_run_id"], "check_params")
+    assert all(phrase in log for phrase in phrases), log[-2000:]
 
 
 def task_log_text(stack, dag_id: str, run_id: str, task_id: str) -> str:

@@ -478,6 +478,17 @@ def test_killed_worker_retry_reattaches_without_a_duplicate(tmp_path):
     assert [o["name"] for o in import_ops(store)] == [entry["name"]]
 
 
+def deferred_importer() -> tuple[str, HealthcareDicomImportOperator]:
+    """A store and an import operator that submitted a slow import into it and deferred."""
+    store = new_store()
+    _, uri = seed_import(10)
+    admin("/admin/settings", {"latency_s": 0.5})
+    op = importer(store, uri, deferrable=True)
+    with pytest.raises(TaskDeferred):
+        op.execute(make_context())
+    return store, op
+
+
 @pytest.mark.parametrize(
     "state,cancelled",
     [
@@ -493,12 +504,7 @@ def test_on_kill_cancels_only_when_a_user_ended_the_task(monkeypatch, state, can
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(lambda **kw: {"run": {"task": state}}))
-    store = new_store()
-    _, uri = seed_import(10)
-    admin("/admin/settings", {"latency_s": 0.5})
-    op = importer(store, uri, deferrable=True)
-    with pytest.raises(TaskDeferred):
-        op.execute(make_context())
+    store, op = deferred_importer()
     op.on_kill()  # the cancel call returns once the API has recorded it
     assert bool(import_ops(store)[0]["metadata"].get("cancelRequested")) is cancelled
 
@@ -507,12 +513,7 @@ def test_on_kill_never_raises_from_the_signal_handler(monkeypatch):
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(lambda **kw: {"run": {"task": "failed"}}))
-    store = new_store()
-    _, uri = seed_import(10)
-    admin("/admin/settings", {"latency_s": 0.5})
-    op = importer(store, uri, deferrable=True)
-    with pytest.raises(TaskDeferred):
-        op.execute(make_context())
+    store, op = deferred_importer()
     admin("/admin/faults", {"operations.cancel": {"rate": 1.0, "code": 403}})
     try:
         op.on_kill()
