@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from airflow.sdk import DAG, Asset, AssetAlias, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, Asset, AssetAlias, task
 
 from dicom_pipelines.checks import check_params, wait_for_previous_run
 from dicom_pipelines.dag_params import (
@@ -28,6 +28,7 @@ from dicom_pipelines.dag_params import (
     tolerance_params,
 )
 from dicom_pipelines.operators import HealthcareDicomImportOperator, HealthcareEnsureDicomStoreOperator
+from dicom_pipelines.timetables import EARLIEST_NIGHT, NightlyImportTimetable
 
 log = logging.getLogger(__name__)
 STORE_IMPORTS = AssetAlias("dicom_store_imports")
@@ -43,8 +44,12 @@ with no logical date) the day before the run, UTC. A template that cannot fail o
 with DAG(
     dag_id="dicom_nightly_import",
     description="Import the previous day's DICOM files from GCS into the DICOM store",
-    schedule=CronDataIntervalTimetable(env("DICOM_IMPORT_CRON", "0 0 * * *"), timezone="UTC"),
-    start_date=dt.datetime.fromisoformat(env("DICOM_IMPORT_START_DATE", "2026-11-01")).replace(tzinfo=dt.UTC),
+    schedule=NightlyImportTimetable(
+        env("DICOM_IMPORT_CRON", "0 0 * * *"),
+        timezone="UTC",
+        first_night=dt.datetime.fromisoformat(env("DICOM_IMPORT_START_DATE", "2026-11-01")).replace(tzinfo=dt.UTC),
+    ),
+    start_date=EARLIEST_NIGHT,
     catchup=True,
     max_active_runs=1,
     render_template_as_native_obj=True,

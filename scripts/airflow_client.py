@@ -83,20 +83,35 @@ class AirflowClient:
         tis = self.ok("GET", f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances")
         return {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int | None = None
+    ) -> Any:
         path = (
             f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}/xcomEntries/{key}"
         )
-        return self.ok("GET", path, params={"deserialize": "true"})["value"]
+        params = {"deserialize": "true", **({} if map_index is None else {"map_index": str(map_index)})}
+        return self.ok("GET", path, params=params)["value"]
 
-    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict:
-        return self.ok("GET", f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}")
+    def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> dict:
+        return self.ok("GET", self._ti_path(dag_id, run_id, task_id, map_index))
+
+    @staticmethod
+    def _ti_path(dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> str:
+        """A task instance's path; a mapped one adds its map index."""
+        path = f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}"
+        return path if map_index is None else f"{path}/{map_index}"
 
     def wait_task_state(
-        self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 120
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        states: tuple[str, ...],
+        timeout: float = 120,
+        map_index: int | None = None,
     ) -> dict:
         deadline = time.time() + timeout
-        path = f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}"
+        path = self._ti_path(dag_id, run_id, task_id, map_index)
         while time.time() < deadline:
             resp = self.request("GET", path)
             if resp.status_code != 404:  # 404: the run is queued and its task instances do not exist yet
@@ -106,13 +121,9 @@ class AirflowClient:
             time.sleep(0.5)
         raise TimeoutError(f"{dag_id}.{task_id} in {run_id} not in {states} after {timeout}s")
 
-    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str, map_index: int | None = None) -> None:
         """What a user does with "Mark as failed/success" in the UI."""
-        self.ok(
-            "PATCH",
-            f"/dags/{dag_id}/dagRuns/{requests.utils.quote(run_id, safe='')}/taskInstances/{task_id}",
-            json={"new_state": state},
-        )
+        self.ok("PATCH", self._ti_path(dag_id, run_id, task_id, map_index), json={"new_state": state})
 
     def clear_task(self, dag_id: str, run_id: str, task_id: str) -> None:
         """What a user does with "Clear" on one task in the UI."""

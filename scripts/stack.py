@@ -119,7 +119,9 @@ class Stack:
         latency: float = 0.0,
         faults: str = "",
         executor: str = "local",
+        extra_dag_folders: tuple[Path, ...] = (),
     ):
+        """``extra_dag_folders``: more DAG bundles beside the project's ``dags/`` (the drills add test fixtures)."""
         if executor not in EXECUTORS:
             raise SystemExit(f"executor {executor!r}: must be one of {', '.join(EXECUTORS)}")
         if executor == "celery" and db != "postgres":
@@ -130,6 +132,7 @@ class Stack:
         self.executor = executor
         self.latency = latency
         self.faults = faults
+        self.extra_dag_folders = extra_dag_folders
         for sub in ("pids", "logs"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -398,6 +401,18 @@ class Stack:
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
             }
         )
+        if self.extra_dag_folders:
+            bundles = [("dags-folder", REPO / "dags")] + [(f"extra-{p.name}", p) for p in self.extra_dag_folders]
+            env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+                [
+                    {
+                        "name": name,
+                        "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                        "kwargs": {"path": str(path)},
+                    }
+                    for name, path in bundles
+                ]
+            )
         if self.executor == "celery":
             env.update(
                 {

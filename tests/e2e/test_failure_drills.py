@@ -36,7 +36,8 @@ from tests.conftest import free_port_base
 
 pytestmark = pytest.mark.drills
 
-IMPORT, FILTERED = "dicom_nightly_import", "dicom_filtered_export"
+IMPORT, FILTERED, MAPPED = "dicom_nightly_import", "dicom_filtered_export", "mapped_import"
+FIXTURES = Path(__file__).resolve().parents[1] / "dag_fixtures"
 BUCKET = "dicom-drills"
 CATCHUP_START = one_night_catchup_start()
 STORE_PATH = (
@@ -49,7 +50,14 @@ STORE_PATH = (
 def drill_env(tmp_path_factory):
     saved = dict(os.environ)
     os.environ["DICOM_IMPORT_START_DATE"] = CATCHUP_START
-    stack = Stack(tmp_path_factory.mktemp("drills"), free_port_base(), db="postgres", latency=0.3, executor="celery")
+    stack = Stack(
+        tmp_path_factory.mktemp("drills"),
+        free_port_base(),
+        db="postgres",
+        latency=0.3,
+        executor="celery",
+        extra_dag_folders=(FIXTURES,),
+    )
     try:
         stack.start_stack()
         stack.start_airflow()
@@ -59,9 +67,9 @@ def drill_env(tmp_path_factory):
         for name in (BUCKET, DEMO_IDS["SOURCE_BUCKET"], DEMO_IDS["EXPORT_BUCKET"]):
             gcs.create_bucket(name)
         client = AirflowClient(f"http://127.0.0.1:{stack.ports.airflow}", AIRFLOW_USERNAME, AIRFLOW_LOCAL_PASSWORD)
-        client.wait_for_dags([IMPORT, FILTERED])
-        client.unpause(IMPORT)
-        client.unpause(FILTERED)
+        client.wait_for_dags([IMPORT, FILTERED, MAPPED])
+        for dag_id in (IMPORT, FILTERED, MAPPED):
+            client.unpause(dag_id)
         # Catchup's own night (an empty folder of the default store) must not overlap the drills: a
         # concurrent import in the same dataset would make an ambiguous submission truly ambiguous.
         client.wait_runs(IMPORT, 1, run_type="scheduled")
@@ -436,3 +444,32 @@ def test_drill_a_connection_dropped_after_the_import_was_accepted(drill_env, cap
         *lines,
     )
     assert len(ops) == 1 and ti["try_number"] == 1
+
+
+def test_drill_user_actions_on_mapped_deferred_imports(drill_env, capsys):
+    """Two mapped imports wait in the triggerer; the user marks the first success and the second failed. Airflow
+    keys a mapped instance's state by its map index: each trigger must read its own instance's state (a lookup
+    that fails is never taken for a kill), so the first operation runs to completion and only the second is
+    cancelled."""
+    stack, client, gcs, endpoint = drill_env
+    drill, days = "mapped", ["2026-11-24", "2026-11-25"]
+    seed_nights(gcs, drill, days, good=40, bad=0)
+    uris = [f"gs://{BUCKET}/{drill}/{day}/**.dcm" for day in days]
+    run_id = client.trigger(MAPPED, {"dicom_store_id": drill, "gcs_uris": uris}, run_id=f"drill-{drill}")["dag_run_id"]
+    for index in (0, 1):
+        client.wait_task_state(MAPPED, run_id, "import_dicom", ("deferred",), map_index=index)
+    polls, deadline = operation_polls(endpoint), time.time() + 60
+    while operation_polls(endpoint) < polls + 2 and time.time() < deadline:
+        time.sleep(0.2)
+    client.set_task_state(MAPPED, run_id, "import_dicom", "success", map_index=0)
+    client.set_task_state(MAPPED, run_id, "import_dicom", "failed", map_index=1)
+    run = client.wait_run(MAPPED, run_id, timeout=300)
+    by_source = {o["request"]["gcsSource"]["uri"]: o for o in settled_imports(endpoint, drill)}
+    ends = {uri: (by_source[uri]["error"] or {}).get("code", 0) for uri in uris}
+    report(
+        capsys,
+        f"\n[drill mapped user actions] map index 0 marked success, 1 marked failed, both deferred; run "
+        f"{run['state']}; each operation's end code (1 = CANCELLED): {list(ends.values())}",
+    )
+    assert len(by_source) == 2 and all(o["done"] for o in by_source.values()), by_source
+    assert list(ends.values()) == [0, 1]

@@ -97,6 +97,13 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     assert client.wait_run(IMPORT, yesterday["dag_run_id"])["state"] == "success"
     assert client.task_states(IMPORT, yesterday["dag_run_id"])["import_dicom"] == "skipped"  # no folder for that day
 
+    # 1c. a run of a night before the schedule's first night, triggered with a logical date: it gets its tasks
+    #     (Airflow creates none before a DAG's start_date) and imports the night of its data interval
+    older = client.trigger(IMPORT, {"max_failure_ratio": 0.5}, logical_date=f"{DAYS[1]}T06:00:00Z")
+    assert client.wait_run(IMPORT, older["dag_run_id"])["state"] == "success"
+    result = client.xcom(IMPORT, older["dag_run_id"], "import_dicom")
+    assert (result["success"], result["failure"]) == seeded.expected[DAYS[0]]
+
     # 2. filtered export of CT between the first two days, triggered with conf
     prefix = "exports/e2e-ct"
     run = client.trigger(
