@@ -280,9 +280,25 @@ def make_server(app: App, port: int, host: str = "127.0.0.1") -> ThreadingHTTPSe
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def _read_body(self) -> bytes:
+            """The request body, sized by ``Content-Length`` or sent ``Transfer-Encoding: chunked`` (RFC 9112 §7.1),
+            as clients send uploads whose size they do not know up front (dicomweb-client's STOW over 1 MB)."""
+            encoding = (self.headers.get("Transfer-Encoding") or "").lower()
+            if "chunked" not in encoding:
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+            chunks = []
+            while True:
+                size = int(self.rfile.readline(1024).split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):  # trailer fields
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(8)  # the CRLF after each chunk
+
         def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self._read_body()
             resp = app.dispatch(self.command, self.path, self.headers, body)
             if resp.drop:
                 self.close_connection = True

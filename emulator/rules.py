@@ -103,6 +103,7 @@ _SYNTAXES = (
     "1.2.840.10008.1.2.8.1",
     "*",
 )
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 _EXPORT_TYPES = {
     **{("application/dicom", s): ".dcm" for s in _SYNTAXES},
     ("application/dicom", None): ".dcm",
@@ -137,6 +138,10 @@ def export_type(value: object, field: str) -> ExportType:
     key = (media.lower(), syntax)
     if key not in _EXPORT_TYPES:
         raise RequestError(field, value, "unsupported MIME type or transfer syntax for export")
+    if key == ("application/dicom", None):
+        # Bare application/dicom is not among the documented export types; the conformance statement makes
+        # Explicit VR Little Endian the transfer syntax when none is asked for, as the local DICOMweb does.
+        return ExportType("application/dicom", EXPLICIT_VR_LITTLE_ENDIAN, ".dcm")
     return ExportType(key[0], None if syntax in (None, "*") else syntax, _EXPORT_TYPES[key])
 
 

@@ -11,6 +11,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from googleapiclient.discovery import build
 
+from dicom_pipelines.responses import operation_log_filter
+
 PROJECT = "test-project"
 LOCATION = "us-central1"
 
@@ -93,11 +95,12 @@ def export(store: str, body: dict, svc=None) -> dict:
 
 
 def logs(op: dict) -> list[dict]:
-    """The payloads of an operation's error entries, read from the local Cloud Logging over plain REST."""
-    project, op_id = op["name"].split("/")[1], op["name"].rsplit("/", 1)[1]
+    """The payloads of an operation's error entries, read from the local Cloud Logging over plain REST, filtered
+    as the product filters them (``operation.id`` is the operation's full name)."""
+    project = op["name"].split("/")[1]
     resp = requests.post(
         os.environ["LOGGING_API_ENDPOINT"] + "/v2/entries:list",
-        json={"resourceNames": [f"projects/{project}"], "filter": f'operation.id="{op_id}"', "pageSize": 1000},
+        json={"resourceNames": [f"projects/{project}"], "filter": operation_log_filter(op["name"]), "pageSize": 1000},
         timeout=30,
     )
     resp.raise_for_status()

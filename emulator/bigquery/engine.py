@@ -70,6 +70,33 @@ def check_partitioning(body: dict, schema: list[dict]) -> None:
             raise ValueError(f"The field specified for clustering cannot be found in the schema: {name!r}")
 
 
+STREAMING_PAST_DAYS, STREAMING_FUTURE_DAYS = 1825, 366
+"""BigQuery streams into a column-partitioned table only rows whose partitioning value lies within 1825 days in the
+past and 366 days in the future of the current date ("Streaming into partitioned tables",
+https://cloud.google.com/bigquery/docs/streaming-data-into-bigquery#streaming_into_partitioned_tables)."""
+
+
+def streaming_window_error(row: dict, partitioning: dict | None, today: Any) -> str | None:
+    """Why a streamed row is refused by its table's time-unit column partitioning, or None."""
+    field = (partitioning or {}).get("field")
+    value = row.get(field) if field else None
+    if not value:
+        return None
+    import datetime as dt
+
+    try:
+        day = dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+    if (today - day).days > STREAMING_PAST_DAYS or (day - today).days > STREAMING_FUTURE_DAYS:
+        return (
+            f"Value {value} for partitioning column {field} is outside the allowed bounds. You can only stream to "
+            f"partitions within {STREAMING_PAST_DAYS} days in the past and {STREAMING_FUTURE_DAYS} days in the "
+            "future relative to the current date."
+        )
+    return None
+
+
 def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -221,7 +248,7 @@ class Engine:
                 "id": f"{project}:{dataset}.{table}",
                 "tableReference": {"projectId": project, "datasetId": dataset, "tableId": table},
                 "type": "TABLE",
-                "location": "US",
+                "location": (self.get_dataset(project, dataset) or {}).get("location") or "US",
                 "creationTime": now,
             }
         )
@@ -283,16 +310,36 @@ class Engine:
             return self.get_table(project, dataset, table)
 
     def insert_rows(
-        self, project: str, dataset: str, table: str, rows: list[dict], ignore_unknown: bool = False
+        self,
+        project: str,
+        dataset: str,
+        table: str,
+        rows: list[dict],
+        ignore_unknown: bool = False,
+        skip_invalid: bool = False,
     ) -> list:
-        """Insert JSON rows by name; return insertErrors for rows with unknown fields."""
+        """Insert JSON rows by name (tabledata.insertAll); return insertErrors for the rows refused.
+
+        Refused: unknown fields, and rows outside a column-partitioned table's streaming window. Without
+        ``skipInvalidRows`` one refused row stops the whole request, as on BigQuery; with it, the others go in.
+        """
+        import datetime as dt
+
         with self.lock:
             schema = self.schema(project, dataset, table)
             names = {f["name"] for f in schema}
+            stored = self.con.execute(
+                "SELECT body FROM tables WHERE project=? AND dataset=? AND tbl=?", [project, dataset, table]
+            ).fetchone()
+            partitioning = json.loads(stored[0]).get("timePartitioning")
+            today = dt.datetime.now(dt.UTC).date()
             errors, good = [], []
             for i, row in enumerate(rows):
                 unknown = [k for k in row if k not in names]
-                if unknown and not ignore_unknown:
+                window = streaming_window_error(row, partitioning, today)
+                if window:
+                    errors.append({"index": i, "errors": [{"reason": "invalid", "message": window}]})
+                elif unknown and not ignore_unknown:
                     errors.append(
                         {
                             "index": i,
@@ -307,10 +354,16 @@ class Engine:
                     )
                 else:
                     good.append({k: v for k, v in row.items() if k in names})
-            if errors:
-                return errors
+            if errors and not skip_invalid:
+                refused = {e["index"] for e in errors}
+                stopped = [
+                    {"index": i, "errors": [{"reason": "stopped", "message": ""}]}
+                    for i in range(len(rows))
+                    if i not in refused
+                ]
+                return sorted(errors + stopped, key=lambda e: e["index"])
             self._insert_json(self._fq(project, dataset, table), schema, good)
-            return []
+            return errors
 
     def _insert_json(self, fq: str, schema: list[dict], rows: list[dict]) -> None:
         if not rows:

@@ -92,7 +92,12 @@ class BigQueryApi:
         rows = [r.get("json", {}) for r in body.get("rows", [])]
         try:
             errors = self.engine.insert_rows(
-                req.match["p"], req.match["d"], req.match["t"], rows, bool(body.get("ignoreUnknownValues"))
+                req.match["p"],
+                req.match["d"],
+                req.match["t"],
+                rows,
+                bool(body.get("ignoreUnknownValues")),
+                bool(body.get("skipInvalidRows")),
             )
         except JobError as exc:
             raise bq_error(400, exc.reason, exc.message) from None
@@ -130,13 +135,44 @@ class BigQueryApi:
         project = req.match["p"]
         ref = dict(body.get("jobReference") or {})
         job_id = ref.get("jobId") or f"job_{uuid.uuid4().hex}"
-        location = ref.get("location") or "US"
         config = body.get("configuration") or {}
         with self.engine.lock:
+            location = self._job_location(project, config, ref.get("location"))
             if self.engine.get_job(project, job_id):
                 raise bq_error(409, "duplicate", f"Already Exists: Job {project}:{location}.{job_id}")
             job = self._run(project, job_id, location, config)
         return job
+
+    def _job_location(self, project: str, config: dict, given: str | None) -> str:
+        """Where a job runs: the location given, else that of the datasets it references (BigQuery infers it).
+
+        A job runs where its data is: one given a location whose referenced dataset is elsewhere is answered
+        404 "Not found: Dataset p:d was not found in location L", as BigQuery does ("Specify locations",
+        https://cloud.google.com/bigquery/docs/locations#specify_locations).
+        """
+        refs: list[tuple[str, str]] = []
+        for key in ("query", "extract", "load", "copy"):
+            cfg = config.get(key) or {}
+            for table in (cfg.get("destinationTable"), cfg.get("sourceTable")):
+                if table and table.get("datasetId"):
+                    refs.append((table.get("projectId") or project, table["datasetId"]))
+        query = (config.get("query") or {}).get("query")
+        if query:
+            try:
+                _, tree = self.engine.translate(query)
+                refs += [(t.catalog or project, t.db) for t in tree.find_all(exp.Table) if t.db]
+            except Exception:  # noqa: BLE001 - an unparsable query fails in the job itself, with its own message
+                pass
+        for p, d in refs:
+            dataset = self.engine.get_dataset(p, d)
+            if dataset is None:
+                continue
+            found = dataset.get("location") or "US"
+            if given is None:
+                given = found
+            elif found.lower() != given.lower():
+                raise bq_error(404, "notFound", f"Not found: Dataset {p}:{d} was not found in location {given}")
+        return given or "US"
 
     def _job_shell(self, project: str, job_id: str, location: str, config: dict) -> dict:
         now = str(int(time.time() * 1000))
@@ -319,7 +355,7 @@ class BigQueryApi:
             config["dryRun"] = True
         job_id = body.get("requestId") or f"job_{uuid.uuid4().hex}"
         with self.engine.lock:
-            job = self._run(project, job_id, body.get("location") or "US", config)
+            job = self._run(project, job_id, self._job_location(project, config, body.get("location")), config)
             if body.get("dryRun"):
                 if job["status"].get("errorResult"):
                     e = job["status"]["errorResult"]

@@ -129,6 +129,26 @@ def _image_frames(ds: Dataset) -> list[np.ndarray]:
     return [arr] if arr.ndim == single_ndim else list(arr)
 
 
+def pixel_data_vr(data: bytes) -> str | None:
+    """The VR of an instance's Pixel Data (OB or OW), or None when it has none."""
+    ds = pydicom.dcmread(io.BytesIO(data), defer_size=256)
+    return str(ds["PixelData"].VR).split(" ")[0] if "PixelData" in ds else None
+
+
+def raw_frames(data: bytes, keep_syntax: bool) -> list[bytes]:
+    """An instance's frames: uncompressed, or as stored with ``keep_syntax``."""
+    return _raw_frames(_full(data), keep_syntax)
+
+
+def element_bytes(data: bytes, tag: int) -> bytes | None:
+    """The raw value of one top-level element of an instance, or None when it is absent."""
+    ds = _full(data)
+    if tag not in ds:
+        return None
+    value = ds[tag].value
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 def _raw_frames(ds: Dataset, keep_syntax: bool) -> list[bytes]:
     if "PixelData" not in ds:
         raise InstanceError(3, "instance has no pixel data to export")

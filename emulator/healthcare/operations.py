@@ -60,6 +60,9 @@ class Settings:
     # (../shared/reference/healthcare-api.md §1.7: operations.list documents no filter and no freshness):
     clock_offset_s: float = 0.0  # the server's clock minus the client's: createTime/endTime are stamped with it
     operations_list_lag_s: float = 0.0  # a new operation shows in operations.list only this long after its creation
+    # "There might be a delay between when you modify the data and when the modifications are shown in the DICOM
+    # store metrics" (https://cloud.google.com/healthcare-api/docs/dicom-store-metrics), with no figure given:
+    metrics_lag_s: float = 0.0  # getDICOMStoreMetrics counts an instance only this long after it was stored
 
 
 class Cancelled(Exception):
@@ -364,18 +367,33 @@ class OperationEngine:
             (store, inst.study, inst.series, inst.sop, sha, size, "", time.time()),
         )
 
-    def stream(self, store: str, shas: list[str]) -> None:
-        """Send new instances' metadata to the store's ``streamConfigs`` BigQuery tables, as Google does.
+    STREAM_COLUMNS = [
+        {"name": "LastUpdated", "type": "TIMESTAMP", "mode": "NULLABLE"},
+        {"name": "Type", "type": "STRING", "mode": "NULLABLE"},
+    ]
+    """What a streamed row adds to the flattened metadata: when and how the instance changed (discovery document v1,
+    ``SchemaJSON``: ``LastUpdated`` TIMESTAMP, ``Type`` STRING, e.g. INSERT, DELETE)."""
 
-        Rows have the flattened schema of the metadata export and are appended. A stream that fails (a missing
-        dataset, say) does not fail the import or the STOW that fed it: Google reports it in Cloud Logging.
+    def stream(self, store: str, shas: list[str], change: str = "INSERT") -> None:
+        """Append a row per changed instance to the store's ``streamConfigs`` BigQuery tables, as Google does.
+
+        The table is a change log: Google streams a row when an instance is stored (``INSERT``) and when it is
+        deleted (``DELETE``), and "Instance deletions are not applied to the destination table" (``StreamConfig``,
+        https://cloud.google.com/healthcare-api/docs/how-tos/dicom-bigquery-streaming). Rows have the flattened
+        schema of the metadata export plus ``LastUpdated`` and ``Type``, and go in with streaming inserts
+        (``tabledata.insertAll``), so BigQuery's streaming rules apply: a row it refuses (outside a partitioned
+        table's window, say) is lost, and, as on Google, neither that nor a failing stream fails the import, the
+        STOW or the delete that fed it: Google only logs it.
         """
         configs = (self.storage.get_json("stores", store) or {}).get("streamConfigs") or []
         if not shas or not configs:
             return
+        stamp = now_rfc3339(time.time() + self.settings.clock_offset_s)
         rows, schemas = [], []
         for sha in shas:
             row, fields = dicom.flatten(dicom.read_for_bigquery(self.storage.get_blob(sha)))
+            row.update({"LastUpdated": stamp, "Type": change})
+            fields.update({f["name"]: f for f in self.STREAM_COLUMNS})
             rows.append(row)
             schemas.append(fields)
         schema = dicom.merge_schema(schemas)
@@ -384,7 +402,7 @@ class OperationEngine:
             try:
                 table = table_uri(destination.get("tableUri"), "bigqueryDestination.tableUri")
                 BigQueryWriter(self.settings.bigquery_endpoint, table).write(
-                    schema, [dicom.conform_row(r, schema) for r in rows], "WRITE_APPEND"
+                    schema, [dicom.conform_row(r, schema) for r in rows], "WRITE_APPEND", skip_invalid=True
                 )
             except (OpFailed, RequestError) as exc:
                 log.warning("stream to %r failed: %s", destination.get("tableUri"), exc)
@@ -517,7 +535,7 @@ LOG_IDS = {"ImportDicomData": "import_dicom", "ExportDicomData": "export_dicom",
 
 def operation_filter(operation_name: str) -> str:
     """The Cloud Logging query that selects an operation's error entries."""
-    return f'resource.type="healthcare_dicom_store"\noperation.id="{operation_name.rsplit("/", 1)[1]}"'
+    return f'resource.type="healthcare_dicom_store"\noperation.id="{operation_name}"'
 
 
 def console_logs_url(operation_name: str) -> str:
@@ -534,8 +552,8 @@ class CloudLoggingWriter:
     """Writes an operation's per-instance errors to Cloud Logging (``entries:write``), as the service does.
 
     Entry shape, from "Viewing error logs in Cloud Logging": ``jsonPayload`` (the Healthcare log entry type,
-    its ``source`` or ``resourceName``, and ``error``), ``operation`` (the operation's id), and ``resource``
-    (``healthcare_dicom_store`` with its location, dataset and store). Without an endpoint the entries are
+    its ``source`` or ``resourceName``, and ``error``), ``operation`` (its ``id`` the operation's full name), and
+    ``resource`` (``healthcare_dicom_store`` with its location, dataset and store). Without an endpoint the entries are
     dropped, which a caller sees as a failure count with no named files.
     """
 
@@ -550,7 +568,8 @@ class CloudLoggingWriter:
             "logName": f"projects/{parts[1]}/logs/healthcare.googleapis.com%2F{LOG_IDS.get(run.method, 'dicom')}",
             "resource": {"type": "healthcare_dicom_store", "labels": labels},
             "severity": "ERROR",
-            "operation": {"id": run.name.rsplit("/", 1)[1], "producer": "healthcare.googleapis.com"},
+            # the full operation name, as in the entries of "Viewing error logs in Cloud Logging"
+            "operation": {"id": run.name, "producer": "healthcare.googleapis.com"},
             "jsonPayload": payload,
         }
 
@@ -583,7 +602,8 @@ class BigQueryWriter:
             raise OpFailed(13, f"BigQuery {method} {url.split('/bigquery/v2/')[-1]} failed: {resp.text[:300]}")
         return resp
 
-    def write(self, schema: list[dict], rows: list[dict], disposition: str) -> None:
+    def write(self, schema: list[dict], rows: list[dict], disposition: str, skip_invalid: bool = False) -> None:
+        """Create or extend the table, then insert the rows; ``skip_invalid`` keeps the rows BigQuery accepts."""
         if self._call("GET", self.base).status_code == 404:
             raise OpFailed(5, f"BigQuery dataset {self.table.project}.{self.table.dataset} not found")
         table_url = f"{self.base}/tables/{self.table.table}"
@@ -614,7 +634,11 @@ class BigQueryWriter:
             self._call("PATCH", table_url, json={"schema": {"fields": merged}})
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
-            resp = self._call("POST", f"{table_url}/insertAll", json={"rows": [{"json": r} for r in chunk]})
+            resp = self._call(
+                "POST",
+                f"{table_url}/insertAll",
+                json={"rows": [{"json": r} for r in chunk], "skipInvalidRows": skip_invalid},
+            )
             errors = resp.json().get("insertErrors")
             if errors:
                 raise OpFailed(13, f"BigQuery rejected rows: {json.dumps(errors)[:300]}")

@@ -147,6 +147,8 @@ class HealthcareApi:
         r("GET", _WEB + r"/studies/(?P<study>[^/]+)/series/(?P<series>[^/]+)", "dicomWeb.retrieveSeries")(self.wado)
         r("GET", inst + r"/rendered", "dicomWeb.retrieveRenderedInstance")(self.rendered)
         r("GET", inst + r"/frames/(?P<frame>[0-9]+)/rendered", "dicomWeb.retrieveRenderedFrames")(self.rendered)
+        r("GET", inst + r"/frames/(?P<frames>[0-9]+(?:,[0-9]+)*)", "dicomWeb.retrieveFrames")(self.frames)
+        r("GET", inst + r"/bulkdata/(?P<tag>[0-9A-Fa-f]{8})", "dicomWeb.retrieveBulkdata")(self.bulkdata)
         r(
             "GET",
             _WEB + r"/studies/(?P<study>[^/]+)(?:/series/(?P<series>[^/]+)(?:/instances/(?P<sop>[^/]+))?)?/metadata",
@@ -279,11 +281,13 @@ class HealthcareApi:
         return {}
 
     def metrics(self, req: Request) -> dict:
+        """getDICOMStoreMetrics, lagging by ``metrics_lag_s``: instances stored since then are not counted yet."""
         name = self._store(req)
         studies, series, instances, size, meta = self.storage.query(
             "SELECT COUNT(DISTINCT study), COUNT(DISTINCT study || '/' || series), COUNT(*), "
-            "COALESCE(SUM(size), 0), COALESCE(SUM(LENGTH(metadata)), 0) FROM instances WHERE store = ?",
-            (name,),
+            "COALESCE(SUM(size), 0), COALESCE(SUM(LENGTH(metadata)), 0) FROM instances WHERE store = ? "
+            "AND created <= ?",
+            (name, time.time() - self.settings.metrics_lag_s),
         )[0]
         meta = meta or 0
         out = {"name": name}
@@ -502,7 +506,9 @@ class HealthcareApi:
 
     # --- DICOMweb ------------------------------------------------------------------------------
     def _store_instance(self, store: str, data: bytes) -> tuple[dict, bool, str]:
-        """Store one instance as STOW does: identical → success, same UIDs different bytes → failure."""
+        """Store one instance as STOW does. An instance whose Study, Series and SOP Instance UIDs are already in the
+        store is a failure for that instance, whatever its bytes (the response's status is then 409): Google's
+        conformance statement, "Store transaction"."""
         try:
             inst = dicom.parse_instance(data)
         except dicom.InstanceError as exc:
@@ -519,16 +525,15 @@ class HealthcareApi:
                 "sop": inst.sop,
                 "class": _value(inst.metadata, "SOPClassUID") or "",
             }
-            if rows and rows[0][0] != sha:
-                return ref, False, "checksum mismatch: an instance with the same UIDs but different content exists"
-            if not rows:
-                self.storage.execute(
-                    "INSERT INTO instances(store, study, series, sop, sha256, size, metadata, created) "
-                    "VALUES (?,?,?,?,?,?,?,?)",
-                    (store, inst.study, inst.series, inst.sop, sha, len(data), json.dumps(inst.metadata), time.time()),
-                )
-        if not rows:
-            self.engine.stream(store, [sha])
+            if rows:
+                differs = " and different content" if rows[0][0] != sha else ""
+                return ref, False, f"an instance with the same Study, Series and SOP Instance UIDs{differs} exists"
+            self.storage.execute(
+                "INSERT INTO instances(store, study, series, sop, sha256, size, metadata, created) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (store, inst.study, inst.series, inst.sop, sha, len(data), json.dumps(inst.metadata), time.time()),
+            )
+        self.engine.stream(store, [sha])
         return ref, True, ""
 
     def stow(self, req: Request) -> Response:
@@ -545,6 +550,8 @@ class HealthcareApi:
                 f"unsupported Content-Type {ctype!r}: use application/dicom or multipart/related",
                 "INVALID_ARGUMENT",
             )
+        if not parts or not any(parts):
+            raise ApiError(400, "the request carries no DICOM instance: nothing was stored", "INVALID_ARGUMENT")
         ok, failed = [], []
         stored_studies: list[str] = []
         for data in parts:
@@ -598,7 +605,13 @@ class HealthcareApi:
         return out
 
     @staticmethod
-    def _matches(meta: dict, key: str, wanted: str) -> bool:
+    def _matches(meta: dict, key: str, wanted: str, fuzzy: bool = False) -> bool:
+        """One QIDO match. With ``fuzzymatching=true`` a PatientName query matches when each of its words is the
+        start of a word of the name, case ignored (Google's conformance statement, "Search transaction")."""
+        if fuzzy and key == "PatientName":
+            name = [w for w in re.split(r"[\s^=]+", str(_value(meta, key) or "").lower()) if w]
+            words = [w for w in re.split(r"[\s^=]+", wanted.lower()) if w]
+            return bool(words) and all(any(n.startswith(w) for n in name) for w in words)
         if key == "StudyDate" and "-" in wanted:
             lo, _, hi = wanted.partition("-")
             v = _value(meta, "StudyDate") or ""
@@ -629,8 +642,9 @@ class HealthcareApi:
                 kw = keyword_for_tag(int(key, 16)) or key
             filters.append((kw, values[0]))
         groups: dict[tuple, list[dict]] = {}
+        fuzzy = (req.param("fuzzymatching") or "").lower() == "true"
         for study, series, sop, _, meta in rows:
-            if not all(self._matches(meta, k, v) for k, v in filters):
+            if not all(self._matches(meta, k, v, fuzzy) for k, v in filters):
                 continue
             key = {"studies": (study,), "series": (study, series), "instances": (study, series, sop)}[level]
             groups.setdefault(key, []).append(meta)
@@ -733,21 +747,75 @@ class HealthcareApi:
         return Response(200, frames[number - 1][1], {"Content-Type": mime})
 
     def wado_metadata(self, req: Request) -> Response:
+        """Metadata of a study, series or instance. Bulk data (Pixel Data, and any value over 1 KB) is listed with
+        a ``BulkDataURI`` that the bulk data route answers, as Google's conformance statement ("Metadata resources",
+        "Bulkdata") and PS3.18 §8.7.3 describe."""
         store = self._store(req)
         g = req.match.groupdict()
         rows = self._instances(store, g.get("study"), g.get("series"), g.get("sop"))
         if not rows:
             raise ApiError(404, "resource not found", "NOT_FOUND")
-        return Response(200, json.dumps([r[4] for r in rows]).encode(), {"Content-Type": "application/dicom+json"})
+        base = f"{req.path.split('/dicomWeb')[0]}/dicomWeb"
+        out = []
+        for study, series, sop, sha, meta in rows:
+            uri = f"{self.settings.base_url}{base}/studies/{study}/series/{series}/instances/{sop}/bulkdata/"
+            meta = {tag: ({**el, "BulkDataURI": uri + tag} if "BulkDataURI" in el else el) for tag, el in meta.items()}
+            pixels = dicom.pixel_data_vr(self.storage.get_blob(sha))
+            if pixels:
+                meta["7FE00010"] = {"vr": pixels, "BulkDataURI": uri + "7FE00010"}
+            out.append(meta)
+        return Response(200, json.dumps(out).encode(), {"Content-Type": "application/dicom+json"})
+
+    def _one_instance(self, req: Request) -> bytes:
+        rows = self._instances(self._store(req), req.match["study"], req.match["series"], req.match["sop"])
+        if not rows:
+            raise ApiError(404, "instance not found", "NOT_FOUND")
+        return self.storage.get_blob(rows[0][3])
+
+    @staticmethod
+    def _multipart(parts: list[bytes], content_type: str) -> Response:
+        boundary = uuid.uuid4().hex
+        body = b"".join(
+            f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + part + b"\r\n" for part in parts
+        )
+        body += f"--{boundary}--\r\n".encode()
+        media = content_type.split(";")[0]
+        return Response(200, body, {"Content-Type": f'multipart/related; type="{media}"; boundary={boundary}'})
+
+    def frames(self, req: Request) -> Response:
+        """Frames of an instance (1-based), uncompressed Explicit VR Little Endian by default, or as stored with
+        ``transfer-syntax=*`` (conformance statement, "DICOM frames")."""
+        data = self._one_instance(req)
+        accept = (req.headers.get("Accept") or "").lower()
+        keep = "transfer-syntax=*" in accept.replace('"', "")
+        try:
+            frames = dicom.raw_frames(data, keep_syntax=keep)
+        except dicom.InstanceError as exc:
+            raise ApiError(400, exc.message, "INVALID_ARGUMENT") from None
+        numbers = [int(n) for n in req.match["frames"].split(",")]
+        if any(n < 1 or n > len(frames) for n in numbers):
+            raise ApiError(404, f"the instance has {len(frames)} frames; frame numbers start at 1", "NOT_FOUND")
+        syntax = "*" if keep else _DEFAULT_SYNTAX
+        return self._multipart([frames[n - 1] for n in numbers], f"application/octet-stream; transfer-syntax={syntax}")
+
+    def bulkdata(self, req: Request) -> Response:
+        """The value of one bulk data element of an instance, as its metadata's ``BulkDataURI`` names it."""
+        value = dicom.element_bytes(self._one_instance(req), int(req.match["tag"], 16))
+        if value is None:
+            raise ApiError(404, f"the instance has no bulk data element {req.match['tag']}", "NOT_FOUND")
+        return self._multipart([value], "application/octet-stream")
 
     def delete_instance(self, req: Request) -> dict:
+        """Delete one instance; a store that streams its metadata appends a ``DELETE`` row for it."""
         store = self._store(req)
-        n = self.storage.execute(
-            "DELETE FROM instances WHERE store=? AND study=? AND series=? AND sop=?",
+        where = (
+            "store=? AND study=? AND series=? AND sop=?",
             (store, req.match["study"], req.match["series"], req.match["sop"]),
         )
-        if not n:
+        shas = [sha for (sha,) in self.storage.query("SELECT sha256 FROM instances WHERE " + where[0], where[1])]
+        if not shas or not self.storage.execute("DELETE FROM instances WHERE " + where[0], where[1]):
             raise ApiError(404, "instance not found", "NOT_FOUND")
+        self.engine.stream(store, shas, change="DELETE")
         return {}
 
     def delete_study_or_series(self, req: Request) -> dict:
@@ -760,9 +828,11 @@ class HealthcareApi:
         run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], method, {})
 
         def work(r: RunningOp) -> None:
-            sql = "DELETE FROM instances WHERE store=? AND study=?" + (" AND series=?" if g.get("series") else "")
+            where = "store=? AND study=?" + (" AND series=?" if g.get("series") else "")
             args = (store, g["study"]) + ((g["series"],) if g.get("series") else ())
-            r.counter["success"] = self.storage.execute(sql, args)
+            shas = [sha for (sha,) in self.storage.query("SELECT sha256 FROM instances WHERE " + where, args)]
+            r.counter["success"] = self.storage.execute("DELETE FROM instances WHERE " + where, args)
+            self.engine.stream(store, shas, change="DELETE")
 
         self.engine.start(run, work)
         return self._op_response(run)

@@ -125,46 +125,84 @@ class BigQueryCriteriaQueryOperator(BigQueryInsertJobOperator):
             self.log.info("Work tables %s expire at %s", ", ".join(self.expire_tables), expires.isoformat())
 
 
-STREAM_TABLE_PARTITIONING = {"type": "MONTH", "field": "StudyDate"}
-"""How a stream table made here is partitioned: by study month, so a filter on study dates reads only the months
-it names. MONTH, not DAY: an archive's study dates span decades, beyond BigQuery's partitions per table."""
-STREAM_TABLE_CLUSTERING = ["StudyDate", "Modality"]
-STREAM_TABLE_SEED_SCHEMA = [
-    {"name": "StudyDate", "type": "DATE", "mode": "NULLABLE"},
-    {"name": "Modality", "type": "STRING", "mode": "NULLABLE"},
-]
-"""The columns partitioning and clustering need, typed as the Healthcare API types them (DA → DATE, CS →
-STRING), so the API's own schema updates add the other columns without a conflict."""
+def bigquery_location(healthcare_location: str) -> str:
+    """The BigQuery location that keeps a Healthcare dataset's data in its region.
 
-
-def ensure_stream_table(
-    gcp_conn_id: str, table: str, *, create_dataset: bool, impersonation_chain: str | Sequence[str] | None = None
-) -> bool:
-    """Create the table a DICOM store will stream to (``project.dataset.table``), partitioned by study month and
-    clustered by StudyDate and Modality, unless it exists; returns whether it was created.
-
-    Left to itself the Healthcare API creates an unpartitioned table, and every filter query would then bill
-    the columns it reads over the whole store. An existing table is left as it is.
+    Healthcare regions (``europe-west2``) are BigQuery regions of the same name; the Healthcare multi-regions
+    ``us`` and ``eu`` are BigQuery's ``US`` and ``EU``.
     """
-    project, dataset, table_id = table.split(".")
+    return healthcare_location.upper() if healthcare_location.lower() in ("us", "eu") else healthcare_location.lower()
+
+
+def same_location(a: str | None, b: str) -> bool:
+    return (a or "US").lower() == b.lower()
+
+
+def location_refusal(dataset: str, found: str | None, wanted: str, purpose: str) -> str:
+    return (
+        f"BigQuery dataset {dataset} is in location {found or 'US'}, but {purpose} must stay in {wanted}, the "
+        f"Healthcare dataset's region: it would hold PatientName and PatientID outside that region. Use a dataset "
+        f"in {wanted}, or set bigquery_location to {found or 'US'} to accept that location explicitly."
+    )
+
+
+def ensure_dataset_in(client: bigquery.Client, dataset: str, location: str, *, create: bool, purpose: str) -> bool:
+    """Make sure ``project.dataset`` exists in ``location`` (created there when missing and ``create``); returns
+    whether it was created. A dataset elsewhere raises :class:`ValueError` naming both locations."""
+    try:
+        found = client.get_dataset(dataset)
+    except NotFound:
+        if not create:
+            raise ValueError(f"BigQuery dataset {dataset} does not exist, and creating it is not allowed") from None
+        try:
+            resource = bigquery.Dataset(dataset)
+            resource.location = location
+            client.create_dataset(resource)
+            return True
+        except Conflict:  # made meanwhile by another run
+            found = client.get_dataset(dataset)
+    if not same_location(found.location, location):
+        raise ValueError(location_refusal(dataset, found.location, location, purpose))
+    return False
+
+
+def check_stream_table(
+    gcp_conn_id: str,
+    table: str,
+    *,
+    location: str,
+    create_dataset: bool,
+    impersonation_chain: str | Sequence[str] | None = None,
+) -> None:
+    """Prepare ``project.dataset.table`` for a DICOM store's metadata stream without making the table.
+
+    The Healthcare API creates the table itself and evolves its schema; Google recommends against a custom schema
+    in it (``StreamConfig.bigqueryDestination``). It writes with streaming inserts, which BigQuery refuses for a
+    column-partitioned table when the row's partitioning value is over 1825 days in the past or 366 in the future;
+    the API then only logs the refusal. So an existing table partitioned on a column (``StudyDate``, say) is
+    refused: every study older than five years would silently never reach it. The dataset is created in
+    ``location`` when missing (and allowed); one in another location is refused.
+    Raises :class:`ValueError` with the reason.
+    """
+    project, dataset, _ = table.split(".")
     client = BigQueryHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain).get_client(
         project_id=project
     )
+    ensure_dataset_in(
+        client, f"{project}.{dataset}", location, create=create_dataset, purpose="the metadata stream table"
+    )
     try:
-        client.get_table(table)
-        return False
+        existing = client.get_table(table)
     except NotFound:
-        pass
-    if create_dataset:
-        client.create_dataset(f"{project}.{dataset}", exists_ok=True)
-    resource = bigquery.Table(table, schema=[bigquery.SchemaField.from_api_repr(f) for f in STREAM_TABLE_SEED_SCHEMA])
-    resource.time_partitioning = bigquery.TimePartitioning.from_api_repr(dict(STREAM_TABLE_PARTITIONING))
-    resource.clustering_fields = list(STREAM_TABLE_CLUSTERING)
-    try:
-        client.create_table(resource)
-    except Conflict:  # made meanwhile by another run: the same outcome
-        return False
-    return True
+        return
+    field = existing.time_partitioning.field if existing.time_partitioning else None
+    if field:
+        raise ValueError(
+            f"stream table {table} is partitioned on the column {field}: BigQuery refuses streamed rows whose "
+            f"{field} is more than 1825 days in the past or 366 days in the future, and the Healthcare API only "
+            "logs the refusal, so older studies would silently be missing from it. Let the Healthcare API create "
+            "the table: name a table that does not exist yet (or drop this one; the API streams from then on)."
+        )
 
 
 def drop_work_tables(gcp_conn_id: str, tables: Sequence[str]) -> list[str]:

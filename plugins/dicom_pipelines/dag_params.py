@@ -27,6 +27,7 @@ from dicom_pipelines.validation import (
     TEXT_REDACTION_MODES,
     ValidationError,
     check_bigquery_dataset,
+    check_bigquery_location,
     check_bucket,
     check_choice,
     check_count,
@@ -82,6 +83,17 @@ STORE_FROM_PARAMS: StoreKwargs = {
     "dicom_store_id": "{{ params.dicom_store_id }}",
 }
 """Operator keyword arguments that take the store's coordinates from the params of :func:`store_params`."""
+
+
+def bigquery_location_param() -> Param:
+    """Where the BigQuery dataset that holds metadata (PatientName and PatientID among it) must be."""
+    return Param(
+        None,
+        type=["null", "string"],
+        maxLength=64,
+        description="BigQuery location of the dataset that holds the metadata (with PatientName and PatientID). "
+        "Empty: the Healthcare dataset's region, so PHI stays in it; name another location only to accept it.",
+    )
 
 
 def store_params() -> dict[str, Param]:
@@ -250,6 +262,7 @@ def filter_params() -> dict[str, Param]:
             maxLength=GCS_URI_MAX_LENGTH,
             description="gs:// URI of a filter file you uploaded yourself; skips the BigQuery steps.",
         ),
+        "bigquery_location": bigquery_location_param(),
         "metadata_table": Param(
             None,
             type=["null", "string"],
@@ -406,6 +419,7 @@ def import_params() -> dict[str, Param]:
         "allow_empty": Param(
             True, type="boolean", description="Skip (rather than fail) a night with no files to import."
         ),
+        "bigquery_location": bigquery_location_param(),
         "metadata_stream_table": Param(
             None,
             type=["null", "string"],
@@ -468,6 +482,7 @@ PARAM_RULES: dict[str, Callable[[Any, str], object]] = {
     "filter_uri": lambda value, field: None if value is None else check_filter_uri(value, field),
     "metadata_table": _optional(parse_bigquery_table_uri),
     "metadata_stream_table": _optional(parse_bigquery_table_uri),
+    "bigquery_location": _optional(check_bigquery_location),
     "maximum_bytes_billed": check_positive,
     "work_table_expiration_hours": check_positive,
     "metadata_max_age_hours": check_hours,

@@ -19,11 +19,11 @@ using them passes :data:`DAG_KWARGS` (template path, filter and macros) and the 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.google.cloud.operators.bigquery import BigQueryCreateEmptyDatasetOperator
 from airflow.providers.google.cloud.transfers.bigquery_to_gcs import BigQueryToGCSOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import BaseOperator, XComArg, task
@@ -31,6 +31,8 @@ from airflow.sdk import BaseOperator, XComArg, task
 from dicom_pipelines.bigquery import BigQueryCriteriaQueryOperator
 from dicom_pipelines.dag_params import GCP_CONN_ID, STORE_FROM_PARAMS, safe_table_suffix
 from dicom_pipelines.operators import HealthcareDicomExportToBigQueryOperator
+
+log = logging.getLogger(__name__)
 
 INCLUDE_DIR = str(Path(__file__).resolve().parents[2] / "include")
 CRITERIA = ("modalities", "study_date_from", "study_date_to", "patient_ids", "study_uids")
@@ -90,20 +92,34 @@ def add_filter_file_tasks() -> FilterChain:
             table = f"{params['project_id']}.{params['bigquery_dataset']}.{store_metadata_table(params)}"
             age = table_age_hours(GCP_CONN_ID, table)
             if age is not None and age < max_age:
-                context["ti"].log.info("Reusing %s, refreshed %.2f h ago (limit %s h)", table, age, max_age)
+                log.info("Reusing %s, refreshed %.2f h ago (limit %s h)", table, age, max_age)
                 return "reuse_store_metadata"
         return "export_metadata"
 
     use_given_filter = EmptyOperator(task_id="use_given_filter")
     use_metadata_table = EmptyOperator(task_id="use_metadata_table")
     reuse_store_metadata = EmptyOperator(task_id="reuse_store_metadata")
-    ensure_work_dataset = BigQueryCreateEmptyDatasetOperator(
-        task_id="ensure_work_dataset",
-        gcp_conn_id=GCP_CONN_ID,
-        project_id="{{ params.project_id }}",
-        dataset_id="{{ params.bigquery_dataset }}",
-        if_exists="ignore",
-    )
+
+    @task
+    def ensure_work_dataset(**context) -> str:
+        """The work dataset holds PatientName and PatientID: it is made, or must already be, in the Healthcare
+        dataset's region (or in ``bigquery_location``, when the user names one)."""
+        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from dicom_pipelines.bigquery import bigquery_location, ensure_dataset_in
+
+        params = context["params"]
+        location = params.get("bigquery_location") or bigquery_location(params["location"])
+        dataset = f"{params['project_id']}.{params['bigquery_dataset']}"
+        client = BigQueryHook(gcp_conn_id=GCP_CONN_ID).get_client(project_id=params["project_id"])
+        try:
+            created = ensure_dataset_in(client, dataset, location, create=True, purpose="the work tables")
+        except ValueError as exc:
+            raise AirflowFailException(f"bigquery_dataset={params['bigquery_dataset']!r}: {exc}") from None
+        log.info("Work dataset %s %s in %s", dataset, "created" if created else "found", location)
+        return location
+
     export_metadata = HealthcareDicomExportToBigQueryOperator(
         task_id="export_metadata",
         **STORE_FROM_PARAMS,
@@ -160,8 +176,9 @@ def add_filter_file_tasks() -> FilterChain:
 
     first = choose_filter_source()
     checked = check_filter()
-    first >> [ensure_work_dataset, use_given_filter]
-    ensure_work_dataset >> choose_metadata_source() >> [export_metadata, use_metadata_table, reuse_store_metadata]
+    work_dataset = ensure_work_dataset()
+    first >> [work_dataset, use_given_filter]
+    work_dataset >> choose_metadata_source() >> [export_metadata, use_metadata_table, reuse_store_metadata]
     [export_metadata, use_metadata_table, reuse_store_metadata] >> build_filter_table
     use_given_filter >> checked
     (

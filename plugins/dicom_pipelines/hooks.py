@@ -38,6 +38,7 @@ from dicom_pipelines.responses import (
     HealthcareApiError,
     OperationDeadlineExceeded,
     OperationStatus,
+    logging_read_advice,
     operation_log_filter,
     parse_log_entry,
     parse_operation,
@@ -549,11 +550,11 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
                 entries = self.list_operation_errors(operation_name=status.name, since=status.create_time, limit=limit)
             except Exception as exc:  # the report is best effort: the outcome comes from the counters
                 self.log.warning(
-                    "Could not read the errors of %s from Cloud Logging (%s: %s). Reading them needs "
-                    "roles/logging.viewer on the project; the Console link is %s",
+                    "Could not read the errors of %s from Cloud Logging (%s: %s). %s The Console link is %s",
                     status.name,
                     type(exc).__name__,
                     exc,
+                    logging_read_advice(exc),
                     status.logs_url or "n/a",
                 )
                 return []
@@ -633,17 +634,21 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
         )
 
     def list_operation_errors(self, *, operation_name: str, since: str = "", limit: int = 1000) -> list[dict]:
-        """The error entries (``entries.list``) of one operation, oldest first, parsed by :func:`parse_log_entry`."""
+        """The error entries (``entries.list``) of one operation, oldest first, parsed by :func:`parse_log_entry`.
+
+        Listed newest first (``timestamp desc``), as the ``entries.list`` reference recommends for recently ingested
+        entries, then put back in time order.
+        """
         project = operation_name.split("/")[1]
         client = self.logging_client(project)
         found = client.list_entries(
             resource_names=[f"projects/{project}"],
             filter_=operation_log_filter(operation_name, since),
-            order_by="timestamp asc",
+            order_by="timestamp desc",
             page_size=min(max(limit, 1), 1000),
             max_results=limit,
         )
-        return [parse_log_entry(entry.to_api_repr()) for entry in found]
+        return [parse_log_entry(entry.to_api_repr()) for entry in found][::-1]
 
 
 class CloudHealthcareDicomAsyncHook(GoogleBaseAsyncHook):

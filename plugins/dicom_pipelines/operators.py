@@ -860,16 +860,17 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
         so a filtered export can query it instead of exporting the whole store's metadata on every run.
     :param create_if_missing: create a missing dataset or store (True), or fail naming what is missing (False,
         for deployments whose identity holds only ``roles/healthcare.dicomStoreAdmin`` or less).
-    :param partition_stream_table: create a missing stream table partitioned by study month and clustered by
-        StudyDate and Modality (:func:`~dicom_pipelines.bigquery.ensure_stream_table`), so a filter on study dates
-        bills only the months it names. False leaves the table to the Healthcare API, which makes it unpartitioned.
+    :param bigquery_location: where the stream table's BigQuery dataset must be (created there when missing).
+        Empty: the Healthcare dataset's region (:func:`~dicom_pipelines.bigquery.bigquery_location`), so PHI stays
+        in it; another location must be named here to be accepted. The table itself is left to the Healthcare API
+        (:func:`~dicom_pipelines.bigquery.check_stream_table`).
     """
 
     template_fields = (
         *HealthcareDicomStoreBaseOperator.template_fields,
         "stream_table_uri",
         "create_if_missing",
-        "partition_stream_table",
+        "bigquery_location",
     )
 
     def __init__(
@@ -877,13 +878,13 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
         *,
         stream_table_uri: str | None = None,
         create_if_missing: bool | str = True,
-        partition_stream_table: bool | str = True,
+        bigquery_location: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.stream_table_uri = stream_table_uri
         self.create_if_missing = create_if_missing
-        self.partition_stream_table = partition_stream_table
+        self.bigquery_location = bigquery_location
 
     def execute(self, context: Any) -> str:
         try:
@@ -892,18 +893,22 @@ class HealthcareEnsureDicomStoreOperator(HealthcareDicomStoreBaseOperator):
                 parse_bigquery_table_uri(self.stream_table_uri, "stream_table_uri") if self.stream_table_uri else None
             )
             create = parse_bool(self.create_if_missing, "create_if_missing")
-            partition = parse_bool(self.partition_stream_table, "partition_stream_table")
         except ValidationError as exc:
             raise AirflowFailException(str(exc)) from None
         hook = self.get_hook()
-        if stream_table and partition:
-            from dicom_pipelines.bigquery import ensure_stream_table
+        if stream_table:
+            from dicom_pipelines.bigquery import bigquery_location, check_stream_table
 
-            table = f"{stream_table.project}.{stream_table.dataset}.{stream_table.table}"
-            if ensure_stream_table(
-                self.gcp_conn_id, table, create_dataset=create, impersonation_chain=self.impersonation_chain
-            ):
-                self.log.info("Created %s, partitioned by study month, for the store's metadata stream", table)
+            try:
+                check_stream_table(
+                    self.gcp_conn_id,
+                    f"{stream_table.project}.{stream_table.dataset}.{stream_table.table}",
+                    location=self.bigquery_location or bigquery_location(self.location),
+                    create_dataset=create,
+                    impersonation_chain=self.impersonation_chain,
+                )
+            except ValueError as exc:
+                raise AirflowFailException(f"stream_table_uri={self.stream_table_uri!r}: {exc}") from None
         try:
             name = hook.ensure_dicom_store(
                 project_id=self.project_id,

@@ -157,10 +157,25 @@ def resolve_logging_endpoint(extras: dict) -> str | None:
 
 
 def operation_log_filter(operation_name: str, since: str = "") -> str:
-    """The Logging query for an operation's error entries: its resource type and its id (the last part of
-    its name), from its creation on (the client would otherwise look back only 24 hours)."""
-    query = f'resource.type="healthcare_dicom_store" AND operation.id:"{operation_name.rsplit("/", 1)[-1]}"'
+    """The Logging query for an operation's error entries: its resource type and its ``operation.id`` (Google
+    writes the operation's full name there), from its creation on (the client would otherwise look back only 24
+    hours)."""
+    query = f'resource.type="healthcare_dicom_store" AND operation.id="{operation_name}"'
     return query + (f' AND timestamp>="{since}"' if since else "")
+
+
+def logging_read_advice(exc: BaseException) -> str:
+    """What a failed Cloud Logging read means for the user: a used-up read quota (429) is not a missing role."""
+    code = getattr(exc, "code", None)
+    code = getattr(code, "value", code)
+    if code == 429:
+        return (
+            "Cloud Logging answered 429: the project's Logging read quota (entries.list requests per minute) is used "
+            "up, so the failed files are not named this time; the counters are exact."
+        )
+    if code == 403:
+        return "Reading them needs roles/logging.viewer on the project."
+    return "The failed files are not named this time; the counters are exact."
 
 
 def parse_log_entry(entry: dict) -> dict:

@@ -193,6 +193,7 @@ _DICOM_SYNTAXES = [
     "1.2.840.10008.1.2.8.1",
     "*",
 ]
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 MIME_TYPES: tuple[str, ...] = tuple(
     [f"application/dicom; transfer-syntax={ts}" for ts in _DICOM_SYNTAXES]
     + [
@@ -226,7 +227,9 @@ class MimeType:
 def parse_mime_type(value: object, field: str = "mime_type") -> MimeType:
     """Accept one of the 24 documented values (case and spacing tolerant), or bare ``application/dicom``.
 
-    An empty value means "as stored" (``application/dicom``, original transfer syntax).
+    An empty value means "as stored" (no ``mimeType`` is sent: the original transfer syntax). Bare
+    ``application/dicom`` is not one of the documented values; Google's conformance statement makes Explicit VR
+    Little Endian the syntax when none is named, so it is sent in that explicit form.
     """
     if value is None or value == "":
         return MimeType("application/dicom", None, "")
@@ -242,7 +245,9 @@ def parse_mime_type(value: object, field: str = "mime_type") -> MimeType:
         params["transfer-syntax"] = val.strip()
     syntax = params.get("transfer-syntax")
     if media == "application/dicom" and syntax is None:
-        return MimeType(media, None, "application/dicom")
+        return MimeType(
+            media, EXPLICIT_VR_LITTLE_ENDIAN, f"application/dicom; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"
+        )
     canonical = media if syntax is None else f"{media}; transfer-syntax={syntax}"
     if canonical not in MIME_TYPES:
         raise ValidationError(
@@ -555,6 +560,15 @@ def check_uids(value: object, field: str) -> list[str]:
 def check_bigquery_dataset(value: object, field: str) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,1024}", value):
         raise ValidationError(field, value, "must be a BigQuery dataset id: 1-1024 letters, digits or '_'")
+    return value
+
+
+def check_bigquery_location(value: object, field: str) -> str:
+    """A BigQuery location: a region (``europe-west2``) or a multi-region (``US``, ``EU``)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{1,63}", value):
+        raise ValidationError(
+            field, value, "must be a BigQuery location: a region such as europe-west2, or US or EU (or empty)"
+        )
     return value
 
 

@@ -23,6 +23,7 @@ with DAG(
         "bigquery_dataset": "d",
         "granularity": "series",
         "bucket": "b",
+        "metadata_table": "",
         **{k: "" for k in CRITERIA},
     },
     user_defined_macros={"store_metadata_table": lambda params: "meta_table"},

@@ -14,6 +14,7 @@ import time
 import pydicom
 import pytest
 import requests
+from dicomweb_client.api import DICOMwebClient
 
 from scripts.demo_data import DAYS, seed
 from scripts.stack import DEMO_IDS
@@ -43,9 +44,9 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     # 1. backfill the three days of nightly import, up to ten runs at once: the nights still import in date
     #    order (they share a store, and day 3 sends a changed copy of a day-1 instance), so the per-night counts
     #    are those of a serial backfill
-    #    The store streams its metadata to BigQuery from then on (streamConfigs, added to the existing store).
+    #    The store streams its metadata to BigQuery from then on (streamConfigs, added to the existing store); the
+    #    stream's dataset is made in the Healthcare dataset's region, and the table by the Healthcare API.
     bq = f"{stack.stack_env()['BIGQUERY_EMULATOR_HOST']}/bigquery/v2/projects/{DEMO_IDS['GCP_PROJECT']}/datasets"
-    requests.post(bq, json={"datasetReference": {"datasetId": "dicom_metadata"}}, timeout=30).raise_for_status()
     stream_table = f"bq://{DEMO_IDS['GCP_PROJECT']}.dicom_metadata.stream_demo_store"
     night = {"max_failure_ratio": 0.5, "metadata_stream_table": stream_table}
     client.backfill(IMPORT, f"{DAYS[0]}T00:00:00Z", f"{DAYS[-1]}T00:00:00Z", night, max_active_runs=10)
@@ -211,14 +212,28 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
         assert not [p for p in (*patients, "Synthetic^Patient") if p.encode() in data], blob.name
         assert ds.Modality == "CT" and source_uids.isdisjoint({ds.StudyInstanceUID, ds.SeriesInstanceUID})
     assert_no_phi(stack, client, DEID, run["dag_run_id"], patients)
+    # the de-identified store itself, read back as a viewer would, with a third-party DICOMweb client
+    web = DICOMwebClient(f"{stack.stack_env()['HEALTHCARE_API_ENDPOINT']}/v1/{summary['destination_store']}/dicomWeb")
+    found = web.search_for_instances(fields=["PatientID", "PatientName"])
+    assert len(found) == len(cohort) and all(not i.get("00100020", {}).get("Value") for i in found)
     tables = requests.get(f"{bq}/dicom_metadata/tables", timeout=30).json()
     assert [t["tableReference"]["tableId"] for t in tables.get("tables", [])] == ["stream_demo_store"], tables
 
-    # 3c. criteria that match nothing: the export is skipped with a clear message, the run succeeds
-    run = client.trigger(FILTERED, {"modalities": ["PT"]})
+    # 3c. criteria that match nothing: the export is skipped with a clear message, the run succeeds. Its new work
+    #     dataset (PatientName and PatientID go there) is made in the Healthcare dataset's region
+    run = client.trigger(FILTERED, {"modalities": ["PT"], "bigquery_dataset": "work_in_region"})
     assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "success"
     states = client.task_states(FILTERED, run["dag_run_id"])
     assert states["check_filter"] == "skipped" and states["export_dicom"] == "skipped"
+    made = requests.get(f"{bq}/work_in_region", timeout=30).json()
+    assert made["location"] == DEMO_IDS["HEALTHCARE_LOCATION"], made
+    #     a work dataset in another location is refused before any query, naming both locations
+    requests.post(bq, json={"datasetReference": {"datasetId": "work_in_us"}}, timeout=30).raise_for_status()
+    run = client.trigger(FILTERED, {"modalities": ["CT"], "bigquery_dataset": "work_in_us"})
+    assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "failed"
+    assert client.task_states(FILTERED, run["dag_run_id"])["ensure_work_dataset"] == "failed"
+    words = task_log_text(stack, FILTERED, run["dag_run_id"], "ensure_work_dataset")
+    assert f"is in location US, but the work tables must stay in {DEMO_IDS['HEALTHCARE_LOCATION']}" in words
 
     # the waits went through the real triggerer, which loaded the trigger from the plugins folder; the BigQuery
     # steps deferred to the provider's own trigger, polling the local BigQuery

@@ -281,3 +281,45 @@ def test_a_dataset_may_share_the_name_of_the_emulator_catalog(bq):
         job = bq.query(f"SELECT {n} AS n", job_config=bigquery.QueryJobConfig(destination=f"{PROJECT}.meta.t{n}"))
         assert [row.n for row in job.result()] == [n]
     assert {t.table_id for t in bq.list_tables("meta")} >= {"t0", "t1"}
+
+
+def test_streamed_rows_outside_a_partitioned_tables_window_are_refused(bq, dataset):
+    """BigQuery streams into a column-partitioned table only within 1825 days past and 366 days future; without
+    skipInvalidRows one refused row stops the request, with it the others go in."""
+    table = bigquery.Table(f"{PROJECT}.{dataset}.parted", schema=[bigquery.SchemaField("StudyDate", "DATE")])
+    table.time_partitioning = bigquery.TimePartitioning(type_="MONTH", field="StudyDate")
+    table = bq.create_table(table)
+    today = dt.date.today()
+    rows = [
+        {"StudyDate": "2010-03-01"},
+        {"StudyDate": (today - dt.timedelta(days=1800)).isoformat()},
+        {"StudyDate": (today + dt.timedelta(days=400)).isoformat()},
+    ]
+    errors = bq.insert_rows(table, rows)
+    assert [(e["index"], e["errors"][0]["reason"]) for e in errors] == [(0, "invalid"), (1, "stopped"), (2, "invalid")]
+    assert "outside the allowed bounds" in errors[0]["errors"][0]["message"]
+    assert bq.get_table(table).num_rows == 0
+    assert [e["index"] for e in bq.insert_rows(table, rows, skip_invalid_rows=True)] == [0, 2]
+    assert bq.get_table(table).num_rows == 1
+    flat = bq.create_table(bigquery.Table(f"{PROJECT}.{dataset}.flat", schema=table.schema))
+    assert bq.insert_rows(flat, rows) == []
+
+
+def test_a_job_runs_where_its_dataset_is(bq):
+    """A dataset keeps its location; a job given another location does not find it (BigQuery's 404); a job given
+    none runs in its dataset's location."""
+    name = unique("eu").replace("-", "_")
+    made = bigquery.Dataset(f"{PROJECT}.{name}")
+    made.location = "europe-west2"
+    bq.create_dataset(made)
+    try:
+        table = bq.create_table(bigquery.Table(f"{PROJECT}.{name}.t", schema=[bigquery.SchemaField("x", "INTEGER")]))
+        assert bq.get_dataset(f"{PROJECT}.{name}").location == "europe-west2"
+        assert table.location == "europe-west2"
+        with pytest.raises(NotFound, match="was not found in location US"):
+            bq.query(f"SELECT x FROM `{PROJECT}.{name}.t`", location="US").result()
+        job = bq.query(f"SELECT x FROM `{PROJECT}.{name}.t`")
+        job.result()
+        assert job.location == "europe-west2"
+    finally:
+        bq.delete_dataset(name, delete_contents=True, not_found_ok=True)

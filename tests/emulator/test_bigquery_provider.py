@@ -25,26 +25,29 @@ def _states(run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
-def test_concat_query_and_headerless_extract():
+def metadata_table(prefix: str, name: str, *extra: tuple[str, str]) -> tuple[bigquery.Client, str, bigquery.Table]:
+    """A new dataset with one metadata table: the UIDs, Modality, StudyDate and the ``extra`` columns."""
     bq = bigquery.Client(project=PROJECT, credentials=AnonymousCredentials())
-    dataset = unique("prov").replace("-", "_")
+    dataset = unique(prefix).replace("-", "_")
     bq.create_dataset(dataset)
-    table = bq.create_table(
-        bigquery.Table(
-            f"{PROJECT}.{dataset}.meta_table",
-            schema=[
-                bigquery.SchemaField(n, t)
-                for n, t in (
-                    ("StudyInstanceUID", "STRING"),
-                    ("SeriesInstanceUID", "STRING"),
-                    ("SOPInstanceUID", "STRING"),
-                    ("Modality", "STRING"),
-                    ("StudyDate", "DATE"),
-                    ("PatientID", "STRING"),
-                )
-            ],
-        )
+    columns = [("StudyInstanceUID", "STRING"), ("SeriesInstanceUID", "STRING"), ("SOPInstanceUID", "STRING")]
+    columns += [("Modality", "STRING"), ("StudyDate", "DATE"), *extra]
+    table = bigquery.Table(f"{PROJECT}.{dataset}.{name}", schema=[bigquery.SchemaField(n, t) for n, t in columns])
+    return bq, dataset, bq.create_table(table)
+
+
+def run_chain(dataset: str, **conf: str) -> bytes:
+    """Run the provider's query and extract on the project's filter SQL; returns the filter file written."""
+    bucket = new_bucket("prov")
+    run = fixture_dag("bq_provider_chain").test(
+        run_conf={"project_id": PROJECT, "bigquery_dataset": dataset, "bucket": bucket.name, **conf}
     )
+    assert _states(run) == {"query": "success", "extract": "success"}
+    return bucket.blob("filter.txt").download_as_bytes()
+
+
+def test_concat_query_and_headerless_extract():
+    bq, dataset, table = metadata_table("prov", "meta_table", ("PatientID", "STRING"))
     bq.insert_rows(
         table,
         [
@@ -82,20 +85,10 @@ def test_concat_query_and_headerless_extract():
             },
         ],
     )
-    bucket = new_bucket("prov")
-    run = fixture_dag("bq_provider_chain").test(
-        run_conf={
-            "project_id": PROJECT,
-            "bigquery_dataset": dataset,
-            "bucket": bucket.name,
-            "granularity": "series",
-            "modalities": "CT",
-            "study_date_from": "2026-11-19",
-            "study_date_to": "2026-11-22",
-        }
+    filter_file = run_chain(
+        dataset, granularity="series", modalities="CT", study_date_from="2026-11-19", study_date_to="2026-11-22"
     )
-    assert _states(run) == {"query": "success", "extract": "success"}
-    assert bucket.blob("filter.txt").download_as_bytes() == b"/studies/1.1/series/1.1.1\n"
+    assert filter_file == b"/studies/1.1/series/1.1.1\n"
 
 
 def test_query_on_missing_table_fails_the_task():
@@ -122,3 +115,40 @@ def test_the_provider_deferrable_trigger_polls_the_local_bigquery():
 
     event = asyncio.run(first_event())
     assert event.payload["status"] == "success" and event.payload["job_id"] == job.job_id
+
+
+def test_a_streamed_table_is_read_as_a_change_log():
+    """The stream appends a row per change and never removes one: an instance whose latest row is a DELETE is not
+    selected; one deleted and stored again is; criteria apply to the latest row. A 2010 study is selected."""
+    bq, dataset, table = metadata_table("change", "stream", ("LastUpdated", "TIMESTAMP"), ("Type", "STRING"))
+
+    def row(study: str, modality: str, day: str, at: str, change: str) -> dict:
+        return {
+            "StudyInstanceUID": study,
+            "SeriesInstanceUID": study + ".1",
+            "SOPInstanceUID": study + ".1.1",
+            "Modality": modality,
+            "StudyDate": day,
+            "LastUpdated": f"2026-12-01T0{at}:00:00Z",
+            "Type": change,
+        }
+
+    bq.insert_rows(
+        table,
+        [
+            row("1.1", "CT", "2026-11-20", "1", "INSERT"),
+            row("1.1", "CT", "2026-11-20", "2", "DELETE"),  # withdrawn: not exported
+            row("1.2", "CT", "2026-11-20", "1", "INSERT"),
+            row("1.2", "CT", "2026-11-20", "2", "DELETE"),
+            row("1.2", "CT", "2026-11-20", "3", "INSERT"),  # stored again: exported
+            row("1.3", "CT", "2010-03-01", "1", "INSERT"),  # a prior from 2010
+            row("1.4", "MR", "2026-11-20", "1", "INSERT"),
+        ],
+    )
+    filter_file = run_chain(
+        dataset, granularity="instance", modalities="CT", metadata_table=f"bq://{PROJECT}.{dataset}.stream"
+    )
+    assert filter_file.decode().splitlines() == [
+        "/studies/1.2/series/1.2.1/instances/1.2.1.1",
+        "/studies/1.3/series/1.3.1/instances/1.3.1.1",
+    ]

@@ -112,9 +112,9 @@ def test_the_local_healthcare_api_logs_each_failed_file_as_google_documents():
     op_id = op["name"].rsplit("/", 1)[1]
     assert op["metadata"]["logsUrl"].startswith("https://console.cloud.google.com/logs/query;query=")
     assert op_id in op["metadata"]["logsUrl"] and f"project={PROJECT}" in op["metadata"]["logsUrl"]
-    query = f'resource.type="healthcare_dicom_store" AND operation.id="{op_id}"'
+    query = f'resource.type="healthcare_dicom_store" AND operation.id="{op["name"]}"'  # Google's: the full name
     found = list(client().list_entries(filter_=query))
-    assert len(found) == 2
+    assert len(found) == 2 and all(e.operation["id"] == op["name"] for e in found)
     for e in found:
         assert e.severity == "ERROR" and e.log_name.endswith("/logs/healthcare.googleapis.com%2Fimport_dicom")
         assert e.payload["@type"] == "type.googleapis.com/google.cloud.healthcare.logging.ImportDicomLogEntry"

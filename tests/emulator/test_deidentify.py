@@ -8,12 +8,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from email.parser import BytesParser
-from email.policy import HTTP
 
 import pydicom
 import pytest
 import requests
+from dicomweb_client.api import DICOMwebClient
 from googleapiclient.errors import HttpError
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
@@ -63,19 +62,11 @@ def deidentify(source_store: str, config: dict | None = None, **body) -> tuple[s
 
 
 def instances(store: str) -> list[pydicom.Dataset]:
-    base = f"{os.environ['HEALTHCARE_API_ENDPOINT']}/v1/{store}/dicomWeb"
-    studies = requests.get(f"{base}/studies", timeout=30).json()
+    """Every instance of a store as stored, read back through DICOMweb with a third-party client."""
+    client = DICOMwebClient(url=f"{os.environ['HEALTHCARE_API_ENDPOINT']}/v1/{store}/dicomWeb")
     out = []
-    for study in studies:
-        uid = study["0020000D"]["Value"][0]
-        resp = requests.get(
-            f"{base}/studies/{uid}",
-            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
-            timeout=30,
-        )
-        header = f"Content-Type: {resp.headers['Content-Type']}\r\n\r\n".encode()
-        for part in BytesParser(policy=HTTP).parsebytes(header + resp.content).iter_parts():
-            out.append(pydicom.dcmread(io.BytesIO(part.get_payload(decode=True))))
+    for study in client.search_for_studies():
+        out += client.retrieve_study(study["0020000D"]["Value"][0], media_types=(("application/dicom", "*"),))
     return out
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
+import requests
 from googleapiclient.http import HttpMockSequence
 
 from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook, CloudHealthcareDicomHook
@@ -126,6 +128,10 @@ def test_retries_429_and_5xx_inside_execute(hook):
         admin("/admin/faults", {})
 
 
+def admin_logging(path: str, body: dict) -> None:
+    requests.post(os.environ["LOGGING_API_ENDPOINT"] + path, json=body, timeout=30).raise_for_status()
+
+
 def test_cancel_and_logs(hook):
     name = hook.ensure_dicom_store(
         project_id=PROJECT, location=LOCATION, dataset_id=unique("cancel"), dicom_store_id="s"
@@ -145,6 +151,23 @@ def test_cancel_and_logs(hook):
     entries = hook.failed_entries(status=status, limit=10, settle_s=0)
     assert [e["source"].rsplit("/", 1)[1] for e in entries] == ["bad.txt"]
     assert entries[0]["code"] == 3 and entries[0]["message"]
+
+
+def test_a_logging_read_refused_for_quota_is_named_a_quota_not_a_missing_role(hook, capfd):
+    name = hook.ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=unique("quota"), dicom_store_id="s"
+    )
+    _, uri = seed_import(1, extra={"bad.txt": b"no"})
+    status = hook.wait_for_operation(
+        name=hook.import_dicom(store_name=name, gcs_uri=uri)["name"], planner=PollPlanner(0.1, 0.5)
+    )
+    admin_logging("/admin/faults", {"entries.list": {"rate": 1.0, "code": 429}})
+    try:
+        assert hook.failed_entries(status=status, limit=10, settle_s=0) == []
+    finally:
+        admin_logging("/admin/faults", {})
+    logged = "".join(capfd.readouterr())
+    assert "Logging read quota" in logged and "roles/logging.viewer" not in logged
 
 
 def test_wait_deadline_raises_with_the_last_status(hook):

@@ -328,18 +328,19 @@ def test_ensure_store_operator():
     )
 
 
-def test_ensure_store_partitions_the_stream_table_and_the_store_streams_into_it():
-    """The stream table is made partitioned by study month before the stream is added; the Healthcare API then
-    appends to it, adding its own columns, and a query on one study date bills only that month."""
+def test_ensure_store_leaves_the_stream_table_to_the_api_which_streams_every_change():
+    """The stream's dataset is made in the Healthcare dataset's region; the table is left to the Healthcare API.
+    Every change is a row: a 2010 study arrives (no partition window to fall out of), and a deletion is a DELETE
+    row, not a removed one."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
     from scripts.dicom_samples import make_study
 
     bq = bigquery.Client(project=PROJECT, credentials=AnonymousCredentials())
-    bq_dataset = unique("parts").replace("-", "_")
+    bq_dataset = unique("streams").replace("-", "_")
     table = f"{PROJECT}.{bq_dataset}.stream"
-    ds = unique("parted")
+    ds = unique("streamed")
     op = HealthcareEnsureDicomStoreOperator(
         task_id="e",
         project_id=PROJECT,
@@ -349,27 +350,63 @@ def test_ensure_store_partitions_the_stream_table_and_the_store_streams_into_it(
         stream_table_uri=f"bq://{table}",
     )
     name = op.execute(make_context())
-    made = bq.get_table(table)
-    assert (made.time_partitioning.type_, made.time_partitioning.field) == ("MONTH", "StudyDate")
-    assert made.clustering_fields == ["StudyDate", "Modality"]
-    bucket = new_bucket("parts")
-    for n, (modality, day) in enumerate([("CT", "20260105"), ("CT", "20260106"), ("MR", "20260301")]):
-        for i, inst in enumerate(make_study(modality, day, series=1, per_series=2, patient_id=f"P{n}")):
-            bucket.blob(f"in/{n}-{i}.dcm").upload_from_string(inst.data)
+    assert bq.get_dataset(f"{PROJECT}.{bq_dataset}").location == LOCATION
+    bucket = new_bucket("streams")
+    old = make_study("CT", "20100301", series=1, per_series=1, patient_id="P-OLD")[0]
+    new = make_study("CT", "20261101", series=1, per_series=1, patient_id="P-NEW")[0]
+    for i, inst in enumerate((old, new)):
+        bucket.blob(f"in/{i}.dcm").upload_from_string(inst.data)
     hook = CloudHealthcareDicomHook()
     status = hook.wait_for_operation(
         name=hook.import_dicom(store_name=name, gcs_uri=f"gs://{bucket.name}/in/*.dcm")["name"],
         planner=PollPlanner(0.1, 0.5),
     )
-    assert status.success == 6
+    assert status.success == 2
     assert op.execute(make_context()) == name, "a second run leaves the table and the stream as they are"
-    assert bq.get_table(table).num_rows == 6
-    dry = bigquery.QueryJobConfig(dry_run=True)
-    whole = bq.query(f"SELECT SOPInstanceUID FROM `{table}`", job_config=dry).total_bytes_processed
-    january = bq.query(
-        f"SELECT SOPInstanceUID FROM `{table}` WHERE StudyDate = '2026-01-06'", job_config=dry
-    ).total_bytes_processed
-    assert 0 < january < whole
+    assert bq.get_table(table).time_partitioning is None
+    deleted = requests.delete(
+        f"{os.environ['HEALTHCARE_API_ENDPOINT']}/v1/{name}/dicomWeb/studies/{new.study}/series/{new.series}/"
+        f"instances/{new.sop}",
+        timeout=30,
+    )
+    assert deleted.status_code == 200
+    rows = bq.query(f"SELECT StudyDate, Type FROM `{table}` ORDER BY LastUpdated, StudyDate").result()
+    assert [(str(r.StudyDate), r.Type) for r in rows] == [
+        ("2010-03-01", "INSERT"),
+        ("2026-11-01", "INSERT"),
+        ("2026-11-01", "DELETE"),
+    ]
+
+
+def test_ensure_store_refuses_a_stream_table_partitioned_on_a_column_and_a_dataset_in_another_region():
+    """BigQuery refuses streamed rows over five years old in a column-partitioned table, and the Healthcare API
+    only logs it: such a table is refused up front. A dataset outside the Healthcare region is refused unless
+    bigquery_location names it."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    bq = bigquery.Client(project=PROJECT, credentials=AnonymousCredentials())
+    here, elsewhere = unique("here").replace("-", "_"), unique("elsewhere").replace("-", "_")
+    made = bigquery.Dataset(f"{PROJECT}.{here}")
+    made.location = LOCATION
+    bq.create_dataset(made)
+    parted = bigquery.Table(f"{PROJECT}.{here}.parted", schema=[bigquery.SchemaField("StudyDate", "DATE")])
+    parted.time_partitioning = bigquery.TimePartitioning(type_="MONTH", field="StudyDate")
+    bq.create_table(parted)
+    bq.create_dataset(elsewhere)  # no location: BigQuery's default, the US multi-region
+    kw = {"task_id": "e", "project_id": PROJECT, "location": LOCATION, "dataset_id": unique("refused")}
+    with pytest.raises(AirflowFailException, match=r"partitioned on the column StudyDate: .*1825 days"):
+        HealthcareEnsureDicomStoreOperator(
+            **kw, dicom_store_id="a", stream_table_uri=f"bq://{PROJECT}.{here}.parted"
+        ).execute(make_context())
+    with pytest.raises(AirflowFailException, match=rf"{elsewhere} is in location US, but .* stay in {LOCATION}"):
+        HealthcareEnsureDicomStoreOperator(
+            **kw, dicom_store_id="b", stream_table_uri=f"bq://{PROJECT}.{elsewhere}.stream"
+        ).execute(make_context())
+    accepted = HealthcareEnsureDicomStoreOperator(
+        **kw, dicom_store_id="c", stream_table_uri=f"bq://{PROJECT}.{elsewhere}.stream", bigquery_location="US"
+    ).execute(make_context())
+    assert accepted.endswith("/dicomStores/c")
 
 
 def _calls(name: str) -> int:
@@ -562,8 +599,13 @@ def test_deidentify_into_an_empty_store_only():
     result = deidentifier(store, "research", keep_tags="Modality, PixelData").execute(make_context())
     assert (result["success"], result["failure"], result["destination_store"]) == (3, 0, dest)
     assert hook.get_store_metrics(store_name=dest)["instanceCount"] == 3
-    with pytest.raises(AirflowFailException, match="already holds instances"):
-        deidentifier(store, "research").execute(make_context())
+    admin("/admin/settings", {"metrics_lag_s": 600.0})  # Google's metrics may not show recent changes yet
+    try:
+        assert hook.get_store_metrics(store_name=dest)["instanceCount"] == 0
+        with pytest.raises(AirflowFailException, match="already holds instances"):
+            deidentifier(store, "research").execute(make_context())
+    finally:
+        admin("/admin/settings", {"metrics_lag_s": 0.0})
     with pytest.raises(AirflowFailException, match="must exist before de-identifying"):
         deidentifier(store, "nowhere").execute(make_context())
 

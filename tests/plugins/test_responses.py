@@ -64,7 +64,7 @@ def test_times_and_log_filters():
     assert parse_time("2026-11-26T01:02:03Z") == dt.datetime(2026, 11, 26, 1, 2, 3, tzinfo=dt.UTC)
     assert parse_time("yesterday") is None
     query = operation_log_filter("projects/p/locations/l/datasets/d/operations/42", since="2026-11-26T00:00:00Z")
-    assert 'operation.id:"42"' in query
+    assert 'operation.id="projects/p/locations/l/datasets/d/operations/42"' in query
     assert 'timestamp>="2026-11-26T00:00:00Z"' in query
 
 

@@ -109,7 +109,11 @@ def test_all_documented_mime_types_and_tolerant_spelling():
     for value in MIME_TYPES:
         assert parse_mime_type(value).canonical == value
     assert parse_mime_type("Image/JPEG;transfer-syntax=1.2.840.10008.1.2.4.50").extension == ".jpg"
-    assert parse_mime_type("application/dicom").transfer_syntax is None
+    bare = parse_mime_type("application/dicom")  # not documented: sent as the conformance statement reads it
+    assert (bare.transfer_syntax, bare.canonical) == (
+        "1.2.840.10008.1.2.1",
+        "application/dicom; transfer-syntax=1.2.840.10008.1.2.1",
+    )
     assert parse_mime_type("").media_type == "application/dicom"
     assert parse_mime_type("application/octet-stream; transfer-syntax=*").extension == ""
 
