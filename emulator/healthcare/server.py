@@ -123,6 +123,7 @@ class HealthcareApi:
         r("POST", _ST + r":import", "dicomStores.import")(self.import_)
         r("POST", _ST + r":export", "dicomStores.export")(self.export)
         r("POST", _ST + r":deidentify", "dicomStores.deidentify")(self.deidentify)
+        r("POST", _ST + r":setBlobStorageSettings", "dicomStores.setBlobStorageSettings")(self.set_storage_class)
         r("GET", _DS + r"/operations", "operations.list")(self.list_operations)
         r("GET", _DS + r"/operations/(?P<o>[^/:]+)", "operations.get")(self.get_operation)
         r("POST", _DS + r"/operations/(?P<o>[^/:]+):cancel", "operations.cancel")(self.cancel_operation)
@@ -317,6 +318,27 @@ class HealthcareApi:
             raise validation_error(exc) from None
         run = self.engine.new_operation(store.split("/dicomStores/")[0], req.match["v"], "ImportDicomData", body, store)
         self.engine.start(run, lambda r: self.engine.run_import(r, store, str(uri)))
+        return self._op_response(run)
+
+    def set_storage_class(self, req: Request) -> dict:
+        """``dicomStores.setBlobStorageSettings`` on a whole store, or on the instances of a filter file (v1
+        reference): an operation that changes the instances' blob storage class."""
+        store = self._store(req)
+        body = req.json()
+        check_fields(body, {"blobStorageSettings", "filterConfig"})
+        check_fields(body.get("blobStorageSettings") or {}, {"blobStorageClass"}, "blobStorageSettings")
+        check_fields(body.get("filterConfig") or {}, {"resourcePathsGcsUri"}, "filterConfig")
+        storage_class = (body.get("blobStorageSettings") or {}).get("blobStorageClass")
+        if storage_class not in ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"):
+            raise bad_request(
+                f"blobStorageSettings.blobStorageClass {storage_class!r} must be STANDARD, NEARLINE, COLDLINE or "
+                "ARCHIVE",
+                "blobStorageSettings.blobStorageClass",
+            )
+        filter_uri = (body.get("filterConfig") or {}).get("resourcePathsGcsUri")
+        dataset = store.split("/dicomStores/")[0]
+        run = self.engine.new_operation(dataset, req.match["v"], "SetBlobStorageSettings", body, store)
+        self.engine.start(run, lambda r: self.engine.run_set_storage_class(r, store, storage_class, filter_uri))
         return self._op_response(run)
 
     def deidentify(self, req: Request) -> dict:

@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS operations (
 CREATE TABLE IF NOT EXISTS op_stores (name TEXT PRIMARY KEY, store TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS op_stores_store ON op_stores(store);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS storage_classes (
+    store TEXT NOT NULL, study TEXT NOT NULL, series TEXT NOT NULL, sop TEXT NOT NULL, class TEXT NOT NULL,
+    PRIMARY KEY (store, study, series, sop));
 """
 
 

@@ -142,6 +142,7 @@ def test_a_streamed_table_is_read_as_a_change_log():
             row("1.2", "CT", "2026-11-20", "2", "DELETE"),
             row("1.2", "CT", "2026-11-20", "3", "INSERT"),  # stored again: exported
             row("1.3", "CT", "2010-03-01", "1", "INSERT"),  # a prior from 2010
+            row("1.3", "CT", "2010-03-01", "2", "UPDATE"),  # a storage-class change (its Type is undocumented)
             row("1.4", "MR", "2026-11-20", "1", "INSERT"),
         ],
     )

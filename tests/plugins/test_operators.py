@@ -330,8 +330,8 @@ def test_ensure_store_operator():
 
 def test_ensure_store_leaves_the_stream_table_to_the_api_which_streams_every_change():
     """The stream's dataset is made in the Healthcare dataset's region; the table is left to the Healthcare API.
-    Every change is a row: a 2010 study arrives (no partition window to fall out of), and a deletion is a DELETE
-    row, not a removed one."""
+    Every change is a row: a 2010 study arrives (no partition window to fall out of), a deletion is a DELETE
+    row, not a removed one, and a storage-class change is a row too."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
@@ -370,11 +370,18 @@ def test_ensure_store_leaves_the_stream_table_to_the_api_which_streams_every_cha
         timeout=30,
     )
     assert deleted.status_code == 200
-    rows = bq.query(f"SELECT StudyDate, Type FROM `{table}` ORDER BY LastUpdated, StudyDate").result()
-    assert [(str(r.StudyDate), r.Type) for r in rows] == [
-        ("2010-03-01", "INSERT"),
-        ("2026-11-01", "INSERT"),
-        ("2026-11-01", "DELETE"),
+    archived = requests.post(
+        f"{os.environ['HEALTHCARE_API_ENDPOINT']}/v1/{name}:setBlobStorageSettings",
+        json={"blobStorageSettings": {"blobStorageClass": "ARCHIVE"}},
+        timeout=30,
+    )
+    assert hook.wait_for_operation(name=archived.json()["name"], planner=PollPlanner(0.1, 0.5)).success == 1
+    rows = bq.query(f"SELECT StudyDate, Type, StorageClass FROM `{table}` ORDER BY LastUpdated, StudyDate").result()
+    assert [(str(r.StudyDate), r.Type, r.StorageClass) for r in rows] == [
+        ("2010-03-01", "INSERT", "STANDARD"),
+        ("2026-11-01", "INSERT", "STANDARD"),
+        ("2026-11-01", "DELETE", "STANDARD"),
+        ("2010-03-01", "UPDATE", "ARCHIVE"),  # a storage-class change: Type undocumented, a stand-in setting
     ]
 
 
