@@ -221,12 +221,17 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
 
     # 3c. criteria that match nothing: the export is skipped with a clear message, the run succeeds. Its new work
     #     dataset (PatientName and PatientID go there) is made in the Healthcare dataset's region
-    run = client.trigger(FILTERED, {"modalities": ["PT"], "bigquery_dataset": "work_in_region"})
+    kept = {"modalities": ["PT"], "bigquery_dataset": "work_in_region", "metadata_max_age_hours": 24}
+    run = client.trigger(FILTERED, kept)
     assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "success"
     states = client.task_states(FILTERED, run["dag_run_id"])
     assert states["check_filter"] == "skipped" and states["export_dicom"] == "skipped"
     made = requests.get(f"{bq}/work_in_region", timeout=30).json()
     assert made["location"] == DEMO_IDS["HEALTHCARE_LOCATION"], made
+    #     run again within metadata_max_age_hours, the store's metadata table just exported is reused
+    run = client.trigger(FILTERED, kept)
+    assert client.wait_run(FILTERED, run["dag_run_id"])["state"] == "success"
+    assert client.task_states(FILTERED, run["dag_run_id"])["reuse_store_metadata"] == "success"
     #     a work dataset in another location is refused before any query, naming both locations
     requests.post(bq, json={"datasetReference": {"datasetId": "work_in_us"}}, timeout=30).raise_for_status()
     run = client.trigger(FILTERED, {"modalities": ["CT"], "bigquery_dataset": "work_in_us"})
