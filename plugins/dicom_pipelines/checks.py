@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from airflow.sdk import task
+from airflow.sdk import BaseOperator, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from dicom_pipelines.dag_params import run_param_problems
@@ -38,40 +38,81 @@ log = logging.getLogger(__name__)
 FINISHED_RUN_STATES = ("success", "failed")
 
 
-@task.sensor(task_id="wait_for_previous_run", poke_interval=10, timeout=24 * 3600, mode="reschedule")
-def wait_for_previous_run(**context: Any) -> bool:
-    """Task: wait until the run of the previous logical date has finished, whatever its outcome.
+def previous_run_to_wait_for(ti: Any) -> Any | None:
+    """The run of the previous logical date that this night must wait for, or None when it may go on.
 
     Runs of one DAG share a store, and what a night imports can depend on what came before it (the same
-    instance sent again, or changed). A backfill started from the UI runs up to ten nights at once, so this keeps
-    the nights in date order however they were started. A failed night does not hold the next one back; a run
-    with no logical date (started by hand) does not wait. Imports themselves never overlap either: the import
-    task has ``max_active_tis_per_dag=1``.
+    instance sent again, or changed). A backfill started from the UI runs up to ten nights at once, so the nights
+    keep their date order however they were started. A finished night, failed or not, does not hold the next one
+    back; a run with no logical date (started by hand) does not wait. Imports themselves never overlap either:
+    the import task has ``max_active_tis_per_dag=1``.
 
     One case goes out of order: an earlier night created after this one started, outside a backfill (a run
     triggered for a past logical date, say). The DAG runs one such run at a time, so that night stays queued
-    until this one ends; waiting for it would hold both until the sensor's timeout. This night goes first, and a
+    until this one ends; waiting for it would hold both until the wait's timeout. This night goes first, and a
     warning names the other.
     """
-    previous = context["ti"].get_previous_dagrun()
+    previous = ti.get_previous_dagrun()
     if previous is None or _value(previous.state) in FINISHED_RUN_STATES:
-        return True
+        return None
     if _value(previous.state) == "queued" and _value(previous.run_type) != "backfill":
         log.warning(
             "Run %s (logical date %s) is queued behind this run: the DAG runs one scheduled or manual run at a "
-            "time, so waiting for it would hold both until this sensor's timeout. This night imports first, out "
+            "time, so waiting for it would hold both until this wait's timeout. This night imports first, out "
             "of date order",
             previous.run_id,
             previous.logical_date,
         )
-        return True
-    log.info(
-        "Waiting for run %s (logical date %s, %s) to finish: nights import in date order",
-        previous.run_id,
-        previous.logical_date,
-        previous.state,
-    )
-    return False
+        return None
+    return previous
+
+
+class WaitForPreviousRunOperator(BaseOperator):
+    """Wait until the run of the previous logical date has finished (:func:`previous_run_to_wait_for`).
+
+    The wait holds no worker slot and starts no process per check: it defers to the standard provider's
+    ``DagStateTrigger``, which asks for the run's state from the triggerer every ``poll_interval`` seconds, up to
+    ``wait_timeout``.
+    """
+
+    def __init__(
+        self, *, poll_interval: float = 10.0, wait_timeout: dt.timedelta = dt.timedelta(hours=24), **kwargs: Any
+    ):
+        super().__init__(**kwargs)
+        self.poll_interval = poll_interval
+        self.wait_timeout = wait_timeout
+
+    def execute(self, context: Any) -> None:
+        from airflow.providers.standard.triggers.external_task import DagStateTrigger
+        from airflow.utils.state import DagRunState
+
+        previous = previous_run_to_wait_for(context["ti"])
+        if previous is None:
+            return
+        log.info(
+            "Waiting for run %s (logical date %s, %s) to finish: nights import in date order",
+            previous.run_id,
+            previous.logical_date,
+            _value(previous.state),
+        )
+        self.defer(
+            trigger=DagStateTrigger(
+                dag_id=context["dag"].dag_id,
+                states=[DagRunState(state) for state in FINISHED_RUN_STATES],
+                run_ids=[previous.run_id],
+                poll_interval=self.poll_interval,
+            ),
+            method_name="execute_complete",
+            timeout=self.wait_timeout,
+        )
+
+    def execute_complete(self, context: Any, event: Any = None) -> None:
+        log.info("The previous night's run has finished: this night goes on")
+
+
+def wait_for_previous_run() -> WaitForPreviousRunOperator:
+    """The nightly import's first wait, as a task of the DAG being defined."""
+    return WaitForPreviousRunOperator(task_id="wait_for_previous_run")
 
 
 def _value(member: Any) -> Any:

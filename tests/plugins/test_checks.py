@@ -9,7 +9,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.utils.state import DagRunState
 from airflow.utils.types import DagRunType
 
-from dicom_pipelines.checks import check_params, wait_for_previous_run
+from dicom_pipelines.checks import WaitForPreviousRunOperator, check_params, previous_run_to_wait_for
 
 
 class PreviousRunTI:
@@ -37,15 +37,34 @@ def previous(state: str, run_type: str = "backfill") -> SimpleNamespace:
     + [(previous("running", run_type), False) for run_type in ("manual", "scheduled")],
 )
 def test_a_night_waits_only_for_an_unfinished_previous_run(earlier, proceeds):
-    assert wait_for_previous_run.function(ti=PreviousRunTI(earlier)) is proceeds
+    assert (previous_run_to_wait_for(PreviousRunTI(earlier)) is None) is proceeds
 
 
 @pytest.mark.parametrize("run_type", ["manual", "scheduled"])
 def test_an_earlier_night_queued_behind_this_run_does_not_hold_it(run_type, caplog):
     """One scheduled or manual run at a time: the queued earlier night can only start when this one ends."""
     caplog.set_level("WARNING", logger="dicom_pipelines.checks")
-    assert wait_for_previous_run.function(ti=PreviousRunTI(previous("queued", run_type))) is True
+    assert previous_run_to_wait_for(PreviousRunTI(previous("queued", run_type))) is None
     assert f"Run {run_type}__2026-11-21 (logical date 2026-11-21T00:00:00Z) is queued behind this run" in caplog.text
+
+
+def test_the_wait_defers_to_the_triggerer_on_the_previous_runs_state():
+    """No worker slot and no process per check: the run's state is asked for by the standard DagStateTrigger."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    waiting = previous("running")
+    op = WaitForPreviousRunOperator(task_id="wait_for_previous_run", poll_interval=5)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"ti": PreviousRunTI(waiting), "dag": SimpleNamespace(dag_id="dicom_nightly_import")})
+    trigger = deferred.value.trigger
+    assert type(trigger).__name__ == "DagStateTrigger" and deferred.value.method_name == "execute_complete"
+    assert (trigger.dag_id, trigger.run_ids, trigger.states, trigger.poll_interval) == (
+        "dicom_nightly_import",
+        [waiting.run_id],
+        ["success", "failed"],
+        5,
+    )
+    assert op.execute({"ti": PreviousRunTI(previous("success")), "dag": None}) is None
 
 
 def params_context(values: dict, conf: dict, declared: dict | None = None) -> dict:
