@@ -75,6 +75,7 @@ with DAG(
         skip_id_redaction="{{ params.skip_id_redaction }}",
         text_redaction_mode="{{ params.text_redaction_mode }}",
         filter_uri="{{ ti.xcom_pull(task_ids='check_filter')['filter_uri'] }}",
+        deferrable=True,
         **TOLERANCE_FROM_PARAMS,
     )
     export = HealthcareDicomExportOperator(
@@ -83,6 +84,7 @@ with DAG(
         gcp_conn_id=GCP_CONN_ID,
         uri_prefix=RESEARCH_PREFIX,
         mime_type="{{ params.mime_type or '' }}",
+        deferrable=True,
         **TOLERANCE_FROM_PARAMS,
     )
 

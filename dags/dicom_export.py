@@ -41,6 +41,7 @@ with DAG(
         gcp_conn_id=GCP_CONN_ID,
         uri_prefix=EXPORT_PREFIX,
         mime_type="{{ params.mime_type or '' }}",
+        deferrable=True,
         **TOLERANCE_FROM_PARAMS,
     )
 

@@ -55,6 +55,7 @@ with DAG(
         uri_prefix=EXPORT_PREFIX,
         mime_type="{{ params.mime_type or '' }}",
         filter_uri="{{ ti.xcom_pull(task_ids='check_filter')['filter_uri'] }}",
+        deferrable=True,
         **TOLERANCE_FROM_PARAMS,
     )
     check_params() >> chain.first

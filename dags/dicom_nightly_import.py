@@ -81,6 +81,7 @@ with DAG(
         failure_report_uri=FAILURE_REPORT_URI,
         quarantine_prefix="{{ params.quarantine_prefix or '' }}",
         max_active_tis_per_dag=1,
+        deferrable=True,
         **TOLERANCE_FROM_PARAMS,
     )
 

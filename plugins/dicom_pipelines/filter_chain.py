@@ -126,6 +126,7 @@ def add_filter_file_tasks() -> FilterChain:
         gcp_conn_id=GCP_CONN_ID,
         write_disposition="WRITE_TRUNCATE",
         table_uri="bq://" + METADATA_TABLE,
+        deferrable=True,
     )
     build_filter_table = BigQueryCriteriaQueryOperator(
         task_id="build_filter_table",
@@ -136,6 +137,7 @@ def add_filter_file_tasks() -> FilterChain:
         maximum_bytes_billed="{{ params.maximum_bytes_billed }}",
         expire_tables=[METADATA_TABLE, FILTER_TABLE],
         expiration_hours=WORK_TABLE_HOURS,
+        deferrable=True,
         configuration={
             "query": {
                 "query": "{% include 'sql/filter_paths.sql' %}",
@@ -159,6 +161,7 @@ def add_filter_file_tasks() -> FilterChain:
         destination_cloud_storage_uris=["gs://{{ params.export_bucket }}/" + SHARD_PREFIX + "*.csv"],
         export_format="CSV",
         print_header=False,
+        deferrable=True,
     )
 
     @task

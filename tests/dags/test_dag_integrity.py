@@ -158,3 +158,12 @@ def test_every_dag_survives_airflows_serialization(dagbag):
     for dag_id in EXPECTED:
         stored = DagSerialization.from_dict(json.loads(json.dumps(DagSerialization.to_dict(dagbag.dags[dag_id]))))
         assert stored.timetable == dagbag.dags[dag_id].timetable, dag_id
+
+
+def test_every_wait_is_deferrable_whatever_the_deployments_default(dagbag):
+    """Cloud Composer and the Helm chart leave [operators] default_deferrable off: the DAGs ask for it themselves,
+    or every import would hold a worker slot for as long as it runs."""
+    for dag_id in EXPECTED | {"dicom_deidentified_export"}:
+        for t in dagbag.dags[dag_id].tasks:
+            if hasattr(t, "deferrable"):
+                assert t.deferrable is True, (dag_id, t.task_id)
