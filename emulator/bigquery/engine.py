@@ -8,6 +8,7 @@ BigQuery schemas (modes, descriptions) are kept in ``meta.duckdb`` beside the da
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import gzip
 import io
 import json
@@ -82,8 +83,6 @@ def streaming_window_error(row: dict, partitioning: dict | None, today: Any) -> 
     value = row.get(field) if field else None
     if not value:
         return None
-    import datetime as dt
-
     try:
         day = dt.date.fromisoformat(str(value)[:10])
     except ValueError:
@@ -323,8 +322,6 @@ class Engine:
         Refused: unknown fields, and rows outside a column-partitioned table's streaming window. Without
         ``skipInvalidRows`` one refused row stops the whole request, as on BigQuery; with it, the others go in.
         """
-        import datetime as dt
-
         with self.lock:
             schema = self.schema(project, dataset, table)
             names = {f["name"] for f in schema}

@@ -392,11 +392,12 @@ class OperationEngine:
         if not shas or not configs:
             return
         stamp = now_rfc3339(time.time() + self.settings.clock_offset_s)
+        classes = self.storage_classes(store)
         rows, schemas = [], []
         for sha in shas:
             row, fields = dicom.flatten(dicom.read_for_bigquery(self.storage.get_blob(sha)))
             uids = (row.get("StudyInstanceUID"), row.get("SeriesInstanceUID"), row.get("SOPInstanceUID"))
-            row.update({"LastUpdated": stamp, "Type": change, "StorageClass": self.storage_class(store, *uids)})
+            row.update({"LastUpdated": stamp, "Type": change, "StorageClass": classes.get(uids, "STANDARD")})
             fields.update({f["name"]: f for f in self.STREAM_COLUMNS})
             rows.append(row)
             schemas.append(fields)
@@ -411,22 +412,19 @@ class OperationEngine:
             except (OpFailed, RequestError) as exc:
                 log.warning("stream to %r failed: %s", destination.get("tableUri"), exc)
 
-    def storage_class(self, store: str, study: Any, series: Any, sop: Any) -> str:
-        """An instance's blob storage class: STANDARD unless ``setBlobStorageSettings`` changed it."""
-        rows = self.storage.query(
-            "SELECT class FROM storage_classes WHERE store=? AND study=? AND series=? AND sop=?",
-            (store, study, series, sop),
-        )
-        return rows[0][0] if rows else "STANDARD"
+    def storage_classes(self, store: str) -> dict[tuple, str]:
+        """The instances whose blob storage class ``setBlobStorageSettings`` changed; the others are STANDARD."""
+        rows = self.storage.query("SELECT study, series, sop, class FROM storage_classes WHERE store=?", (store,))
+        return {(study, series, sop): cls for study, series, sop, cls in rows}
 
     def run_set_storage_class(self, run: RunningOp, store: str, storage_class: str, filter_uri: str | None) -> None:
         """``setBlobStorageSettings``: the instances selected (all, or those of the filter file) take the class; each
         one whose class changes is streamed with ``Type`` = ``storage_class_change_type``."""
-        changed = []
+        changed, classes = [], self.storage_classes(store)
         for study, series, sop, sha in self._select(run, store, filter_uri):
             if run.cancel.is_set():
                 raise Cancelled()
-            if self.storage_class(store, study, series, sop) != storage_class:
+            if classes.get((study, series, sop), "STANDARD") != storage_class:
                 self.storage.execute(
                     "INSERT OR REPLACE INTO storage_classes VALUES (?,?,?,?,?)",
                     (store, study, series, sop, storage_class),

@@ -733,17 +733,7 @@ class HealthcareApi:
                     406, "a study or series has several instances: ask for multipart/related", "FAILED_PRECONDITION"
                 )
             return Response(200, parts[0][0], {"Content-Type": f"application/dicom; transfer-syntax={parts[0][1]}"})
-        boundary = uuid.uuid4().hex
-        body = b"".join(
-            f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={syntax}\r\n\r\n".encode()
-            + data
-            + b"\r\n"
-            for data, syntax in parts
-        )
-        body += f"--{boundary}--\r\n".encode()
-        return Response(
-            200, body, {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
-        )
+        return self._multipart([(data, f"application/dicom; transfer-syntax={syntax}") for data, syntax in parts])
 
     def rendered(self, req: Request) -> Response:
         """An instance or one of its frames as an image: JPEG unless ``Accept`` asks for PNG."""
@@ -795,13 +785,15 @@ class HealthcareApi:
         return self.storage.get_blob(rows[0][3])
 
     @staticmethod
-    def _multipart(parts: list[bytes], content_type: str) -> Response:
+    def _multipart(parts: list[tuple[bytes, str]]) -> Response:
+        """A ``multipart/related`` answer of ``(bytes, content type)`` parts; its ``type`` is the parts' media type."""
         boundary = uuid.uuid4().hex
         body = b"".join(
-            f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + part + b"\r\n" for part in parts
+            f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + data + b"\r\n"
+            for data, content_type in parts
         )
         body += f"--{boundary}--\r\n".encode()
-        media = content_type.split(";")[0]
+        media = parts[0][1].split(";")[0]
         return Response(200, body, {"Content-Type": f'multipart/related; type="{media}"; boundary={boundary}'})
 
     def frames(self, req: Request) -> Response:
@@ -817,25 +809,22 @@ class HealthcareApi:
         numbers = [int(n) for n in req.match["frames"].split(",")]
         if any(n < 1 or n > len(frames) for n in numbers):
             raise ApiError(404, f"the instance has {len(frames)} frames; frame numbers start at 1", "NOT_FOUND")
-        syntax = "*" if keep else _DEFAULT_SYNTAX
-        return self._multipart([frames[n - 1] for n in numbers], f"application/octet-stream; transfer-syntax={syntax}")
+        content_type = f"application/octet-stream; transfer-syntax={'*' if keep else _DEFAULT_SYNTAX}"
+        return self._multipart([(frames[n - 1], content_type) for n in numbers])
 
     def bulkdata(self, req: Request) -> Response:
         """The value of one bulk data element of an instance, as its metadata's ``BulkDataURI`` names it."""
         value = dicom.element_bytes(self._one_instance(req), int(req.match["tag"], 16))
         if value is None:
             raise ApiError(404, f"the instance has no bulk data element {req.match['tag']}", "NOT_FOUND")
-        return self._multipart([value], "application/octet-stream")
+        return self._multipart([(value, "application/octet-stream")])
 
     def delete_instance(self, req: Request) -> dict:
         """Delete one instance; a store that streams its metadata appends a ``DELETE`` row for it."""
         store = self._store(req)
-        where = (
-            "store=? AND study=? AND series=? AND sop=?",
-            (store, req.match["study"], req.match["series"], req.match["sop"]),
-        )
-        shas = [sha for (sha,) in self.storage.query("SELECT sha256 FROM instances WHERE " + where[0], where[1])]
-        if not shas or not self.storage.execute("DELETE FROM instances WHERE " + where[0], where[1]):
+        where, args = "store=? AND study=? AND series=? AND sop=?", (store, *req.match.group("study", "series", "sop"))
+        shas = [sha for (sha,) in self.storage.query("SELECT sha256 FROM instances WHERE " + where, args)]
+        if not shas or not self.storage.execute("DELETE FROM instances WHERE " + where, args):
             raise ApiError(404, "instance not found", "NOT_FOUND")
         self.engine.stream(store, shas, change="DELETE")
         return {}
