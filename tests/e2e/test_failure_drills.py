@@ -156,6 +156,11 @@ def backfill_and_wait(
     raise TimeoutError(f"{drill}: backfill not done: {[(r['dag_run_id'], r['state']) for r in runs]}")
 
 
+def set_latency(endpoint: str, seconds: float) -> None:
+    """The local Healthcare API's delay per instance an operation processes."""
+    requests.post(f"{endpoint}/admin/settings", json={"latency_s": seconds}, timeout=30).raise_for_status()
+
+
 def operation_polls(endpoint: str) -> int:
     return requests.get(f"{endpoint}/admin/stats", timeout=30).json()["requests"].get("operations.get", 0)
 
@@ -381,11 +386,11 @@ def test_drill_a_stalled_triggerer_hands_its_trigger_over_without_cancelling(dri
     stack, client, gcs, endpoint = drill_env
     drill = "triggerer-stall"
     # slow enough that the import still runs when the trigger moves and when the stalled triggerer resumes
-    requests.post(f"{endpoint}/admin/settings", json={"latency_s": 4.0}, timeout=30).raise_for_status()
+    set_latency(endpoint, 4.0)
     try:
         run_id, matched = deferred_import(client, gcs, endpoint, drill, 6, good=80)
     finally:
-        requests.post(f"{endpoint}/admin/settings", json={"latency_s": 0.3}, timeout=30)
+        set_latency(endpoint, 0.3)
     holder, survivor = holder_and_survivor(stack, run_id)
     logs = stack.dir / "airflow" / "logs" / f"dag_id={IMPORT}" / f"run_id={run_id}" / "task_id=import_dicom"
     stalled = sorted(_group_members({stack.pid(holder)}))
@@ -455,14 +460,25 @@ def test_drill_user_actions_on_mapped_deferred_imports(drill_env, capsys):
     drill, days = "mapped", ["2026-11-24", "2026-11-25"]
     seed_nights(gcs, drill, days, good=40, bad=0)
     uris = [f"gs://{BUCKET}/{drill}/{day}/**.dcm" for day in days]
-    run_id = client.trigger(MAPPED, {"dicom_store_id": drill, "gcs_uris": uris}, run_id=f"drill-{drill}")["dag_run_id"]
-    for index in (0, 1):
-        client.wait_task_state(MAPPED, run_id, "import_dicom", ("deferred",), map_index=index)
-    polls, deadline = operation_polls(endpoint), time.time() + 60
-    while operation_polls(endpoint) < polls + 2 and time.time() < deadline:
-        time.sleep(0.2)
-    client.set_task_state(MAPPED, run_id, "import_dicom", "success", map_index=0)
-    client.set_task_state(MAPPED, run_id, "import_dicom", "failed", map_index=1)
+    # Slow enough (80 s an import) that neither import ends before the user's marks reach the triggerer on a
+    # loaded CI machine; once the second is seen cancelled, back to normal speed so the first completes soon.
+    set_latency(endpoint, 2.0)
+    try:
+        run_id = client.trigger(MAPPED, {"dicom_store_id": drill, "gcs_uris": uris}, run_id=f"drill-{drill}")[
+            "dag_run_id"
+        ]
+        for index in (0, 1):
+            client.wait_task_state(MAPPED, run_id, "import_dicom", ("deferred",), map_index=index)
+        polls, deadline = operation_polls(endpoint), time.time() + 60
+        while operation_polls(endpoint) < polls + 2 and time.time() < deadline:
+            time.sleep(0.2)
+        client.set_task_state(MAPPED, run_id, "import_dicom", "success", map_index=0)
+        client.set_task_state(MAPPED, run_id, "import_dicom", "failed", map_index=1)
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(o["cancelRequested"] for o in imports_of(operations(endpoint, drill))):
+            time.sleep(0.5)
+    finally:
+        set_latency(endpoint, 0.3)
     run = client.wait_run(MAPPED, run_id, timeout=300)
     by_source = {o["request"]["gcsSource"]["uri"]: o for o in settled_imports(endpoint, drill)}
     ends = {uri: (by_source[uri]["error"] or {}).get("code", 0) for uri in uris}
