@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STACK := $(PY) -m scripts.stack
 
-.PHONY: setup system-packages demo test check stack up down stop stack-stop status bench mutation
+.PHONY: setup system-packages demo test check stack up down stop stack-stop status bench mutation package
 
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
 	@touch $(STAMP)
 
 # System packages: Compose v1 validates docker-compose.yaml offline; PostgreSQL serves the
@@ -55,6 +55,11 @@ stack-stop:
 
 status:
 	$(STACK) status
+
+# The wheel a platform team installs (Cloud Composer's PyPI packages, the Helm chart's image): dist/*.whl
+package: setup
+	rm -rf dist
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
 # Printed figures, never asserted (about 25 minutes on 2 cores); the README's performance section quotes them.
 bench: setup

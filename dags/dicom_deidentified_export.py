@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from dicom_pipelines.checks import check_params, verify_export
 from dicom_pipelines.dag_params import (

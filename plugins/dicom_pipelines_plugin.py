@@ -1,15 +1,11 @@
-"""Registers the Healthcare extra links (so the UI and API can show them) and the nightly import's timetable
-(so Airflow can serialize the DAG that uses it)."""
+"""Registers the package's plugin when ``plugins/`` is Airflow's plugins folder (the package not installed).
+
+``plugins/.airflowignore`` keeps Airflow's plugin loader out of ``dicom_pipelines/``: it would import each of its
+modules a second time under a bare name (``hooks``, ``operators``...).
+"""
 
 from __future__ import annotations
 
-from airflow.plugins_manager import AirflowPlugin
+from dicom_pipelines.plugin import DicomPipelinesPlugin
 
-from dicom_pipelines.links import HealthcareDicomStoreLink, HealthcareOperationLink
-from dicom_pipelines.timetables import NightlyImportTimetable
-
-
-class DicomPipelinesPlugin(AirflowPlugin):
-    name = "dicom_pipelines"
-    operator_extra_links = [HealthcareDicomStoreLink(), HealthcareOperationLink()]
-    timetables = [NightlyImportTimetable]
+__all__ = ["DicomPipelinesPlugin"]

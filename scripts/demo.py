@@ -34,6 +34,7 @@ def main() -> int:
         int(os.environ.get("STACK_PORT_BASE", "18400")),
         os.environ.get("STACK_DB", "postgres"),
         executor=os.environ.get("STACK_EXECUTOR", "local"),
+        code=os.environ.get("STACK_CODE", "package"),
     )
     print("Starting the local stack (GCS, BigQuery, Healthcare API) and Airflow on 127.0.0.1 ...", flush=True)
     stack.start_stack()

@@ -38,6 +38,7 @@ VENV_BIN = Path(sys.executable).parent
 STACK_SERVICES = ("gcs", "bigquery", "logging", "healthcare")
 ENDPOINT_VARS = ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "LOGGING_API_ENDPOINT", "HEALTHCARE_API_ENDPOINT")
 """The environment variables that point clients at the local services."""
+CODE_SOURCES = ("package", "plugins-folder")
 AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
@@ -120,8 +121,14 @@ class Stack:
         faults: str = "",
         executor: str = "local",
         extra_dag_folders: tuple[Path, ...] = (),
+        code: str = "package",
     ):
-        """``extra_dag_folders``: more DAG bundles beside the project's ``dags/`` (the drills add test fixtures)."""
+        """``extra_dag_folders``: more DAG bundles beside the project's ``dags/`` (the drills add test fixtures).
+
+        ``code``: how Airflow gets the operators. ``package`` (the default, as on Cloud Composer or the Helm
+        chart's image): the wheel built from this checkout, installed into the stack's folder, with an empty plugins
+        folder; ``plugins-folder``: the repository's ``plugins/`` as Airflow's plugins folder, on the path.
+        """
         if executor not in EXECUTORS:
             raise SystemExit(f"executor {executor!r}: must be one of {', '.join(EXECUTORS)}")
         if executor == "celery" and db != "postgres":
@@ -133,6 +140,9 @@ class Stack:
         self.latency = latency
         self.faults = faults
         self.extra_dag_folders = extra_dag_folders
+        if code not in CODE_SOURCES:
+            raise SystemExit(f"code {code!r}: must be one of {', '.join(CODE_SOURCES)}")
+        self.code = code
         for sub in ("pids", "logs"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -371,7 +381,7 @@ class Stack:
             {
                 "AIRFLOW_HOME": str(home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(self._plugins_folder()),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__EXECUTOR": EXECUTORS[self.executor],
                 "AIRFLOW__CORE__PARALLELISM": "4",
@@ -401,6 +411,8 @@ class Stack:
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
             }
         )
+        if self.code == "package":
+            env["PYTHONPATH"] = str(self.package_dir)
         if self.extra_dag_folders:
             bundles = [("dags-folder", REPO / "dags")] + [(f"extra-{p.name}", p) for p in self.extra_dag_folders]
             env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
@@ -512,7 +524,32 @@ class Stack:
                 stderr=subprocess.DEVNULL,
             )
 
+    @property
+    def package_dir(self) -> Path:
+        return self.dir / "package"
+
+    def _plugins_folder(self) -> Path:
+        if self.code == "plugins-folder":
+            return REPO / "plugins"
+        empty = self.dir / "airflow" / "plugins"
+        empty.mkdir(parents=True, exist_ok=True)
+        return empty
+
+    def install_package(self) -> Path:
+        """Build the wheel from this checkout and install it (no dependencies: the virtual environment has them)
+        into the stack's own folder, which is then Airflow's only source of the operators. Returns the wheel."""
+        dist = self.dir / "dist"
+        for folder in (dist, self.package_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+        subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)], check=True)
+        wheel = next(dist.glob("airflow_provider_dicom_pipelines-*.whl"))
+        subprocess.run([*pip, "install", "--no-deps", "--target", str(self.package_dir), str(wheel)], check=True)
+        return wheel
+
     def start_airflow(self) -> None:
+        if self.code == "package":
+            self.install_package()
         if self.db == "postgres":
             self.start_postgres()
         env = self.airflow_environment()
@@ -617,8 +654,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency", type=float, default=float(os.environ.get("STACK_HEALTHCARE_LATENCY", "0")))
     ap.add_argument("--faults", default=os.environ.get("STACK_HEALTHCARE_FAULTS", ""))
     ap.add_argument("--executor", choices=sorted(EXECUTORS), default=os.environ.get("STACK_EXECUTOR", "local"))
+    ap.add_argument("--code", choices=CODE_SOURCES, default=os.environ.get("STACK_CODE", "package"))
     args = ap.parse_args(argv)
-    stack = Stack(Path(args.dir), args.port_base, args.db, args.latency, args.faults, args.executor)
+    stack = Stack(Path(args.dir), args.port_base, args.db, args.latency, args.faults, args.executor, code=args.code)
     if args.command == "stack":
         stack.start_stack()
         print(f"local stack up; environment in {stack.dir / 'env'}")

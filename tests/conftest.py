@@ -19,12 +19,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 _HOME = tempfile.mkdtemp(prefix="dicom-airflow-test-")
+INSTALLED_PACKAGE = os.environ.get("DICOM_TESTS_ON_INSTALLED_PACKAGE") == "1"
+"""Set by tests/package: the tests import the installed wheel (pytest's ``-o pythonpath=.``), and the plugins
+folder is empty, so the package's entry point alone registers the plugin."""
 os.environ.update(
     {
         "AIRFLOW_HOME": _HOME,
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(Path(_HOME, "plugins") if INSTALLED_PACKAGE else REPO / "plugins"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
         "GCP_PROJECT": "test-project",

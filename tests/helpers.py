@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from pathlib import Path
 
 import requests
 from google.auth.credentials import AnonymousCredentials
@@ -15,6 +16,16 @@ from dicom_pipelines.responses import operation_log_filter
 
 PROJECT = "test-project"
 LOCATION = "us-central1"
+
+
+def dag_bag(dag_folder: str | Path):
+    """Airflow's DagBag over ``dag_folder``, imported from where the installed Airflow keeps it (3.3:
+    ``airflow.dag_processing.dagbag``; 3.1, the oldest the package supports: ``airflow.models.dagbag``)."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    return DagBag(dag_folder=str(dag_folder))
 
 
 def healthcare(version: str = "v1"):

@@ -10,8 +10,8 @@ import datetime as dt
 import logging
 from typing import Any
 
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
 from airflow.sdk import BaseOperator, task
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from dicom_pipelines.dag_params import run_param_problems
 from dicom_pipelines.responses import parse_time

@@ -5,9 +5,9 @@ Criteria → BigQuery → one header-less filter file in GCS, checked:
 1. the metadata to query: the table the store streams to (``metadata_table``), else the store's own metadata
    table, exported again (``WRITE_TRUNCATE``) unless its last refresh is younger than
    ``metadata_max_age_hours``;
-2. ``include/sql/filter_paths.sql`` into a per-run table; the criteria are query parameters read when the job
-   is sent, so no log line, rendered field or XCom holds them; the dry run's bytes are logged and
-   ``maximumBytesBilled`` caps the cost; the work tables get an expiry;
+2. ``sql/filter_paths.sql`` (package data, linked from the repository's ``include/sql/``) into a per-run table;
+   the criteria are query parameters read when the job is sent, so no log line, rendered field or XCom holds
+   them; the dry run's bytes are logged and ``maximumBytesBilled`` caps the cost; the work tables get an expiry;
 3. extract to GCS (CSV, no header) and compose the shards into one file;
 4. check the file; with ``filter_uri`` set, steps 1-3 are skipped and that file is checked instead.
 
@@ -34,7 +34,9 @@ from dicom_pipelines.operators import HealthcareDicomExportToBigQueryOperator
 
 log = logging.getLogger(__name__)
 
-INCLUDE_DIR = str(Path(__file__).resolve().parents[2] / "include")
+TEMPLATE_DIR = str(Path(__file__).resolve().parent / "include")
+"""The package's own templates (``sql/filter_paths.sql``): found wherever the package is, installed as a wheel
+or copied in Airflow's plugins folder (Cloud Composer syncs ``plugins/`` but not an ``include/`` beside ``dags/``)."""
 CRITERIA = ("modalities", "study_date_from", "study_date_to", "patient_ids", "study_uids")
 """The params the filter query reads as query parameters, never as templates (they may identify patients)."""
 
@@ -45,7 +47,7 @@ def store_metadata_table(params: Any) -> str:
 
 
 DAG_KWARGS: dict[str, Any] = {
-    "template_searchpath": [INCLUDE_DIR],
+    "template_searchpath": [TEMPLATE_DIR],
     "user_defined_filters": {"bq_safe": safe_table_suffix},
     "user_defined_macros": {"store_metadata_table": store_metadata_table},
 }
@@ -104,8 +106,8 @@ def add_filter_file_tasks() -> FilterChain:
     def ensure_work_dataset(**context) -> str:
         """The work dataset holds PatientName and PatientID: it is made, or must already be, in the Healthcare
         dataset's region (or in ``bigquery_location``, when the user names one)."""
+        from airflow.providers.common.compat.sdk import AirflowFailException
         from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
-        from airflow.sdk.exceptions import AirflowFailException
 
         from dicom_pipelines.bigquery import bigquery_location, ensure_dataset_in
 

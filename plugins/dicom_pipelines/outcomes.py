@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from dicom_pipelines.responses import AmbiguousSubmissionError, HealthcareApiError, OperationStatus, parse_time
 from dicom_pipelines.validation import ValidationError

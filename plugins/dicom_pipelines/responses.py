@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException
 
 DEFAULT_ENDPOINT = "https://healthcare.googleapis.com/"
 SUBMIT_CLOCK_SKEW_S = 30.0

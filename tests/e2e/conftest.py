@@ -17,15 +17,16 @@ from tests.conftest import free_port_base
 
 @contextmanager
 def running_deployment(
-    folder: Path, db: str, latency: float = 0.3
+    folder: Path, db: str, latency: float = 0.3, code: str = "package"
 ) -> Iterator[tuple[Stack, AirflowClient, storage.Client]]:
     """Start the stack and Airflow with a short catchup; stop both and restore the environment afterwards.
 
     0.3 s per instance by default: operations outlast the operators' first check, so tasks defer to the triggerer.
+    ``code``: the installed wheel, or the repository's ``plugins/`` as the plugins folder (see :class:`Stack`).
     """
     saved = dict(os.environ)
     os.environ["DICOM_IMPORT_START_DATE"] = one_night_catchup_start()  # DAG files read it when parsed
-    stack = Stack(folder, free_port_base(), db=db, latency=latency)
+    stack = Stack(folder, free_port_base(), db=db, latency=latency, code=code)
     try:
         stack.start_stack()
         stack.start_airflow()

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pydicom
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 
+import dicom_pipelines
 from scripts.demo_data import DAYS, seed
 from scripts.stack import DEMO_IDS
 from tests.e2e.conftest import running_deployment
@@ -28,6 +32,28 @@ DEID = "dicom_deidentified_export"
 def deployment(tmp_path_factory):
     with running_deployment(tmp_path_factory.mktemp("e2e"), "postgres") as running:
         yield running
+
+
+def test_airflow_runs_the_installed_package_not_the_repository(deployment):
+    """The deployment's Airflow has the built wheel on its path and an empty plugins folder: the provider and the
+    plugin it lists come from the package's entry points, and the DAG files import the installed modules."""
+    stack, client, _ = deployment
+    env = stack.airflow_environment()
+    assert "plugins" not in env["PYTHONPATH"] and not any(Path(env["AIRFLOW__CORE__PLUGINS_FOLDER"]).iterdir())
+    providers = {p["package_name"]: p for p in client.ok("GET", "/providers")["providers"]}
+    assert providers["airflow-provider-dicom-pipelines"]["version"] == dicom_pipelines.__version__
+    plugins = {p["name"]: p for p in client.ok("GET", "/plugins")["plugins"]}
+    assert plugins["dicom_pipelines"]["source"].startswith("airflow-provider-dicom-pipelines=="), plugins
+    assert plugins["dicom_pipelines"]["timetables"] == ["dicom_pipelines.timetables.NightlyImportTimetable"]
+    where = subprocess.run(
+        [str(Path(sys.executable).parent / "python"), "-c", "import dicom_pipelines; print(dicom_pipelines.__file__)"],
+        env=env,
+        cwd=stack.dir,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(where.stdout.strip()).is_relative_to(stack.package_dir), where.stdout
 
 
 def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment):

@@ -25,7 +25,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
-    with running_deployment(tmp_path_factory.mktemp("ui"), "postgres") as (stack, client, gcs):
+    with running_deployment(tmp_path_factory.mktemp("ui"), "postgres", code="plugins-folder") as (stack, client, gcs):
         seeded = seed(gcs, DEMO_IDS["SOURCE_BUCKET"])
         gcs.create_bucket(DEMO_IDS["EXPORT_BUCKET"])
         client.wait_for_dags([IMPORT, FILTERED, EXPORT, DEID])

@@ -8,17 +8,13 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from tests.helpers import PROJECT, new_bucket, unique
+from tests.helpers import PROJECT, dag_bag, new_bucket, unique
 
 pytestmark = pytest.mark.usefixtures("stack", "airflow_db")
 
 
 def fixture_dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(
-        dag_folder=str(Path(__file__).resolve().parents[1] / "dag_fixtures" / "bq_provider_chain.py")
-    ).get_dag(dag_id)
+    return dag_bag(Path(__file__).resolve().parents[1] / "dag_fixtures" / "bq_provider_chain.py").get_dag(dag_id)
 
 
 def _states(run) -> dict[str, str]:

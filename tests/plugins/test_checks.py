@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from airflow.utils.state import DagRunState
 from airflow.utils.types import DagRunType
 
@@ -50,7 +50,7 @@ def test_an_earlier_night_queued_behind_this_run_does_not_hold_it(run_type, capl
 
 def test_the_wait_defers_to_the_triggerer_on_the_previous_runs_state():
     """No worker slot and no process per check: the run's state is asked for by the standard DagStateTrigger."""
-    from airflow.sdk.exceptions import TaskDeferred
+    from airflow.providers.common.compat.sdk import TaskDeferred
 
     waiting = previous("running")
     op = WaitForPreviousRunOperator(task_id="wait_for_previous_run", poll_interval=5)

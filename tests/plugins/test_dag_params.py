@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dicom_pipelines.dag_params import PARAM_RULES, run_param_problems
+from tests.helpers import dag_bag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 NIGHTLY, FILTERED, EXPORT = "dicom_nightly_import", "dicom_filtered_export", "dicom_export"
@@ -109,14 +110,12 @@ BAD_INPUTS = [
 
 @pytest.fixture(scope="module")
 def dags():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS)).dags
+    return dag_bag(DAGS).dags
 
 
 def refusal(dag, conf: dict) -> str | None:
     """What the user is told: the trigger's 400 if the schema refuses, else the first task's failure message."""
-    from airflow.sdk.exceptions import ParamValidationError
+    from airflow.providers.common.compat.sdk import ParamValidationError
 
     params = copy.deepcopy(dag.params)
     try:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowException
 from airflow.providers.google.cloud.hooks.gcs import GCSHook
-from airflow.sdk.exceptions import AirflowException
 
 from dicom_pipelines.filter_files import compose_filter_shards
 from tests.helpers import new_bucket

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    TaskDeferred,
+)
 
 from dicom_pipelines.hooks import CloudHealthcareDicomHook
 from dicom_pipelines.operators import (
@@ -697,7 +702,7 @@ def test_mask_uids():
 def test_execution_timeout_is_not_swallowed_by_the_failure_report(monkeypatch):
     """Airflow raises AirflowTaskTimeout inside execute at execution_timeout; reading the failures for the report is
     best effort, but must let it through so that Airflow ends the try."""
-    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.providers.common.compat.sdk import AirflowTaskTimeout
 
     store, name = _finished_import({"junk.dcm": b"junk"})
 

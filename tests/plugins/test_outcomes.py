@@ -32,7 +32,7 @@ from dicom_pipelines.outcomes import (
     summary,
 )
 from dicom_pipelines.responses import parse_operation
-from tests.helpers import LOCATION, PROJECT, admin, new_bucket, seed_import, store_parts, unique
+from tests.helpers import LOCATION, PROJECT, admin, dag_bag, new_bucket, seed_import, store_parts, unique
 
 FIXTURES = Path(__file__).resolve().parents[1] / "dag_fixtures" / "contract_import.py"
 
@@ -100,9 +100,7 @@ def reset_stack(request):
 
 
 def fixture_dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(FIXTURES)).get_dag(dag_id)
+    return dag_bag(FIXTURES).get_dag(dag_id)
 
 
 def new_store() -> str:
@@ -436,7 +434,7 @@ def test_failed_files_are_named_in_the_log():
 
 
 def test_api_failures_are_retried_only_when_they_may_pass():
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
     from dicom_pipelines.responses import AmbiguousSubmissionError, HealthcareApiError
 
