@@ -21,7 +21,7 @@ from airflow.sdk import DAG, task
 from dicom_pipelines.checks import check_params, verify_export
 from dicom_pipelines.dag_params import (
     DEID_STORE,
-    GCP_CONN_ID,
+    GOOGLE,
     RESEARCH_PREFIX,
     STORE_FROM_PARAMS,
     TOLERANCE_FROM_PARAMS,
@@ -61,13 +61,11 @@ with DAG(
     **DAG_KWARGS,
 ) as dag:
     chain = add_filter_file_tasks()
-    ensure_destination = HealthcareEnsureDicomStoreOperator(
-        task_id="ensure_destination_store", **DESTINATION, gcp_conn_id=GCP_CONN_ID
-    )
+    ensure_destination = HealthcareEnsureDicomStoreOperator(task_id="ensure_destination_store", **DESTINATION, **GOOGLE)
     deidentify = HealthcareDicomDeidentifyOperator(
         task_id="deidentify",
         **STORE_FROM_PARAMS,
-        gcp_conn_id=GCP_CONN_ID,
+        **GOOGLE,
         destination_dicom_store_id=DEID_STORE,
         filter_profile="{{ params.filter_profile }}",
         keep_tags="{{ (params.keep_tags or []) | join(',') }}",
@@ -81,7 +79,7 @@ with DAG(
     export = HealthcareDicomExportOperator(
         task_id="export_research",
         **DESTINATION,
-        gcp_conn_id=GCP_CONN_ID,
+        **GOOGLE,
         uri_prefix=RESEARCH_PREFIX,
         mime_type="{{ params.mime_type or '' }}",
         deferrable=True,
@@ -109,7 +107,7 @@ with DAG(
 
     check_params() >> chain.first
     chain.filter_ready >> ensure_destination >> deidentify >> export
-    verified = verify_export(export.output, gcp_conn_id=GCP_CONN_ID)  # type: ignore[arg-type]  # resolved at run time
+    verified = verify_export(export.output, **GOOGLE)  # type: ignore[arg-type]  # resolved at run time
     cohort = check_cohort(deidentify.output, export.output)  # type: ignore[arg-type]
     verified >> cohort
     add_cleanup_task(cohort)

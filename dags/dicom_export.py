@@ -9,7 +9,7 @@ from airflow.sdk import DAG
 from dicom_pipelines.checks import check_params, verify_export
 from dicom_pipelines.dag_params import (
     EXPORT_PREFIX,
-    GCP_CONN_ID,
+    GOOGLE,
     STORE_FROM_PARAMS,
     TOLERANCE_FROM_PARAMS,
     export_params,
@@ -38,7 +38,7 @@ with DAG(
     export = HealthcareDicomExportOperator(
         task_id="export_dicom",
         **STORE_FROM_PARAMS,
-        gcp_conn_id=GCP_CONN_ID,
+        **GOOGLE,
         uri_prefix=EXPORT_PREFIX,
         mime_type="{{ params.mime_type or '' }}",
         deferrable=True,
@@ -46,4 +46,4 @@ with DAG(
     )
 
     check_params() >> export
-    verify_export(export.output, gcp_conn_id=GCP_CONN_ID)  # type: ignore[arg-type]  # resolved at run time
+    verify_export(export.output, **GOOGLE)  # type: ignore[arg-type]  # resolved at run time

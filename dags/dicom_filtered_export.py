@@ -18,7 +18,7 @@ from airflow.sdk import DAG
 from dicom_pipelines.checks import check_params, verify_export
 from dicom_pipelines.dag_params import (
     EXPORT_PREFIX,
-    GCP_CONN_ID,
+    GOOGLE,
     STORE_FROM_PARAMS,
     TOLERANCE_FROM_PARAMS,
     export_params,
@@ -51,7 +51,7 @@ with DAG(
     export = HealthcareDicomExportOperator(
         task_id="export_dicom",
         **STORE_FROM_PARAMS,
-        gcp_conn_id=GCP_CONN_ID,
+        **GOOGLE,
         uri_prefix=EXPORT_PREFIX,
         mime_type="{{ params.mime_type or '' }}",
         filter_uri="{{ ti.xcom_pull(task_ids='check_filter')['filter_uri'] }}",
@@ -60,5 +60,5 @@ with DAG(
     )
     check_params() >> chain.first
     chain.filter_ready >> export
-    verified = verify_export(export.output, gcp_conn_id=GCP_CONN_ID)  # type: ignore[arg-type]  # resolved at run time
+    verified = verify_export(export.output, **GOOGLE)  # type: ignore[arg-type]  # resolved at run time
     add_cleanup_task(verified)

@@ -3,7 +3,8 @@
 Each run imports ``gs://{source_bucket}/{source_prefix}/{day}/{source_pattern}`` (default
 ``**.dcm``), where ``day`` is the start of the run's data interval (YYYY-MM-DD): the run at 00:00 on 11-25
 imports the files of 11-24. Backfills from the UI or the REST API replay any range of days. A run
-started by hand imports the ``day`` param, or, with no logical date, yesterday (UTC).
+started by hand imports the ``day`` param, or, with no logical date, yesterday. Days are those of
+``DICOM_IMPORT_TIMEZONE`` (UTC unless set), the cron's time zone.
 
 Nights import in date order: each run first waits for the run of the previous logical date to finish, whatever
 its outcome, and no two import tasks run at once (``max_active_tis_per_dag=1``), however the runs were started.
@@ -19,15 +20,18 @@ from airflow.sdk import DAG, Asset, AssetAlias, task
 from dicom_pipelines.checks import check_params, wait_for_previous_run
 from dicom_pipelines.dag_params import (
     FAILURE_REPORT_URI,
-    GCP_CONN_ID,
+    GOOGLE,
+    IMPORT_TIMEZONE,
     STORE_FROM_PARAMS,
     TOLERANCE_FROM_PARAMS,
     env,
     import_params,
+    night_day,
     store_params,
     tolerance_params,
 )
 from dicom_pipelines.operators import HealthcareDicomImportOperator, HealthcareEnsureDicomStoreOperator
+from dicom_pipelines.settings import import_first_night
 from dicom_pipelines.timetables import EARLIEST_NIGHT, NightlyImportTimetable
 
 log = logging.getLogger(__name__)
@@ -35,22 +39,25 @@ STORE_IMPORTS = AssetAlias("dicom_store_imports")
 """Each successful night emits an event for the store it really imported into (``healthcare://`` + its name)."""
 
 IMPORT_DAY = (
-    "(params.day or (data_interval_start.strftime('%Y-%m-%d') if data_interval_start is defined and "
-    "data_interval_start else macros.ds_add(dag_run.run_after.strftime('%Y-%m-%d'), -1)))"
+    "(params.day or ((data_interval_start | night_day) if data_interval_start is defined and "
+    "data_interval_start else macros.ds_add(dag_run.run_after | night_day, -1)))"
 )
 """The day whose folder a run imports: the ``day`` param, else the data interval's start, else (a manual run
-with no logical date) the day before the run, UTC. A template that cannot fail on a missing logical date."""
+with no logical date) the day before the run; days in ``DICOM_IMPORT_TIMEZONE``. A template that cannot fail on a
+missing logical date."""
+FIRST_NIGHT = import_first_night()
 
 with DAG(
     dag_id="dicom_nightly_import",
     description="Import the previous day's DICOM files from GCS into the DICOM store",
     schedule=NightlyImportTimetable(
-        env("DICOM_IMPORT_CRON", "0 0 * * *"),
-        timezone="UTC",
-        first_night=dt.datetime.fromisoformat(env("DICOM_IMPORT_START_DATE", "2026-11-01")).replace(tzinfo=dt.UTC),
+        str(env("DICOM_IMPORT_CRON")),
+        timezone=IMPORT_TIMEZONE,
+        first_night=FIRST_NIGHT,
     ),
     start_date=EARLIEST_NIGHT,
-    catchup=True,
+    catchup=FIRST_NIGHT is not None,
+    user_defined_filters={"night_day": night_day},
     max_active_runs=1,
     render_template_as_native_obj=True,
     tags=["dicom", "healthcare", "import"],
@@ -65,7 +72,7 @@ with DAG(
     ensure_store = HealthcareEnsureDicomStoreOperator(
         task_id="ensure_store",
         **STORE_FROM_PARAMS,
-        gcp_conn_id=GCP_CONN_ID,
+        **GOOGLE,
         stream_table_uri="{{ params.metadata_stream_table or '' }}",
         bigquery_location="{{ params.bigquery_location or '' }}",
         create_if_missing="{{ params.create_if_missing }}",
@@ -74,7 +81,7 @@ with DAG(
     import_dicom = HealthcareDicomImportOperator(
         task_id="import_dicom",
         **STORE_FROM_PARAMS,
-        gcp_conn_id=GCP_CONN_ID,
+        **GOOGLE,
         gcs_uri="{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' "
         "if params.source_prefix else '') ~ " + IMPORT_DAY + " ~ '/' ~ params.source_pattern) }}",
         allow_empty_source="{{ params.allow_empty }}",
@@ -94,7 +101,7 @@ with DAG(
         from dicom_pipelines.hooks import CloudHealthcareDicomHook
 
         require_result(result, "import_dicom")
-        reported = CloudHealthcareDicomHook(GCP_CONN_ID).get_store_metrics(store_name=store_name)["instanceCount"]
+        reported = CloudHealthcareDicomHook(**GOOGLE).get_store_metrics(store_name=store_name)["instanceCount"]
         summary = {
             "imported": result["success"],
             "failed": result["failure"],

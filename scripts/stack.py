@@ -326,6 +326,8 @@ class Stack:
             "LOGGING_API_ENDPOINT": f"http://127.0.0.1:{self.ports.logging}",
             "GOOGLE_CLOUD_PROJECT": DEMO_IDS["GCP_PROJECT"],
             **DEMO_IDS,
+            # the demo and the drills import into stores they name anew; a deployment creates none unless asked
+            "DICOM_CREATE_IF_MISSING": "true",
         }
 
     def write_env(self, airflow: bool) -> None:
@@ -401,7 +403,8 @@ class Stack:
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 # a task whose worker died (with the scheduler, under LocalExecutor) is retried after 60 s, not 5 min
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
-                "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
+                # as on Cloud Composer and the Helm chart: the shipped DAGs ask for deferral themselves
+                "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "False",
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports.worker_logs),
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports.trigger_logs),
                 "AIRFLOW__CORE__DAG_DISCOVERY_SAFE_MODE": "False",

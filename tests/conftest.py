@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts.stack import DEMO_IDS, ENDPOINT_VARS, Stack
+
 REPO = Path(__file__).resolve().parent.parent
 _HOME = tempfile.mkdtemp(prefix="dicom-airflow-test-")
 INSTALLED_PACKAGE = os.environ.get("DICOM_TESTS_ON_INSTALLED_PACKAGE") == "1"
@@ -30,7 +32,11 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(Path(_HOME, "plugins") if INSTALLED_PACKAGE else REPO / "plugins"),
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME}/airflow.db",
+        # the deployment's settings (dicom_pipelines.settings) as the local stack sets them, but the project
+        **{k: v for k, v in DEMO_IDS.items() if k != "GCP_PROJECT"},
         "GCP_PROJECT": "test-project",
+        "DICOM_CREATE_IF_MISSING": "true",
+        "DICOM_IMPORT_START_DATE": os.environ.get("DICOM_IMPORT_START_DATE", "2026-11-01"),
         # dag.test() looks DAGs up in the configured bundles: the project's DAGs and the test fixtures.
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
             [
@@ -49,8 +55,6 @@ os.environ.update(
         "NO_PROXY": "127.0.0.1,localhost",
     }
 )
-
-from scripts.stack import ENDPOINT_VARS, Stack  # noqa: E402
 
 
 def free_port_base(span: int = 9) -> int:

@@ -3,23 +3,28 @@
 The criteria (PatientIDs among them) are query parameters, as the guide's query wants them. The provider's
 ``BigQueryInsertJobOperator`` logs its whole configuration ("Executing: ...") and shows it as a rendered field,
 so the criteria must not be in it: :class:`BigQueryCriteriaQueryOperator` reads them from the run's params
-only when it sends the job. The work tables hold PatientName and PatientID, so they get an expiry as soon as
-they exist and are dropped once the export has succeeded.
+only when it sends the job, through the provider's public hook and trigger. The work tables hold PatientName and
+PatientID, so they get an expiry as soon as they exist and are dropped once the export has succeeded.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 from collections.abc import Sequence
 from typing import Any
 
+from airflow.providers.common.compat.sdk import AirflowException
 from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
-from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
+from airflow.providers.google.cloud.operators.cloud_base import GoogleCloudBaseOperator
+from airflow.providers.google.cloud.triggers.bigquery import BigQueryInsertJobTrigger
+from airflow.providers.google.common.hooks.base_google import PROVIDE_PROJECT_ID
 from google.api_core.exceptions import Conflict, NotFound
 from google.cloud import bigquery
 
 from dicom_pipelines.dag_params import DEFAULT_MAXIMUM_BYTES_BILLED
+from dicom_pipelines.settings import GCP_CONN_ID
 
 
 def criteria_parameters(values: dict[str, Any]) -> list[dict]:
@@ -36,76 +41,154 @@ def criteria_parameters(values: dict[str, Any]) -> list[dict]:
     ]
 
 
-class BigQueryCriteriaQueryOperator(BigQueryInsertJobOperator):
-    """The provider's job operator for a query whose parameters may identify patients.
+class BigQueryCriteriaQueryOperator(GoogleCloudBaseOperator):
+    """A BigQuery query job whose parameters may identify patients, on the Google provider's public API only.
 
-    :param criteria: names of the run's params sent as query parameters; they are read when the job is sent,
-        so they appear in no log line, rendered field or XCom.
+    The provider's ``BigQueryInsertJobOperator`` logs its whole configuration and shows it as a rendered field,
+    so this operator sends the job itself through ``BigQueryHook.insert_job`` and waits with the provider's
+    ``BigQueryInsertJobTrigger``: the criteria are read from the run's params when the job is sent and are in
+    no log line, rendered field, XCom or job id (a job id is visible in BigQuery's job list and in our logs).
+
+    A retry looks up the previous try's job before sending another: a job still running is waited for, a
+    finished one is taken as it is, and only a failed one is sent again (BigQuery's jobs are idempotent per id).
+
+    :param configuration: the job's ``configuration`` (``query`` with ``destinationTable``...), templated.
+    :param criteria: names of the run's params sent as query parameters.
     :param maximum_bytes_billed: the query fails rather than bill more (``maximumBytesBilled``); the dry run's
         estimate is logged first.
     :param expire_tables: ``project.dataset.table`` work tables to give an expiry once the query has run.
     :param expiration_hours: how long those tables may live if the run never gets to drop them.
+    :param deferrable: wait in the triggerer (the shipped DAGs always do); else poll from the worker.
     """
 
     template_fields: Sequence[str] = (
-        *BigQueryInsertJobOperator.template_fields,
+        "configuration",
+        "project_id",
+        "location",
+        "gcp_conn_id",
+        "impersonation_chain",
         "maximum_bytes_billed",
         "expire_tables",
         "expiration_hours",
     )
+    template_fields_renderers = {"configuration": "json"}
 
     def __init__(
         self,
         *,
+        configuration: dict[str, Any],
         criteria: Sequence[str],
+        project_id: str = PROVIDE_PROJECT_ID,
+        location: str | None = None,
+        gcp_conn_id: str = GCP_CONN_ID,
+        impersonation_chain: str | Sequence[str] | None = None,
         maximum_bytes_billed: int | str = DEFAULT_MAXIMUM_BYTES_BILLED,
         expire_tables: Sequence[str] = (),
         expiration_hours: float | str = 24,
+        deferrable: bool = True,
+        poll_interval: float = 4.0,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        self.configuration = configuration
         self.criteria = tuple(criteria)
+        self.project_id = project_id
+        self.location = location
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
         self.maximum_bytes_billed = maximum_bytes_billed
         self.expire_tables = expire_tables
         self.expiration_hours = expiration_hours
-        self._criteria_values: dict[str, Any] = {}
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
 
-    def execute(self, context: Any) -> Any:
-        self._criteria_values = {name: context["params"].get(name) for name in self.criteria}
-        result = super().execute(context)
-        self._expire(BigQueryHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain))
-        return result
+    def _hook(self) -> BigQueryHook:
+        return BigQueryHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
 
-    def _with_criteria(self) -> dict:
+    def job_id(self, context: Any, try_number: int) -> str:
+        """Letters, digits and underscores from the DAG, task and run ids, and the try: no criterion in it."""
+        base = f"dicom_{self.dag_id}_{self.task_id}_{context['run_id']}"
+        return re.sub(r"[^A-Za-z0-9_]", "_", base)[:900] + f"_try{try_number}"
+
+    def with_criteria(self, params: Any) -> dict:
         configuration = copy.deepcopy(self.configuration)
-        configuration["query"]["queryParameters"] = criteria_parameters(self._criteria_values)
+        configuration["query"]["queryParameters"] = criteria_parameters({n: params.get(n) for n in self.criteria})
         configuration["query"]["maximumBytesBilled"] = str(int(self.maximum_bytes_billed))
+        configuration["labels"] = {
+            **configuration.get("labels", {}),
+            "airflow-dag": re.sub(r"[^a-z0-9_-]", "-", self.dag_id.lower())[:63],
+            "airflow-task": re.sub(r"[^a-z0-9_-]", "-", self.task_id.lower())[:63],
+        }
         return configuration
 
-    def _submit_job(self, hook: BigQueryHook, job_id: str) -> Any:
-        self._add_job_labels()
-        configuration = self._with_criteria()
+    def execute(self, context: Any) -> str:
+        hook = self._hook()
+        project = self.project_id or hook.project_id
+        try_number = int(context["ti"].try_number)
+        job = self._previous_job(hook, project, context, try_number)
+        if job is None:
+            job = self._submit(hook, project, context, self.job_id(context, try_number))
+        if not job.done():
+            if self.deferrable:
+                self.defer(
+                    trigger=BigQueryInsertJobTrigger(
+                        conn_id=self.gcp_conn_id,
+                        job_id=job.job_id,
+                        project_id=project,
+                        location=job.location or self.location,
+                        poll_interval=self.poll_interval,
+                        impersonation_chain=self.impersonation_chain,
+                    ),
+                    method_name="execute_complete",
+                )
+            job.result()
+        if job.error_result:
+            raise AirflowException(f"BigQuery job {job.job_id} failed: {job.error_result.get('message')}")
+        self._expire(hook)
+        return str(job.job_id)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> str:
+        """The trigger's event: ``status`` ``success`` or ``error`` with a ``message`` (the provider's schema)."""
+        if event.get("status") != "success":
+            raise AirflowException(f"BigQuery job {event.get('job_id')} failed: {event.get('message')}")
+        self._expire(self._hook())
+        return str(event["job_id"])
+
+    def _previous_job(self, hook: BigQueryHook, project: str, context: Any, try_number: int) -> Any:
+        """The job of an earlier try to wait for or to take as it is; None when a new one must be sent."""
+        for earlier in range(try_number - 1, 0, -1):
+            try:
+                job = hook.get_job(job_id=self.job_id(context, earlier), project_id=project, location=self.location)
+            except NotFound:
+                continue
+            if job.done() and job.error_result:
+                self.log.info("The job of try %d failed; sending a new one", earlier)
+                return None
+            self.log.info("Re-attaching to the job of try %d (%s), not sending another", earlier, job.state)
+            return job
+        return None
+
+    def _submit(self, hook: BigQueryHook, project: str, context: Any, job_id: str) -> Any:
+        configuration = self.with_criteria(context["params"])
         dry = hook.insert_job(
             configuration={**configuration, "dryRun": True},
-            project_id=self.project_id,
+            project_id=project,
             location=self.location,
             job_id=f"{job_id}_dry_run",
             nowait=True,
         )
         self.log.info(
-            "The filter query will process %s bytes (limit %s)",
+            "Sending %s: the filter query will process %s bytes (limit %s)",
+            job_id,
             getattr(dry, "total_bytes_processed", None),
             configuration["query"]["maximumBytesBilled"],
         )
-        return hook.insert_job(
-            configuration=configuration,
-            project_id=self.project_id,
-            location=self.location,
-            job_id=job_id,
-            timeout=self.result_timeout,
-            retry=self.result_retry,
-            nowait=True,
-        )
+        try:
+            return hook.insert_job(
+                configuration=configuration, project_id=project, location=self.location, job_id=job_id, nowait=True
+            )
+        except Conflict:  # sent by this try before a crash: the same job, looked up
+            return hook.get_job(job_id=job_id, project_id=project, location=self.location)
 
     def _expire(self, hook: BigQueryHook) -> None:
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=float(self.expiration_hours))
@@ -205,19 +288,24 @@ def check_stream_table(
         )
 
 
-def drop_work_tables(gcp_conn_id: str, tables: Sequence[str]) -> list[str]:
+def drop_work_tables(
+    gcp_conn_id: str, tables: Sequence[str], impersonation_chain: str | Sequence[str] | None = None
+) -> list[str]:
     """Drop the work tables of a run (missing ones are fine); returns those given."""
-    hook = BigQueryHook(gcp_conn_id=gcp_conn_id)
+    hook = BigQueryHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
     for table in tables:
         hook.delete_table(table_id=table, not_found_ok=True)
     return list(tables)
 
 
-def table_age_hours(gcp_conn_id: str, table: str) -> float | None:
+def table_age_hours(
+    gcp_conn_id: str, table: str, impersonation_chain: str | Sequence[str] | None = None
+) -> float | None:
     """Hours since ``project.dataset.table`` was last modified; None when it does not exist."""
     project, dataset, table_id = table.split(".")
     try:
-        found = BigQueryHook(gcp_conn_id=gcp_conn_id).get_client(project_id=project).get_table(table)
+        hook = BigQueryHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
+        found = hook.get_client(project_id=project).get_table(table)
     except NotFound:
         return None
     if found.modified is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
@@ -15,6 +16,7 @@ from airflow.sdk import BaseOperator, task
 
 from dicom_pipelines.dag_params import run_param_problems
 from dicom_pipelines.responses import parse_time
+from dicom_pipelines.settings import GCP_CONN_ID, IMPERSONATION_CHAIN
 from dicom_pipelines.validation import parse_gcs_uri, parse_mime_type
 
 
@@ -133,7 +135,13 @@ CLOCK_SKEW = dt.timedelta(seconds=5)
 """How much earlier than the operation's creation an object it wrote may be stamped (two services' clocks)."""
 
 
-def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, export_result: dict) -> dict[str, Any]:
+def count_exported(
+    gcp_conn_id: str,
+    uri_prefix: str,
+    mime_type: str | None,
+    export_result: dict,
+    impersonation_chain: str | Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Compare the objects this export wrote under its prefix with the operation's success counter and paths.
 
     Only objects written since the operation was created count, so a prefix that already holds an earlier
@@ -147,7 +155,11 @@ def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, exp
     mime = parse_mime_type(mime_type, "mime_type")
     prefix = prefix_uri.name.rstrip("/") + "/" if prefix_uri.name else ""
     since = _since(export_result.get("create_time"))
-    blobs = GCSHook(gcp_conn_id=gcp_conn_id).get_conn().list_blobs(prefix_uri.bucket, prefix=prefix)
+    blobs = (
+        GCSHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
+        .get_conn()
+        .list_blobs(prefix_uri.bucket, prefix=prefix)
+    )
     names = [b.name for b in blobs if since is None or b.updated is None or b.updated >= since]
     instances = set()
     for name in names:
@@ -156,7 +168,7 @@ def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, exp
             instances.add("/".join(parts[:3]).removesuffix(mime.extension) if mime.extension else "/".join(parts[:3]))
     expected = int(export_result.get("success", 0))
     if export_result.get("filter_uri"):
-        outside = _outside_filter(gcp_conn_id, export_result["filter_uri"], instances)
+        outside = _outside_filter(gcp_conn_id, export_result["filter_uri"], instances, impersonation_chain)
         if outside:
             raise AirflowException(
                 f"export verification failed: {len(outside)} instances written under {uri_prefix} since the "
@@ -176,14 +188,17 @@ def count_exported(gcp_conn_id: str, uri_prefix: str, mime_type: str | None, exp
     return summary
 
 
-def _outside_filter(gcp_conn_id: str, filter_uri: str, instances: set[str]) -> list[str]:
+def _outside_filter(
+    gcp_conn_id: str, filter_uri: str, instances: set[str], impersonation_chain: str | Sequence[str] | None = None
+) -> list[str]:
     """The ``study/series/instance`` paths that no line of the filter file selects, sorted."""
     from airflow.providers.google.cloud.hooks.gcs import GCSHook
 
     from dicom_pipelines.validation import parse_filter_file
 
     uri = parse_gcs_uri(filter_uri, "filter_uri")
-    paths = parse_filter_file(GCSHook(gcp_conn_id=gcp_conn_id).download(uri.bucket, uri.name).decode("utf-8"))
+    gcs = GCSHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
+    paths = parse_filter_file(gcs.download(uri.bucket, uri.name).decode("utf-8"))
     return sorted(i for i in instances if not any(p.matches(*i.split("/")) for p in paths))
 
 
@@ -193,8 +208,10 @@ def _since(create_time: str | None) -> dt.datetime | None:
 
 
 @task(task_id="verify_export")
-def verify_export(result: dict | None, gcp_conn_id: str = "google_cloud_default") -> dict[str, Any]:
+def verify_export(
+    result: dict | None, gcp_conn_id: str = GCP_CONN_ID, impersonation_chain: list[str] | None = IMPERSONATION_CHAIN
+) -> dict[str, Any]:
     """Task: the objects under the export's prefix match the export operation's counters."""
     require_result(result, "export_dicom")
     assert result is not None
-    return count_exported(gcp_conn_id, result["uri_prefix"], result["mime_type"], result)
+    return count_exported(gcp_conn_id, result["uri_prefix"], result["mime_type"], result, impersonation_chain)

@@ -6,7 +6,9 @@ wildcard rules) or cannot say at all (an unknown key, a backwards date range) is
 :func:`run_param_problems`, which the first task of every DAG runs before any API call. Each rule is a function
 of :mod:`dicom_pipelines.validation`, so its message names the field, the value and the rule in words.
 
-Defaults come from environment variables read when the DAG file is parsed (no I/O).
+Defaults come from the deployment's settings (:mod:`dicom_pipelines.settings`), read when the DAG file is parsed
+(no I/O). A param whose setting has no default and is unset has none either: a run that does not give it is refused,
+naming the setting.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict
 
+import pendulum
 from airflow.sdk import Param
 
+from dicom_pipelines import settings
+from dicom_pipelines.settings import GCP_CONN_ID, IMPERSONATION_CHAIN
 from dicom_pipelines.validation import (
     DEID_PROFILES,
     MAX_LISTED,
@@ -54,10 +59,25 @@ from dicom_pipelines.validation import (
 
 DEFAULT_MAXIMUM_BYTES_BILLED = 100 * 1024**3
 """100 GiB: a filter query reads a few metadata columns, so more than this means a wrong table or criteria."""
-GCP_CONN_ID = "google_cloud_default"
+
+
+class GoogleIdentity(TypedDict):
+    gcp_conn_id: str
+    impersonation_chain: list[str] | None
+
+
+IMPORT_TIMEZONE = str(settings.value("DICOM_IMPORT_TIMEZONE"))
+GOOGLE: GoogleIdentity = {"gcp_conn_id": GCP_CONN_ID, "impersonation_chain": IMPERSONATION_CHAIN}
+"""Who every Google call of the shipped DAGs is made as: ``**GOOGLE`` in each operator, the settings' values."""
 GCS_URI_MAX_LENGTH = 1100
 """``gs://`` + a bucket + an object name of at most 1,024 bytes; the form stops typing there."""
 GRANULARITIES = ("study", "series", "instance")
+
+
+def night_day(moment: Any) -> str:
+    """The day (YYYY-MM-DD) of a night's folder: ``moment`` (a data interval's start, a run's time) in the time zone
+    of the nightly cron, ``DICOM_IMPORT_TIMEZONE``; a Jinja filter of the nightly import."""
+    return pendulum.instance(moment).in_timezone(IMPORT_TIMEZONE).strftime("%Y-%m-%d")
 
 
 def safe_table_suffix(run_id: str) -> str:
@@ -65,8 +85,9 @@ def safe_table_suffix(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", run_id)[:200]
 
 
-def env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+def env(name: str, default: str | None = None) -> str | None:
+    """A setting's value (:mod:`dicom_pipelines.settings`), else ``default``, else the setting's own default."""
+    return os.environ.get(name) or default or settings.value(name)
 
 
 class StoreKwargs(TypedDict):
@@ -88,7 +109,7 @@ STORE_FROM_PARAMS: StoreKwargs = {
 def bigquery_location_param() -> Param:
     """Where the BigQuery dataset that holds metadata (PatientName and PatientID among it) must be."""
     return Param(
-        None,
+        env("BIGQUERY_LOCATION"),
         type=["null", "string"],
         maxLength=64,
         description="BigQuery location of the dataset that holds the metadata (with PatientName and PatientID). "
@@ -99,29 +120,29 @@ def bigquery_location_param() -> Param:
 def store_params() -> dict[str, Param]:
     return {
         "project_id": Param(
-            env("GCP_PROJECT", "demo-project"),
-            type="string",
+            env("GCP_PROJECT"),
+            type=["null", "string"],
             minLength=1,
             maxLength=256,
             description="Google Cloud project of the Healthcare dataset.",
         ),
         "location": Param(
-            env("HEALTHCARE_LOCATION", "us-central1"),
-            type="string",
+            env("HEALTHCARE_LOCATION"),
+            type=["null", "string"],
             minLength=1,
             maxLength=256,
             description="Region of the Healthcare dataset, e.g. us-central1.",
         ),
         "dataset_id": Param(
-            env("HEALTHCARE_DATASET", "demo-dataset"),
-            type="string",
+            env("HEALTHCARE_DATASET"),
+            type=["null", "string"],
             minLength=1,
             maxLength=256,
             description="Healthcare dataset id.",
         ),
         "dicom_store_id": Param(
-            env("DICOM_STORE", "demo-store"),
-            type="string",
+            env("DICOM_STORE"),
+            type=["null", "string"],
             minLength=1,
             maxLength=256,
             description="DICOM store id (letters, digits, '_', '-' or '.').",
@@ -162,8 +183,8 @@ def tolerance_params() -> dict[str, Param]:
 def export_params() -> dict[str, Param]:
     return {
         "export_bucket": Param(
-            env("EXPORT_BUCKET", "dicom-exports"),
-            type="string",
+            env("EXPORT_BUCKET"),
+            type=["null", "string"],
             minLength=3,
             maxLength=222,
             description="Bucket for the exported objects (and filter files) when no prefix is given.",
@@ -250,7 +271,7 @@ def filter_params() -> dict[str, Param]:
             description="Whether a match exports its whole study, its series, or only the matching instances.",
         ),
         "bigquery_dataset": Param(
-            env("BIGQUERY_DATASET", "dicom_metadata"),
+            env("BIGQUERY_DATASET"),
             type="string",
             minLength=1,
             maxLength=1024,
@@ -356,8 +377,8 @@ def deidentify_params() -> dict[str, Param]:
             "new or empty. Empty: deid-<run id>, one per run.",
         ),
         "research_bucket": Param(
-            env("RESEARCH_BUCKET", "dicom-research"),
-            type="string",
+            env("RESEARCH_BUCKET"),
+            type=["null", "string"],
             minLength=3,
             maxLength=222,
             description="Bucket the de-identified cohort is exported to.",
@@ -382,8 +403,8 @@ RESEARCH_PREFIX = (
 def import_params() -> dict[str, Param]:
     return {
         "source_bucket": Param(
-            env("SOURCE_BUCKET", "dicom-incoming"),
-            type="string",
+            env("SOURCE_BUCKET"),
+            type=["null", "string"],
             minLength=3,
             maxLength=222,
             description="Bucket that receives the DICOM files (its name, without gs://).",
@@ -428,10 +449,11 @@ def import_params() -> dict[str, Param]:
             "there (streamConfigs), for the filtered export's metadata_table. Empty: no stream is added.",
         ),
         "create_if_missing": Param(
-            True,
+            env("DICOM_CREATE_IF_MISSING") == "true",
             type="boolean",
-            description="Create the dataset and the DICOM store when they do not exist. Off: fail instead, naming "
-            "what is missing (for an identity that may not create datasets).",
+            description="Create the dataset and the DICOM store when they do not exist. Off (the default unless "
+            "DICOM_CREATE_IF_MISSING=true): fail instead, naming what is missing, so a typo in an id never imports "
+            "into a new store.",
         ),
         "failure_report_prefix": Param(
             None,
@@ -556,6 +578,13 @@ def run_param_problems(declared: Iterable[str], values: Mapping[str, Any], conf:
         )
     for name in names:
         rule = PARAM_RULES.get(name)
+        setting = settings.setting_of_param(name)
+        if values.get(name) is None and setting is not None and setting.default is None and setting.required:
+            problems.append(
+                f"{name}: no value. Give {name} in the run's conf, or set {setting.variable} in the deployment's "
+                f"environment (see the README's settings): there is no default, so nothing goes to a guessed place."
+            )
+            continue
         try:
             if rule is not None:
                 rule(values.get(name), name)

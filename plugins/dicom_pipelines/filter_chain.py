@@ -29,7 +29,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import BaseOperator, XComArg, task
 
 from dicom_pipelines.bigquery import BigQueryCriteriaQueryOperator
-from dicom_pipelines.dag_params import GCP_CONN_ID, STORE_FROM_PARAMS, safe_table_suffix
+from dicom_pipelines.dag_params import GOOGLE, STORE_FROM_PARAMS, safe_table_suffix
 from dicom_pipelines.operators import HealthcareDicomExportToBigQueryOperator
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def add_filter_file_tasks() -> FilterChain:
         max_age = float(params.get("metadata_max_age_hours") or 0)
         if max_age > 0:
             table = f"{params['project_id']}.{params['bigquery_dataset']}.{store_metadata_table(params)}"
-            age = table_age_hours(GCP_CONN_ID, table)
+            age = table_age_hours(**GOOGLE, table=table)
             if age is not None and age < max_age:
                 log.info("Reusing %s, refreshed %.2f h ago (limit %s h)", table, age, max_age)
                 return "reuse_store_metadata"
@@ -114,7 +114,7 @@ def add_filter_file_tasks() -> FilterChain:
         params = context["params"]
         location = params.get("bigquery_location") or bigquery_location(params["location"])
         dataset = f"{params['project_id']}.{params['bigquery_dataset']}"
-        client = BigQueryHook(gcp_conn_id=GCP_CONN_ID).get_client(project_id=params["project_id"])
+        client = BigQueryHook(**GOOGLE).get_client(project_id=params["project_id"])
         try:
             created = ensure_dataset_in(client, dataset, location, create=True, purpose="the work tables")
         except ValueError as exc:
@@ -125,7 +125,7 @@ def add_filter_file_tasks() -> FilterChain:
     export_metadata = HealthcareDicomExportToBigQueryOperator(
         task_id="export_metadata",
         **STORE_FROM_PARAMS,
-        gcp_conn_id=GCP_CONN_ID,
+        **GOOGLE,
         write_disposition="WRITE_TRUNCATE",
         table_uri="bq://" + METADATA_TABLE,
         deferrable=True,
@@ -133,7 +133,7 @@ def add_filter_file_tasks() -> FilterChain:
     build_filter_table = BigQueryCriteriaQueryOperator(
         task_id="build_filter_table",
         trigger_rule="none_failed_min_one_success",
-        gcp_conn_id=GCP_CONN_ID,
+        **GOOGLE,
         project_id="{{ params.project_id }}",
         criteria=CRITERIA,
         maximum_bytes_billed="{{ params.maximum_bytes_billed }}",
@@ -157,7 +157,7 @@ def add_filter_file_tasks() -> FilterChain:
     )
     extract_filter = BigQueryToGCSOperator(
         task_id="extract_filter",
-        gcp_conn_id=GCP_CONN_ID,
+        **GOOGLE,
         project_id="{{ params.project_id }}",
         source_project_dataset_table=FILTER_TABLE,
         destination_cloud_storage_uris=["gs://{{ params.export_bucket }}/" + SHARD_PREFIX + "*.csv"],
@@ -170,14 +170,14 @@ def add_filter_file_tasks() -> FilterChain:
     def compose_filter(bucket: str, shard_prefix: str, destination: str) -> str:
         from dicom_pipelines.filter_files import compose_filter_shards
 
-        return compose_filter_shards(GCP_CONN_ID, bucket, shard_prefix, destination)
+        return compose_filter_shards(**GOOGLE, bucket=bucket, shard_prefix=shard_prefix, destination=destination)
 
     @task(trigger_rule="none_failed_min_one_success")
     def check_filter(**context) -> dict:
         from dicom_pipelines.filter_files import check_filter_file
 
         uri = context["params"].get("filter_uri") or context["ti"].xcom_pull(task_ids="compose_filter")
-        return check_filter_file(GCP_CONN_ID, uri)
+        return check_filter_file(**GOOGLE, filter_uri=uri)
 
     first = choose_filter_source()
     checked = check_filter()
@@ -207,8 +207,8 @@ def add_cleanup_task(after: Node) -> Node:
         reuse = float(context["params"].get("metadata_max_age_hours") or 0) > 0
         tables = [filter_table] + ([] if reuse or context["params"].get("metadata_table") else [metadata_table])
         return {
-            "dropped_tables": drop_work_tables(GCP_CONN_ID, tables),
-            "deleted_shards": delete_shards(GCP_CONN_ID, bucket, shard_prefix),
+            "dropped_tables": drop_work_tables(**GOOGLE, tables=tables),
+            "deleted_shards": delete_shards(**GOOGLE, bucket=bucket, shard_prefix=shard_prefix),
         }
 
     cleanup = drop_work_tables(FILTER_TABLE, METADATA_TABLE, "{{ params.export_bucket }}", SHARD_PREFIX)

@@ -5,6 +5,7 @@ Task helpers for the filtered export; they run in workers, never at DAG parse ti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
@@ -15,7 +16,13 @@ MAX_COMPOSE_SOURCES = 32
 """Cloud Storage composes at most 32 source objects in one call."""
 
 
-def compose_filter_shards(gcp_conn_id: str, bucket: str, shard_prefix: str, destination: str) -> str:
+def compose_filter_shards(
+    gcp_conn_id: str,
+    bucket: str,
+    shard_prefix: str,
+    destination: str,
+    impersonation_chain: str | Sequence[str] | None = None,
+) -> str:
     """Compose extract shards (``{shard_prefix}*``) into the single filter object the API needs.
 
     Any number of shards: the first call composes 32 of them, and each further call the file so far plus the
@@ -25,7 +32,7 @@ def compose_filter_shards(gcp_conn_id: str, bucket: str, shard_prefix: str, dest
     """
     from airflow.providers.google.cloud.hooks.gcs import GCSHook
 
-    hook = GCSHook(gcp_conn_id=gcp_conn_id)
+    hook = GCSHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
     sizes = {blob.name: blob.size for blob in hook.get_conn().list_blobs(bucket, prefix=shard_prefix)}
     shards = sorted(sizes)
     if not shards:
@@ -43,18 +50,22 @@ def compose_filter_shards(gcp_conn_id: str, bucket: str, shard_prefix: str, dest
     return f"gs://{bucket}/{destination}"
 
 
-def delete_shards(gcp_conn_id: str, bucket: str, shard_prefix: str) -> int:
+def delete_shards(
+    gcp_conn_id: str, bucket: str, shard_prefix: str, impersonation_chain: str | Sequence[str] | None = None
+) -> int:
     """Delete a run's extract shards once its export has succeeded; returns how many there were."""
     from airflow.providers.google.cloud.hooks.gcs import GCSHook
 
-    hook = GCSHook(gcp_conn_id=gcp_conn_id)
+    hook = GCSHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
     shards = hook.list(bucket, prefix=shard_prefix)
     for shard in shards:
         hook.delete(bucket, shard)
     return len(shards)
 
 
-def check_filter_file(gcp_conn_id: str, filter_uri: str) -> dict[str, Any]:
+def check_filter_file(
+    gcp_conn_id: str, filter_uri: str, impersonation_chain: str | Sequence[str] | None = None
+) -> dict[str, Any]:
     """Validate a filter file before the export: skip when it selects nothing, fail naming bad lines."""
     from airflow.providers.google.cloud.hooks.gcs import GCSHook
 
@@ -62,7 +73,7 @@ def check_filter_file(gcp_conn_id: str, filter_uri: str) -> dict[str, Any]:
         uri = parse_gcs_uri(filter_uri, "filter_uri")
     except ValidationError as exc:
         raise AirflowFailException(str(exc)) from None
-    hook = GCSHook(gcp_conn_id=gcp_conn_id)
+    hook = GCSHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
     if not hook.exists(uri.bucket, uri.name):
         raise AirflowFailException(f"filter_uri={filter_uri!r} is invalid: the object does not exist")
     text = hook.download(uri.bucket, uri.name).decode("utf-8", errors="replace")

@@ -45,6 +45,7 @@ from dicom_pipelines.responses import (
     resolve_endpoint,
     resolve_logging_endpoint,
 )
+from dicom_pipelines.settings import GCP_CONN_ID
 
 
 class CloudHealthcareDicomHook(GoogleBaseHook):
@@ -56,7 +57,7 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
     """
 
     conn_name_attr = "gcp_conn_id"
-    default_conn_name = "google_cloud_default"
+    default_conn_name = GCP_CONN_ID
     conn_type = "google_cloud_platform"
     hook_name = "Google Cloud Healthcare (DICOM)"
 
@@ -668,7 +669,7 @@ class CloudHealthcareDicomAsyncHook(GoogleBaseAsyncHook):
 
     def __init__(
         self,
-        gcp_conn_id: str = "google_cloud_default",
+        gcp_conn_id: str = GCP_CONN_ID,
         impersonation_chain: str | Sequence[str] | None = None,
         api_version: str = "v1",
         request_timeout: float = 60.0,

@@ -68,6 +68,7 @@ from dicom_pipelines.responses import (
     parse_operation,
     parse_time,
 )
+from dicom_pipelines.settings import GCP_CONN_ID
 from dicom_pipelines.triggers import OPERATION_XCOM_KEY, HealthcareOperationTrigger, task_instance_state
 from dicom_pipelines.validation import (
     ValidationError,
@@ -131,7 +132,7 @@ class HealthcareDicomStoreBaseOperator(GoogleCloudBaseOperator):
         location: str,
         dataset_id: str,
         dicom_store_id: str,
-        gcp_conn_id: str = "google_cloud_default",
+        gcp_conn_id: str = GCP_CONN_ID,
         impersonation_chain: str | Sequence[str] | None = None,
         api_version: str = "v1",
         **kwargs: Any,

@@ -27,6 +27,7 @@ from dicom_pipelines.outcomes import (
     operation_result,
 )
 from dicom_pipelines.responses import HealthcareApiError, OperationStatus, parse_operation
+from dicom_pipelines.settings import GCP_CONN_ID
 from dicom_pipelines.triggers import HealthcareOperationTrigger, task_instance_state
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class HealthcareOperationSensor(BaseSensorOperator):
         self,
         *,
         operation_name: str,
-        gcp_conn_id: str = "google_cloud_default",
+        gcp_conn_id: str = GCP_CONN_ID,
         impersonation_chain: str | Sequence[str] | None = None,
         api_version: str = "v1",
         max_failures: int | str | None = None,

@@ -25,22 +25,24 @@ class NightlyImportTimetable(CronDataIntervalTimetable):
     The scheduler asks for the next run with an open-ended restriction (the DAG has no ``end_date``); that one
     starts at ``first_night`` at the earliest. A backfill asks for the runs of a bounded range, which it gets as
     asked, older nights included. A run of an older night started by hand gets its tasks like any other.
+    With no ``first_night`` (a first deploy that asked for no catch-up, ``catchup=False``), the scheduler starts at
+    the latest night.
     """
 
-    def __init__(self, cron: str, timezone: Any, first_night: dt.datetime) -> None:
+    def __init__(self, cron: str, timezone: Any, first_night: dt.datetime | None = None) -> None:
         super().__init__(cron, timezone)
-        if first_night.tzinfo is None:
+        if first_night is not None and first_night.tzinfo is None:
             raise ValueError(f"first_night {first_night.isoformat()} must carry a time zone")
-        self.first_night = first_night.astimezone(dt.UTC)
+        self.first_night = None if first_night is None else first_night.astimezone(dt.UTC)
 
     @property
     def summary(self) -> str:
-        return f"{self._expression}, from {self.first_night:%Y-%m-%d}"
+        return self._expression if self.first_night is None else f"{self._expression}, from {self.first_night:%Y-%m-%d}"
 
     def next_dagrun_info(
         self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
     ) -> DagRunInfo | None:
-        if restriction.latest is None:
+        if restriction.latest is None and self.first_night is not None:
             first = pendulum.instance(self.first_night)
             earliest = max(restriction.earliest or first, first)
             restriction = TimeRestriction(earliest, None, restriction.catchup)
@@ -49,13 +51,15 @@ class NightlyImportTimetable(CronDataIntervalTimetable):
         )
 
     def serialize(self) -> dict[str, Any]:
-        return {**super().serialize(), "first_night": self.first_night.isoformat()}
+        first = None if self.first_night is None else self.first_night.isoformat()
+        return {**super().serialize(), "first_night": first}
 
     @classmethod
     def deserialize(cls, data: dict[str, Any]) -> NightlyImportTimetable:
         base = CronDataIntervalTimetable.deserialize(data)
         assert isinstance(base, CronDataIntervalTimetable)
-        return cls(base._expression, base._timezone, dt.datetime.fromisoformat(data["first_night"]))
+        first = data.get("first_night")
+        return cls(base._expression, base._timezone, None if first is None else dt.datetime.fromisoformat(first))
 
     def __eq__(self, other: object) -> bool:
         return (

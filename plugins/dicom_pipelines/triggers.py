@@ -25,6 +25,7 @@ from dicom_pipelines.decisions import (
 from dicom_pipelines.outcomes import deadline_note
 from dicom_pipelines.polling import PollPlanner
 from dicom_pipelines.responses import HealthcareApiError, OperationStatus, parse_operation
+from dicom_pipelines.settings import GCP_CONN_ID
 
 if TYPE_CHECKING:
     from dicom_pipelines.hooks import CloudHealthcareDicomAsyncHook
@@ -90,7 +91,7 @@ class HealthcareOperationTrigger(BaseTrigger):
     def __init__(
         self,
         operation_name: str,
-        gcp_conn_id: str = "google_cloud_default",
+        gcp_conn_id: str = GCP_CONN_ID,
         impersonation_chain: str | Sequence[str] | None = None,
         api_version: str = "v1",
         poll_interval: float = 2.0,

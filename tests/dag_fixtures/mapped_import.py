@@ -10,7 +10,7 @@ import datetime as dt
 
 from airflow.sdk import DAG, Param, task
 
-from dicom_pipelines.dag_params import GCP_CONN_ID, STORE_FROM_PARAMS, store_params
+from dicom_pipelines.dag_params import GOOGLE, STORE_FROM_PARAMS, store_params
 from dicom_pipelines.operators import HealthcareDicomImportOperator, HealthcareEnsureDicomStoreOperator
 
 with DAG(
@@ -26,7 +26,7 @@ with DAG(
         return list(context["params"]["gcs_uris"])
 
     HealthcareEnsureDicomStoreOperator(
-        task_id="ensure_store", **STORE_FROM_PARAMS, gcp_conn_id=GCP_CONN_ID, create_if_missing=True
+        task_id="ensure_store", **STORE_FROM_PARAMS, **GOOGLE, create_if_missing=True
     ) >> HealthcareDicomImportOperator.partial(
-        task_id="import_dicom", **STORE_FROM_PARAMS, gcp_conn_id=GCP_CONN_ID, deferrable=True, retries=2
+        task_id="import_dicom", **STORE_FROM_PARAMS, **GOOGLE, deferrable=True, retries=2
     ).expand(gcs_uri=sources())

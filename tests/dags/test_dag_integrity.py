@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import dicom_pipelines
 from dicom_pipelines.timetables import EARLIEST_NIGHT
 from tests.helpers import dag_bag
 
@@ -171,3 +172,11 @@ def test_every_wait_is_deferrable_whatever_the_deployments_default(dagbag):
         for t in dagbag.dags[dag_id].tasks:
             if hasattr(t, "deferrable"):
                 assert t.deferrable is True, (dag_id, t.task_id)
+
+
+def test_the_example_dag_shipped_with_the_package_parses():
+    example = Path(dicom_pipelines.__file__).parent / "example_dags"
+    bag = dag_bag(example)
+    assert bag.import_errors == {} and set(bag.dag_ids) == {"example_dicom_import_export"}
+    for task in bag.dags["example_dicom_import_export"].tasks:
+        assert task.deferrable is True and task.impersonation_chain, task.task_id

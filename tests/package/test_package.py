@@ -72,6 +72,7 @@ def test_the_wheel_carries_the_sql_the_entry_points_and_ranges_not_pins(wheel):
         metadata = whl.read(info).decode()
         entry_points = whl.read(info.replace("METADATA", "entry_points.txt")).decode()
     assert "dicom_pipelines/include/sql/filter_paths.sql" in names
+    assert "dicom_pipelines/example_dags/example_dicom_import_export.py" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not any(n.startswith(("tests/", "emulator/", "scripts/", "dags/")) for n in names), names
     assert "[apache_airflow_provider]" in entry_points and "[airflow.plugins]" in entry_points
@@ -98,10 +99,12 @@ bag = DagBag(dag_folder=sys.argv[1], include_examples=False)
 task = bag.dags["dicom_filtered_export"].get_task("build_filter_table")
 params = {"modalities": ["XA"], "granularity": "series", "project_id": "p", "bigquery_dataset": "d",
           "dataset_id": "ds", "dicom_store_id": "s", "metadata_table": None}
+examples = DagBag(dag_folder=TEMPLATE_DIR.replace("include", "example_dags"), include_examples=False)
 sql = task.render_template(task.configuration["query"]["query"], {"params": params, **task.dag.user_defined_macros},
                            jinja_env=task.dag.get_template_env())
 print(json.dumps({"dag_ids": sorted(bag.dag_ids), "errors": {k: str(v)[-500:] for k, v in bag.import_errors.items()},
-                  "package": dicom_pipelines.__file__, "templates": TEMPLATE_DIR, "sql": sql}))
+                  "package": dicom_pipelines.__file__, "templates": TEMPLATE_DIR, "sql": sql,
+                  "examples": sorted(examples.dag_ids), "example_errors": len(examples.import_errors)}))
 """
 
 
@@ -114,6 +117,7 @@ def test_the_four_dags_parse_and_render_their_sql_from_the_installed_package(old
     site = Path(oldest_airflow["python"]).parents[1]
     assert Path(parsed["package"]).is_relative_to(site) and Path(parsed["templates"]).is_relative_to(site)
     assert "SELECT" in parsed["sql"] and "Modality" in parsed["sql"] and "@modalities" in parsed["sql"]
+    assert parsed["examples"] == ["example_dicom_import_export"] and parsed["example_errors"] == 0
     assert "XA" not in parsed["sql"], "criteria are query parameters, never rendered into the SQL"
 
 

@@ -59,3 +59,15 @@ def test_serialize_round_trip_and_summary():
 def test_a_first_night_without_a_time_zone_is_refused():
     with pytest.raises(ValueError, match="must carry a time zone"):
         NightlyImportTimetable("0 0 * * *", "UTC", first_night=dt.datetime(2026, 11, 1))
+
+
+def test_with_no_first_night_the_scheduler_starts_at_the_latest_night_not_in_1970():
+    """A first deploy that set no DICOM_IMPORT_START_DATE: the DAG has catchup off, and the first scheduled run is
+    the latest complete night, never a replay from the DAG's start_date."""
+    timetable = NightlyImportTimetable("0 0 * * *", "UTC")
+    info = timetable.next_dagrun_info(
+        last_automated_data_interval=None, restriction=TimeRestriction(EARLIEST_NIGHT, None, False)
+    )
+    assert info is not None and info.data_interval.start >= pendulum.now("UTC") - dt.timedelta(days=2)
+    assert NightlyImportTimetable.deserialize(timetable.serialize()) == timetable
+    assert timetable.summary == "0 0 * * *"
