@@ -8,14 +8,20 @@ started by hand imports the ``day`` param, or, with no logical date, yesterday. 
 
 Nights import in date order: each run first waits for the run of the previous logical date to finish, whatever
 its outcome, and no two import tasks run at once (``max_active_tis_per_dag=1``), however the runs were started.
+
+Several sites: ``DICOM_IMPORT_SITES`` (a JSON list, one object per site) makes one DAG per site from this file,
+``dicom_nightly_import__<site>``, each with the site's values as its params' defaults and its own cron, time zone
+and first night.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+from typing import Any
 
-from airflow.sdk import DAG, Asset, AssetAlias, task
+from airflow.sdk import DAG, Asset, AssetAlias, Param, task
 
 from dicom_pipelines.checks import check_params, wait_for_previous_run
 from dicom_pipelines.dag_params import (
@@ -31,7 +37,7 @@ from dicom_pipelines.dag_params import (
     tolerance_params,
 )
 from dicom_pipelines.operators import HealthcareDicomImportOperator, HealthcareEnsureDicomStoreOperator
-from dicom_pipelines.settings import import_first_night
+from dicom_pipelines.settings import import_first_night, import_sites
 from dicom_pipelines.timetables import EARLIEST_NIGHT, NightlyImportTimetable
 
 log = logging.getLogger(__name__)
@@ -45,88 +51,116 @@ IMPORT_DAY = (
 """The day whose folder a run imports: the ``day`` param, else the data interval's start, else (a manual run
 with no logical date) the day before the run; days in ``DICOM_IMPORT_TIMEZONE``. A template that cannot fail on a
 missing logical date."""
-FIRST_NIGHT = import_first_night()
+SITE_KEYS = ("site", "cron", "timezone", "start_date")
+"""What a site entry may set besides the DAG's params."""
 
-with DAG(
-    dag_id="dicom_nightly_import",
-    description="Import the previous day's DICOM files from GCS into the DICOM store",
-    schedule=NightlyImportTimetable(
-        str(env("DICOM_IMPORT_CRON")),
-        timezone=IMPORT_TIMEZONE,
-        first_night=FIRST_NIGHT,
-    ),
-    start_date=EARLIEST_NIGHT,
-    catchup=FIRST_NIGHT is not None,
-    user_defined_filters={"night_day": night_day},
-    max_active_runs=1,
-    render_template_as_native_obj=True,
-    tags=["dicom", "healthcare", "import"],
-    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
-    params={
-        **store_params(),
-        **import_params(),
-        **tolerance_params(),
-    },
-    doc_md=__doc__,
-) as dag:
-    ensure_store = HealthcareEnsureDicomStoreOperator(
-        task_id="ensure_store",
-        **STORE_FROM_PARAMS,
-        **GOOGLE,
-        stream_table_uri="{{ params.metadata_stream_table or '' }}",
-        bigquery_location="{{ params.bigquery_location or '' }}",
-        create_if_missing="{{ params.create_if_missing }}",
-    )
 
-    import_dicom = HealthcareDicomImportOperator(
-        task_id="import_dicom",
-        **STORE_FROM_PARAMS,
-        **GOOGLE,
-        gcs_uri="{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' "
-        "if params.source_prefix else '') ~ " + IMPORT_DAY + " ~ '/' ~ params.source_pattern) }}",
-        allow_empty_source="{{ params.allow_empty }}",
-        failure_report_uri=FAILURE_REPORT_URI,
-        quarantine_prefix="{{ params.quarantine_prefix or '' }}",
-        max_active_tis_per_dag=1,
-        deferrable=True,
-        **TOLERANCE_FROM_PARAMS,
-    )
-
-    @task(outlets=[STORE_IMPORTS])
-    def verify(store_name: str, result: dict, **context) -> dict:
-        """The night's figures come from the operation's counters, which are exact. The store's size comes from its
-        metrics, which Google says may lag behind recent changes: it is reported as what the metrics say, and
-        never compared with the counters."""
-        from dicom_pipelines.checks import require_result
-        from dicom_pipelines.hooks import CloudHealthcareDicomHook
-
-        require_result(result, "import_dicom")
-        reported = CloudHealthcareDicomHook(**GOOGLE).get_store_metrics(store_name=store_name)["instanceCount"]
-        summary = {
-            "imported": result["success"],
-            "failed": result["failure"],
-            "operation_name": result["operation_name"],
-            "logs_url": result["logs_url"],
-            "failed_sources": result.get("failed_sources", []),
-            "failure_report_uri": result.get("failure_report_uri"),
-            "store_instance_count_per_metrics": reported,
-        }
-        log.info(
-            "Imported %d, failed %d (the operation's counters). The store's metrics report %d instances; they may "
-            "not show this night's import yet",
-            result["success"],
-            result["failure"],
-            reported,
+def site_defaults(params: dict[str, Param], site: dict[str, Any]) -> dict[str, Param]:
+    """The DAG's params with a site's values as their defaults; a key that is neither a param nor a site key is
+    refused, naming the site and the key (the DAG file's import error says it in the UI)."""
+    unknown = sorted(set(site) - set(params) - set(SITE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"DICOM_IMPORT_SITES, site {site.get('site')!r}: {', '.join(unknown)} is not a param of the nightly "
+            f"import nor one of {', '.join(SITE_KEYS)} (params: {', '.join(sorted(params))})"
         )
-        context["outlet_events"][STORE_IMPORTS].add(
-            Asset(uri=f"healthcare://{store_name}", name=f"dicom_store:{store_name}"),
-            # counts and where the report is, never the failed paths or their errors: every consumer of the asset
-            # reads this
-            extra={"run_id": context["run_id"], **{k: v for k, v in summary.items() if k != "failed_sources"}},
-        )
-        return summary
+    given = {name: value for name, value in site.items() if name in params}
+    return {
+        name: Param(given[name], description=param.description, **param.schema) if name in given else param
+        for name, param in params.items()
+    }
 
-    check_params() >> wait_for_previous_run() >> ensure_store
-    # XComArgs resolve to the upstream values at run time; the decorator's signature cannot say so
-    ensure_store >> import_dicom
-    verify(ensure_store.output, import_dicom.output)  # type: ignore[arg-type]
+
+def nightly_import_dag(dag_id: str, site: dict[str, Any]) -> DAG:
+    """The nightly import, for the deployment's store (``site`` empty) or for one entry of DICOM_IMPORT_SITES."""
+    timezone = site.get("timezone") or IMPORT_TIMEZONE
+    first_night = import_first_night(site.get("start_date"), timezone)
+    with DAG(
+        dag_id=dag_id,
+        description="Import the previous day's DICOM files from GCS into the DICOM store"
+        + (f" (site {site['site']})" if site else ""),
+        schedule=NightlyImportTimetable(
+            str(site.get("cron") or env("DICOM_IMPORT_CRON")), timezone=timezone, first_night=first_night
+        ),
+        start_date=EARLIEST_NIGHT,
+        catchup=first_night is not None,
+        user_defined_filters={"night_day": functools.partial(night_day, timezone=timezone)},
+        max_active_runs=1,
+        render_template_as_native_obj=True,
+        tags=["dicom", "healthcare", "import", *([f"site:{site['site']}"] if site else [])],
+        default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
+        params=site_defaults({**store_params(), **import_params(), **tolerance_params()}, site),
+        doc_md=__doc__,
+    ) as dag:
+        ensure_store = HealthcareEnsureDicomStoreOperator(
+            task_id="ensure_store",
+            **STORE_FROM_PARAMS,
+            **GOOGLE,
+            stream_table_uri="{{ params.metadata_stream_table or '' }}",
+            bigquery_location="{{ params.bigquery_location or '' }}",
+            create_if_missing="{{ params.create_if_missing }}",
+        )
+
+        import_dicom = HealthcareDicomImportOperator(
+            task_id="import_dicom",
+            **STORE_FROM_PARAMS,
+            **GOOGLE,
+            gcs_uri="{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' "
+            "if params.source_prefix else '') ~ " + IMPORT_DAY + " ~ '/' ~ params.source_pattern) }}",
+            allow_empty_source="{{ params.allow_empty }}",
+            failure_report_uri=FAILURE_REPORT_URI,
+            quarantine_prefix="{{ params.quarantine_prefix or '' }}",
+            max_active_tis_per_dag=1,
+            deferrable=True,
+            **TOLERANCE_FROM_PARAMS,
+        )
+
+        @task(outlets=[STORE_IMPORTS])
+        def verify(store_name: str, result: dict, **context) -> dict:
+            """The night's figures come from the operation's counters, which are exact. The store's size comes from its
+            metrics, which Google says may lag behind recent changes: it is reported as what the metrics say, and
+            never compared with the counters."""
+            from dicom_pipelines.checks import require_result
+            from dicom_pipelines.hooks import CloudHealthcareDicomHook
+
+            require_result(result, "import_dicom")
+            reported = CloudHealthcareDicomHook(**GOOGLE).get_store_metrics(store_name=store_name)["instanceCount"]
+            summary = {
+                "imported": result["success"],
+                "failed": result["failure"],
+                "operation_name": result["operation_name"],
+                "logs_url": result["logs_url"],
+                "failed_sources": result.get("failed_sources", []),
+                "failure_report_uri": result.get("failure_report_uri"),
+                "store_instance_count_per_metrics": reported,
+            }
+            log.info(
+                "Imported %d, failed %d (the operation's counters). The store's metrics report %d instances; they may "
+                "not show this night's import yet",
+                result["success"],
+                result["failure"],
+                reported,
+            )
+            context["outlet_events"][STORE_IMPORTS].add(
+                Asset(uri=f"healthcare://{store_name}", name=f"dicom_store:{store_name}"),
+                # counts and where the report is, never the failed paths or their errors: every consumer of the asset
+                # reads this
+                extra={"run_id": context["run_id"], **{k: v for k, v in summary.items() if k != "failed_sources"}},
+            )
+            return summary
+
+        check_params() >> wait_for_previous_run() >> ensure_store
+        # XComArgs resolve to the upstream values at run time; the decorator's signature cannot say so
+        ensure_store >> import_dicom
+        verify(ensure_store.output, import_dicom.output)  # type: ignore[arg-type]
+    return dag
+
+
+SITES = import_sites()
+if SITES:
+    for entry in SITES:
+        globals()[f"dicom_nightly_import__{entry['site']}"] = nightly_import_dag(
+            f"dicom_nightly_import__{entry['site']}", entry
+        )
+else:
+    dag = nightly_import_dag("dicom_nightly_import", {})

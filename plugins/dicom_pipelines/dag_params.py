@@ -74,10 +74,10 @@ GCS_URI_MAX_LENGTH = 1100
 GRANULARITIES = ("study", "series", "instance")
 
 
-def night_day(moment: Any) -> str:
+def night_day(moment: Any, timezone: str | None = None) -> str:
     """The day (YYYY-MM-DD) of a night's folder: ``moment`` (a data interval's start, a run's time) in the time zone
-    of the nightly cron, ``DICOM_IMPORT_TIMEZONE``; a Jinja filter of the nightly import."""
-    return pendulum.instance(moment).in_timezone(IMPORT_TIMEZONE).strftime("%Y-%m-%d")
+    of the nightly cron (``timezone``, else ``DICOM_IMPORT_TIMEZONE``); a Jinja filter of the nightly import."""
+    return pendulum.instance(moment).in_timezone(timezone or IMPORT_TIMEZONE).strftime("%Y-%m-%d")
 
 
 def safe_table_suffix(run_id: str) -> str:

@@ -11,8 +11,11 @@ unless asked for (``DICOM_CREATE_IF_MISSING``), and a first deploy imports the l
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import re
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 
@@ -66,6 +69,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Time zone of the nightly cron and of the day folders (an IANA name, e.g. Europe/Berlin).",
     ),
     Setting(
+        "DICOM_IMPORT_SITES",
+        None,
+        "One nightly import DAG per site, dicom_nightly_import__<site>: a JSON list of objects, each with site and "
+        "any of the import's params as defaults (dicom_store_id, source_bucket...) and cron, timezone, start_date. "
+        "Empty: one DAG, dicom_nightly_import.",
+        required=False,
+    ),
+    Setting(
         "DICOM_IMPORT_START_DATE",
         None,
         "First night the scheduler imports (YYYY-MM-DD); it catches up every night since. Empty: no catch-up, "
@@ -90,22 +101,50 @@ def impersonation_chain() -> list[str] | None:
     return chain or None
 
 
-def import_start_date() -> dt.date | None:
-    start = value("DICOM_IMPORT_START_DATE")
+def import_start_date(start: str | None = None, where: str = "DICOM_IMPORT_START_DATE") -> dt.date | None:
+    """``start``, else the setting, as a date; None when neither is set."""
+    start = start or value("DICOM_IMPORT_START_DATE")
     if start is None:
         return None
     try:
         return dt.date.fromisoformat(start)
     except ValueError:
-        raise ValueError(f"DICOM_IMPORT_START_DATE={start!r}: must be a date, YYYY-MM-DD, or unset") from None
+        raise ValueError(f"{where}={start!r}: must be a date, YYYY-MM-DD, or unset") from None
 
 
-def import_first_night() -> dt.datetime | None:
-    """Midnight of ``DICOM_IMPORT_START_DATE`` in ``DICOM_IMPORT_TIMEZONE``, or None (no catch-up)."""
-    start = import_start_date()
-    if start is None:
+def import_first_night(start: str | None = None, timezone: str | None = None) -> dt.datetime | None:
+    """Midnight of the first night (``start``, else ``DICOM_IMPORT_START_DATE``) in ``timezone`` (else
+    ``DICOM_IMPORT_TIMEZONE``), or None: no catch-up."""
+    first = import_start_date(start, "start_date" if start else "DICOM_IMPORT_START_DATE")
+    if first is None:
         return None
-    return dt.datetime.combine(start, dt.time(), tzinfo=ZoneInfo(str(value("DICOM_IMPORT_TIMEZONE"))))
+    return dt.datetime.combine(first, dt.time(), tzinfo=ZoneInfo(timezone or str(value("DICOM_IMPORT_TIMEZONE"))))
+
+
+def import_sites() -> list[dict[str, Any]]:
+    """The entries of ``DICOM_IMPORT_SITES``, checked: a JSON list of objects, each with a distinct ``site``."""
+    raw = value("DICOM_IMPORT_SITES")
+    if not raw:
+        return []
+    example = '[{"site": "north", "dicom_store_id": "pacs-north", "source_bucket": "north-incoming"}]'
+    try:
+        sites = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"DICOM_IMPORT_SITES is not JSON ({exc.msg}, character {exc.pos}); e.g. {example}") from None
+    if not isinstance(sites, list) or not all(isinstance(site, dict) for site in sites):
+        raise ValueError(f"DICOM_IMPORT_SITES must be a JSON list of objects, one per site; e.g. {example}")
+    seen: set[str] = set()
+    for n, site in enumerate(sites):
+        name = site.get("site")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,60}", name):
+            raise ValueError(
+                f"DICOM_IMPORT_SITES[{n}].site={name!r}: must be 1 to 60 letters, digits, '_' or '-' (it names the "
+                "site's DAG, dicom_nightly_import__<site>)"
+            )
+        if name in seen:
+            raise ValueError(f"DICOM_IMPORT_SITES[{n}].site={name!r}: given twice; each site needs its own name")
+        seen.add(name)
+    return sites
 
 
 GCP_CONN_ID: str = str(value("DICOM_GCP_CONN_ID"))

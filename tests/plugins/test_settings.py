@@ -146,3 +146,80 @@ def test_values_in_words(monkeypatch):
     monkeypatch.setenv("DICOM_IMPORT_TIMEZONE", "America/New_York")
     first = settings.import_first_night()
     assert first is not None and first.utcoffset() == dt.timedelta(hours=-4)
+
+
+SITES_PARSE = """
+import json, sys
+from tests.helpers import dag_bag
+bag = dag_bag(sys.argv[1])
+dags = {}
+for dag_id, dag in bag.dags.items():
+    if dag_id.startswith("dicom_nightly_import"):
+        params = dag.params
+        dags[dag_id] = {"store": params["dicom_store_id"], "bucket": params["source_bucket"],
+                        "catchup": dag.catchup, "timezone": str(dag.timetable._timezone),
+                        "cron": dag.timetable._expression}
+print(json.dumps({"dags": dags, "errors": [str(e)[-400:] for e in bag.import_errors.values()]}))
+"""
+
+
+def parse_sites(value: str) -> dict:
+    env = {**os.environ, "DICOM_IMPORT_SITES": value, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("DICOM_IMPORT_START_DATE", None)
+    out = subprocess.run(
+        [sys.executable, "-c", SITES_PARSE, str(REPO / "dags" / "dicom_nightly_import.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_one_nightly_dag_per_site_from_one_dag_file():
+    sites = [
+        {
+            "site": "north",
+            "dicom_store_id": "pacs-north",
+            "source_bucket": "north-incoming",
+            "cron": "0 2 * * *",
+            "timezone": "Europe/Berlin",
+            "start_date": "2026-11-01",
+        },
+        {"site": "south", "dicom_store_id": "pacs-south", "source_bucket": "south-incoming"},
+    ]
+    parsed = parse_sites(json.dumps(sites))
+    assert parsed["errors"] == []
+    assert parsed["dags"] == {
+        "dicom_nightly_import__north": {
+            "store": "pacs-north",
+            "bucket": "north-incoming",
+            "catchup": True,
+            "timezone": "Europe/Berlin",
+            "cron": "0 2 * * *",
+        },
+        "dicom_nightly_import__south": {
+            "store": "pacs-south",
+            "bucket": "south-incoming",
+            "catchup": False,
+            "timezone": "UTC",
+            "cron": "0 0 * * *",
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ('[{"site": "north", "dicom_store": "x"}]', "site 'north': dicom_store is not a param of the nightly import"),
+        ('[{"site": "north"}, {"site": "north"}]', "DICOM_IMPORT_SITES[1].site='north': given twice"),
+        ('[{"site": "no rth"}]', "DICOM_IMPORT_SITES[0].site='no rth': must be 1 to 60 letters, digits"),
+        ('{"site": "north"}', "DICOM_IMPORT_SITES must be a JSON list of objects"),
+        ("[{site: north}]", "DICOM_IMPORT_SITES is not JSON"),
+        ('[{"site": "north", "start_date": "1.11.2026"}]', "start_date='1.11.2026': must be a date, YYYY-MM-DD"),
+    ],
+)
+def test_a_wrong_site_entry_is_the_dag_files_import_error_in_words(value, words):
+    parsed = parse_sites(value)
+    assert parsed["dags"] == {} and len(parsed["errors"]) == 1 and words in parsed["errors"][0], parsed["errors"]
