@@ -88,8 +88,10 @@ SETTINGS: tuple[Setting, ...] = (
 
 def value(variable: str) -> str | None:
     """The setting's value, else its default; an empty value counts as unset."""
-    default = next(s.default for s in SETTINGS if s.variable == variable)
-    return os.environ.get(variable) or default
+    setting = next((s for s in SETTINGS if s.variable == variable), None)
+    if setting is None:
+        raise KeyError(f"{variable} is not one of the settings: {', '.join(s.variable for s in SETTINGS)}")
+    return os.environ.get(variable) or setting.default
 
 
 def setting_of_param(param: str) -> Setting | None:

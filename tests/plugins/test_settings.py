@@ -139,6 +139,8 @@ def test_values_in_words(monkeypatch):
     assert settings.impersonation_chain() == ["a@p.iam.gserviceaccount.com", "b@p.iam.gserviceaccount.com"]
     monkeypatch.setenv("DICOM_IMPERSONATION_CHAIN", "")
     assert settings.impersonation_chain() is None
+    with pytest.raises(KeyError, match="DICOM_STORE_ID is not one of the settings: DICOM_GCP_CONN_ID"):
+        settings.value("DICOM_STORE_ID")
     monkeypatch.setenv("DICOM_IMPORT_START_DATE", "1.11.2026")
     with pytest.raises(ValueError, match=r"DICOM_IMPORT_START_DATE='1.11.2026': must be a date, YYYY-MM-DD"):
         settings.import_start_date()
