@@ -21,6 +21,12 @@ import functools
 import logging
 from typing import Any
 
+# The provider modules the package's operators load, named so that the dag-processor imports them once, before
+# it parses this file ([dag_processor] parsing_pre_import_modules), not in every parse.
+import airflow.providers.common.compat.sdk  # noqa: F401
+import airflow.providers.google.cloud.operators.cloud_base  # noqa: F401
+import airflow.providers.standard.decorators.python  # noqa: F401
+import airflow.timetables.interval  # noqa: F401
 from airflow.sdk import DAG, Asset, AssetAlias, Param, task
 
 from dicom_pipelines.checks import check_params, wait_for_previous_run

@@ -180,3 +180,32 @@ def test_the_example_dag_shipped_with_the_package_parses():
     assert bag.import_errors == {} and set(bag.dag_ids) == {"example_dicom_import_export"}
     for task in bag.dags["example_dicom_import_export"].tasks:
         assert task.deferrable is True and task.impersonation_chain, task.task_id
+
+
+AFTER_PRE_IMPORT = """
+import importlib, importlib.util, json, sys
+import airflow.sdk
+from airflow.utils.file import iter_airflow_imports
+for name in iter_airflow_imports(sys.argv[1]):
+    importlib.import_module(name)
+before = set(sys.modules)
+spec = importlib.util.spec_from_file_location("dag_under_test", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith(("airflow.providers", "google.")))))
+"""
+
+
+@pytest.mark.parametrize("dag_file", sorted(p.name for p in DAGS.glob("*.py")))
+def test_the_dag_processor_pre_imports_every_provider_module_a_dag_loads(dag_file):
+    """The dag-processor imports the ``airflow.*`` modules a DAG file names once, in its long-lived manager, before
+    parsing the file in a child ([dag_processor] parsing_pre_import_modules). Each DAG file names the provider
+    modules the package's operators load, so no parse pays for the Google provider or its clients again."""
+    out = subprocess.run(
+        [sys.executable, "-c", AFTER_PRE_IMPORT, str(DAGS / dag_file)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
