@@ -26,7 +26,7 @@ import airflow.providers.standard.decorators.branch_python  # noqa: F401
 import airflow.providers.standard.decorators.python  # noqa: F401
 import airflow.providers.standard.operators.empty  # noqa: F401
 from airflow.providers.common.compat.sdk import AirflowFailException
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Asset, AssetAlias, task
 
 from dicom_pipelines.checks import check_params, verify_export
 from dicom_pipelines.dag_params import (
@@ -50,6 +50,8 @@ from dicom_pipelines.operators import (
 )
 
 DESTINATION: StoreKwargs = {**STORE_FROM_PARAMS, "dicom_store_id": DEID_STORE}
+DEIDENTIFIED_STORES = AssetAlias("dicom_deidentified_stores")
+"""Each checked cohort emits an event for the de-identified store it filled; its export emits one on dicom_exports."""
 
 with DAG(
     dag_id="dicom_deidentified_export",
@@ -96,9 +98,10 @@ with DAG(
         **TOLERANCE_FROM_PARAMS,
     )
 
-    @task
-    def check_cohort(deidentified: dict | None, exported: dict | None) -> dict:
-        """Every de-identified instance reached the research bucket: the two operations' counters agree."""
+    @task(outlets=[DEIDENTIFIED_STORES])
+    def check_cohort(deidentified: dict | None, exported: dict | None, **context) -> dict:
+        """Every de-identified instance reached the research bucket: the two operations' counters agree. Then the
+        de-identified store's asset event (``healthcare://`` + its name), with counts."""
         from dicom_pipelines.checks import require_result
 
         require_result(deidentified, "deidentify")
@@ -109,11 +112,16 @@ with DAG(
                 f"{deidentified['success']} instances were de-identified into {deidentified['destination_store']} "
                 f"but {exported['success']} were exported to {exported['uri_prefix']}"
             )
-        return {
-            "instances": exported["success"],
-            "destination_store": deidentified["destination_store"],
-            "uri_prefix": exported["uri_prefix"],
-        }
+        store = deidentified["destination_store"]
+        context["outlet_events"][DEIDENTIFIED_STORES].add(
+            Asset(uri=f"healthcare://{store}", name=f"dicom_store:{store}"),
+            extra={
+                "run_id": context["run_id"],
+                "instances": exported["success"],
+                "operation_name": deidentified.get("operation_name"),
+            },
+        )
+        return {"instances": exported["success"], "destination_store": store, "uri_prefix": exported["uri_prefix"]}
 
     check_params() >> chain.first
     chain.filter_ready >> ensure_destination >> deidentify >> export

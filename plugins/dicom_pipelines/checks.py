@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
-from airflow.sdk import BaseOperator, task
+from airflow.sdk import Asset, AssetAlias, BaseOperator, task
 
 from dicom_pipelines.dag_params import run_param_problems
 from dicom_pipelines.responses import parse_time
@@ -207,11 +207,38 @@ def _since(create_time: str | None) -> dt.datetime | None:
     return created - CLOCK_SKEW if created else None
 
 
-@task(task_id="verify_export")
+EXPORTS = AssetAlias("dicom_exports")
+"""Each verified export emits an event for the ``gs://`` prefix it wrote (the Google provider's ``gs`` asset
+scheme), so a downstream DAG can be scheduled on ``AssetAlias("dicom_exports")``."""
+
+
+def export_event_extra(run_id: str, result: dict, summary: dict) -> dict[str, Any]:
+    """What every consumer of an export's asset event reads: counts, the format and the operation, never a path
+    under the prefix, a filter file's content or an identifier."""
+    return {
+        "run_id": run_id,
+        "instances": summary["instances"],
+        "objects": summary["objects"],
+        "failed": int(result.get("failure", 0)),
+        "mime_type": result.get("mime_type"),
+        "operation_name": result.get("operation_name"),
+    }
+
+
+@task(task_id="verify_export", outlets=[EXPORTS])
 def verify_export(
-    result: dict | None, gcp_conn_id: str = GCP_CONN_ID, impersonation_chain: list[str] | None = IMPERSONATION_CHAIN
+    result: dict | None,
+    gcp_conn_id: str = GCP_CONN_ID,
+    impersonation_chain: list[str] | None = IMPERSONATION_CHAIN,
+    **context: Any,
 ) -> dict[str, Any]:
-    """Task: the objects under the export's prefix match the export operation's counters."""
+    """Task: the objects under the export's prefix match the export operation's counters; then the prefix's asset
+    event."""
     require_result(result, "export_dicom")
     assert result is not None
-    return count_exported(gcp_conn_id, result["uri_prefix"], result["mime_type"], result, impersonation_chain)
+    summary = count_exported(gcp_conn_id, result["uri_prefix"], result["mime_type"], result, impersonation_chain)
+    prefix = result["uri_prefix"].rstrip("/")
+    context["outlet_events"][EXPORTS].add(
+        Asset(uri=prefix), extra=export_event_extra(context["run_id"], result, summary)
+    )
+    return summary

@@ -177,7 +177,8 @@ def test_every_wait_is_deferrable_whatever_the_deployments_default(dagbag):
 def test_the_example_dag_shipped_with_the_package_parses():
     example = Path(dicom_pipelines.__file__).parent / "example_dags"
     bag = dag_bag(example)
-    assert bag.import_errors == {} and set(bag.dag_ids) == {"example_dicom_import_export"}
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {"example_dicom_import_export", "example_dicom_export_consumer"}
     for task in bag.dags["example_dicom_import_export"].tasks:
         assert task.deferrable is True and task.impersonation_chain, task.task_id
 

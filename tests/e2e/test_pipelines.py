@@ -167,6 +167,11 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     assert client.wait_run(EXPORT, run["dag_run_id"])["state"] == "success"
     pngs = [b.name for b in gcs.list_blobs(DEMO_IDS["EXPORT_BUCKET"], prefix="exports/e2e-png/")]
     assert len(pngs) == len(seeded.instances) == 9 and all(n.endswith(".png") for n in pngs)
+    # the export's asset event: its gs:// prefix (alias dicom_exports), with counts and no path under it
+    events = asset_events(client, EXPORT, run["dag_run_id"])
+    assert [e["uri"] for e in events] == [f"gs://{DEMO_IDS['EXPORT_BUCKET']}/exports/e2e-png"], events
+    assert events[0]["extra"]["instances"] == 9 and events[0]["extra"]["mime_type"] == "image/png", events
+    assert not any(".png" in json.dumps(e["extra"]) for e in events)
     # the same prefix again, for the one US instance: the check counts what this export wrote, not the 9 there
     again = client.trigger(
         FILTERED,
@@ -226,6 +231,11 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
     summary = client.xcom(DEID, run["dag_run_id"], "check_cohort")
     assert summary["instances"] == len(cohort) == 4
     assert "/dicomStores/deid-" in summary["destination_store"]
+    events = asset_events(client, DEID, run["dag_run_id"])
+    assert sorted(e["uri"] for e in events) == sorted(
+        [f"healthcare://{summary['destination_store']}", summary["uri_prefix"].rstrip("/")]
+    ), events
+    assert all(e["extra"]["instances"] == len(cohort) for e in events), events
     prefix = summary["uri_prefix"].removeprefix(f"gs://{DEMO_IDS['RESEARCH_BUCKET']}/")
     blobs = list(gcs.list_blobs(DEMO_IDS["RESEARCH_BUCKET"], prefix=prefix + "/"))
     assert len(blobs) == len(cohort)
@@ -319,10 +329,18 @@ def assert_no_phi(stack, client, dag_id: str, run_id: str, patient_ids: set[str]
     for ti in tis:
         rendered = json.dumps(ti.get("rendered_fields") or {})
         assert not [p for p in phi if p in rendered], f"patient data in the rendered fields of {ti['task_id']}"
+    for event in asset_events(client, dag_id, run_id):
+        assert not [p for p in phi if p in json.dumps(event)], f"patient data in the asset event {event['uri']}"
     xcoms = client.ok("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/~/xcomEntries", params={"limit": 100})
     for entry in xcoms["xcom_entries"]:
         value = client.xcom(dag_id, run_id, entry["task_id"], entry["key"])
         assert not [p for p in phi if p in json.dumps(value)], f"patient data in XCom {entry['task_id']}.{entry['key']}"
+
+
+def asset_events(client, dag_id: str, run_id: str) -> list[dict]:
+    """The asset events a run emitted, through the REST API."""
+    events = client.ok("GET", "/assets/events", params={"source_dag_id": dag_id, "limit": 100})["asset_events"]
+    return [e for e in events if e["source_run_id"] == run_id]
 
 
 def run_logs(stack, dag_id: str, run_id: str) -> list:

@@ -117,7 +117,8 @@ def test_the_four_dags_parse_and_render_their_sql_from_the_installed_package(old
     site = Path(oldest_airflow["python"]).parents[1]
     assert Path(parsed["package"]).is_relative_to(site) and Path(parsed["templates"]).is_relative_to(site)
     assert "SELECT" in parsed["sql"] and "Modality" in parsed["sql"] and "@modalities" in parsed["sql"]
-    assert parsed["examples"] == ["example_dicom_import_export"] and parsed["example_errors"] == 0
+    assert parsed["examples"] == ["example_dicom_export_consumer", "example_dicom_import_export"]
+    assert parsed["example_errors"] == 0
     assert "XA" not in parsed["sql"], "criteria are query parameters, never rendered into the SQL"
 
 

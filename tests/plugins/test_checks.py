@@ -127,3 +127,26 @@ def test_verify_checks_the_paths_against_the_filter_file():
         AirflowException, match=r"1 instances .* not in the filter file .* e\.g\. 1\.9/1\.9\.1/1\.9\.1\.1"
     ):
         count_exported("google_cloud_default", result["uri_prefix"], "", {**result, "success": 2})
+
+
+def test_an_export_event_carries_counts_and_the_operation_never_paths_or_identifiers():
+    from dicom_pipelines.checks import export_event_extra
+
+    result = {
+        "uri_prefix": "gs://b/exports/r1",
+        "mime_type": "image/png",
+        "operation_name": "projects/p/locations/l/datasets/d/operations/42",
+        "success": 3,
+        "failure": 1,
+        "failed_sources": [{"source": "gs://b/in/PAT-1.dcm"}],
+        "filter_uri": "gs://b/filters/r1.txt",
+    }
+    extra = export_event_extra("r1", result, {"instances": 3, "objects": 3})
+    assert extra == {
+        "run_id": "r1",
+        "instances": 3,
+        "objects": 3,
+        "failed": 1,
+        "mime_type": "image/png",
+        "operation_name": "projects/p/locations/l/datasets/d/operations/42",
+    }
