@@ -215,9 +215,20 @@ class HealthcareOperationTrigger(BaseTrigger):
         whose triggers were handed over to another (its event loop stalled, or its heartbeat failed). The task
         instance's state tells them apart (:func:`~dicom_pipelines.decisions.trigger_may_cancel`); when it cannot
         be read, the operation is left running.
+
+        The decision runs shielded: Airflow cancels ``on_kill`` itself when it drops the trigger while the lookup
+        is still under way (two mapped instances marked at once, a slow API server), and a half-made decision
+        would leave a failed task's operation running. (The lookups run one after another in asgiref's shared
+        thread, as the Google provider's triggers make theirs: the triggerer's channel to the API server is one.)
         """
         if not self.cancel_on_kill:
             return
+        decision = asyncio.ensure_future(self._cancel_if_user_ended())
+        _ON_KILL_DECISIONS.add(decision)
+        decision.add_done_callback(_ON_KILL_DECISIONS.discard)
+        await asyncio.shield(decision)
+
+    async def _cancel_if_user_ended(self) -> None:
         from asgiref.sync import sync_to_async
 
         state = await sync_to_async(task_instance_state)(self)
@@ -235,6 +246,10 @@ class HealthcareOperationTrigger(BaseTrigger):
             self.log.error("Could not cancel operation %s: %s", self.operation_name, exc)
         finally:
             await hook.close()
+
+
+_ON_KILL_DECISIONS: set[asyncio.Future] = set()
+"""The shielded on_kill decisions still running: the event loop keeps only weak references to tasks."""
 
 
 def task_instance_state(holder: Any) -> str | None:

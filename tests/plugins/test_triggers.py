@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import threading
 import time
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from dicom_pipelines.hooks import CloudHealthcareDicomHook
 from dicom_pipelines.polling import PollPlanner
 from dicom_pipelines.responses import parse_operation
-from dicom_pipelines.triggers import EVENT_KEYS, HealthcareOperationTrigger
+from dicom_pipelines.triggers import _ON_KILL_DECISIONS, EVENT_KEYS, HealthcareOperationTrigger
 from tests.helpers import LOCATION, PROJECT, admin, start_import
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -200,3 +201,33 @@ def test_on_kill_of_a_trigger_whose_cleared_task_deferred_again_cancels_its_oper
         asyncio.run(trigger.on_kill())
         assert parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested is cancelled
         assert asked[0]["key"] == "healthcare_operation_name" and asked[0]["task_id"] == "import_dicom"
+
+
+def test_on_kill_cancelled_by_airflow_mid_lookup_still_cancels_a_failed_tasks_operation(monkeypatch):
+    """Airflow cancels on_kill when it drops the trigger while the state lookup is still under way (two mapped
+    instances marked at once, their lookups queued in one thread): the decision goes on, shielded."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    looked_up = threading.Event()
+
+    def slow_states(**kwargs):
+        looked_up.set()
+        time.sleep(1.0)
+        return {"r": {"import_dicom": "failed"}}
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(slow_states))
+    name = start_import(10, latency=0.5)
+    trigger = HealthcareOperationTrigger(name)
+    trigger.task_instance = FakeTI()  # type: ignore[assignment]
+
+    async def kill_then_drop():
+        on_kill = asyncio.ensure_future(trigger.on_kill())
+        await asyncio.to_thread(looked_up.wait, 10)
+        on_kill.cancel()  # as the triggerer does when the trigger leaves it
+        with pytest.raises(asyncio.CancelledError):
+            await on_kill
+        while _ON_KILL_DECISIONS:  # the shielded decision runs on in the loop
+            await asyncio.sleep(0.05)
+
+    asyncio.run(kill_then_drop())
+    assert parse_operation(CloudHealthcareDicomHook().get_operation(name=name)).cancel_requested
