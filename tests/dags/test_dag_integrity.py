@@ -106,6 +106,19 @@ def test_no_network_or_database_io_at_import_time():
     assert parsed["errors"] == {} and EXPECTED <= set(parsed["dag_ids"])
 
 
+def fresh_interpreter(script: str, *args: str) -> object:
+    """Run ``script`` in a fresh interpreter on this test's path; its last line of output, as JSON."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 CLIENT_MODULES = ("googleapiclient", "aiohttp", "httplib2", "airflow.providers.google.common.hooks.base_google")
 LOADED_AT_PARSE = """
 import importlib.util, json, sys
@@ -119,15 +132,7 @@ print(json.dumps(sorted(m for m in sys.argv[2:] if m in sys.modules)))
 def test_parsing_the_healthcare_dags_loads_no_google_client(dag_file):
     """The dag-processor parses every file again and again: the hooks and their client libraries load only in
     the tasks that call the API."""
-    out = subprocess.run(
-        [sys.executable, "-c", LOADED_AT_PARSE, str(DAGS / dag_file), *CLIENT_MODULES],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    assert fresh_interpreter(LOADED_AT_PARSE, str(DAGS / dag_file), *CLIENT_MODULES) == []
 
 
 def test_sql_is_rendered_from_include_not_python(dagbag):
@@ -204,12 +209,4 @@ def test_the_dag_processor_pre_imports_every_provider_module_a_dag_loads(dag_fil
     """The dag-processor imports the ``airflow.*`` modules a DAG file names once, in its long-lived manager, before
     parsing the file in a child ([dag_processor] parsing_pre_import_modules). Each DAG file names the provider
     modules the package's operators load, so no parse pays for the Google provider or its clients again."""
-    out = subprocess.run(
-        [sys.executable, "-c", AFTER_PRE_IMPORT, str(DAGS / dag_file)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    assert fresh_interpreter(AFTER_PRE_IMPORT, str(DAGS / dag_file)) == []
