@@ -45,7 +45,9 @@ from dicom_pipelines.decisions import (
     resumed_operation,
     worker_kill_may_cancel,
 )
+from dicom_pipelines.lineage import DicomDataset, bigquery_dataset, gcs_dataset, store_dataset
 from dicom_pipelines.links import HealthcareDicomStoreLink, HealthcareOperationLink, HealthcareOperationLogLink, UrlLink
+from dicom_pipelines.metrics import operation_tags, progress_line, record_cancel, record_finished, record_timeout
 from dicom_pipelines.outcomes import (
     CANCELLED,
     EMPTY,
@@ -85,6 +87,8 @@ if TYPE_CHECKING:
     from dicom_pipelines.hooks import CloudHealthcareDicomHook
 
 OPERATION_STATE_KEY = "healthcare_operation"
+COUNTED_STATE_KEY = "healthcare_operation_counted"
+"""The task state store's key naming the operation whose instances this task's metrics have counted."""
 DEFER_GRACE_S = 300.0
 """How long after the trigger's own deadline Airflow's deferral timeout ends a trigger that could not run."""
 WRITE_DISPOSITIONS = ("WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND")
@@ -192,6 +196,8 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
     operator_extra_links = (HealthcareDicomStoreLink(), HealthcareOperationLink(), HealthcareOperationLogLink())
     api_method = ""
     """The operation's ``metadata.apiMethodName`` suffix, used to find it after an ambiguous submission."""
+    operation_kind = ""
+    """What the operation does, as the metrics' ``operation`` tag and the lineage facet name it."""
 
     def __init__(
         self,
@@ -223,6 +229,8 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         self.failed_sources_to_log = failed_sources_to_log
         self._operation_name: str | None = None
         self._ti: Any = None
+        self._polls = 0
+        self._result: dict[str, Any] | None = None
 
     # --- to implement -------------------------------------------------------------------------
     def validate(self) -> None:
@@ -230,6 +238,23 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
 
     def submit(self, hook: CloudHealthcareDicomHook, store_name: str) -> dict:
         raise NotImplementedError
+
+    def lineage_datasets(self) -> tuple[list[DicomDataset], list[DicomDataset]]:
+        """The OpenLineage inputs and outputs (:mod:`dicom_pipelines.lineage`), from the rendered fields."""
+        raise NotImplementedError
+
+    # --- lineage (the OpenLineage provider's listener calls these when the task ends) ---------------------------
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from dicom_pipelines.lineage import operator_lineage
+
+        try:
+            inputs, outputs = self.lineage_datasets()
+        except ValueError:  # refused input: the task's error names it; there is no dataset to report
+            inputs, outputs = [], []
+        return operator_lineage(inputs, outputs, self.operation_kind, self._result)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        return self.get_openlineage_facets_on_complete(task_instance)
 
     # --- shared flow ------------------------------------------------------------------------------
     @property
@@ -294,6 +319,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             self.log.warning("An earlier try started operation %s but died before recording it; adopting it", name)
             state.set(OPERATION_STATE_KEY, {**entry, "name": name})
         try:
+            self._polls += 1
             status: OperationStatus | None = parse_operation(hook.get_operation(name=name))
         except HealthcareApiError as exc:
             if exc.http_status != 404:
@@ -341,6 +367,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
                 context, HealthcareOperationLogLink.view(status.logs_url, hook.logging_endpoint)
             )
             if not status.done:
+                self._polls += 1
                 status = parse_operation(hook.get_operation(name=name))
         except HealthcareApiError as exc:
             raise api_failure(exc) from None
@@ -362,30 +389,43 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
                     max_poll_interval=self.max_poll_interval,
                     deadline=deadline,
                     cancel_on_kill=self.cancel_on_kill,
+                    metric_tags=self.metric_tags(store),
                 ),
                 method_name="execute_complete",
             )
         last: list[int] = []
+        planner = PollPlanner(self.poll_interval, self.max_poll_interval)
 
         def progress(s: OperationStatus) -> None:
+            self._polls += 1
             if last != [s.pending]:
-                self.log.info(
-                    "Operation %s: %d succeeded, %d failed, %d pending", name, s.success, s.failure, s.pending
-                )
+                self.log.info("%s", progress_line(name, s, planner.remaining, time.time()))
                 last[:] = [s.pending]
 
         try:
-            status = hook.wait_for_operation(
-                name=name,
-                planner=PollPlanner(self.poll_interval, self.max_poll_interval),
-                deadline=deadline,
-                on_progress=progress,
-            )
+            status = hook.wait_for_operation(name=name, planner=planner, deadline=deadline, on_progress=progress)
         except OperationDeadlineExceeded as exc:
             return self._at_deadline(context, hook, exc.last or status)
         except HealthcareApiError as exc:
             raise api_failure(exc) from None
+        self._polls += 1
         return self._finish(context, hook, status)
+
+    def metric_tags(self, store_name: str | None = None) -> dict[str, str]:
+        """The tags of this task's metrics (:mod:`dicom_pipelines.metrics`): the operation kind and the store."""
+        return operation_tags(self.operation_kind, store_name or self.store_name())
+
+    def _count_once(self, context: Any, status: OperationStatus) -> None:
+        """Record a finished operation's metrics, unless an earlier try of this task recorded this operation."""
+        state = context.get("task_state_store")
+        try:
+            if state is not None and state.get(COUNTED_STATE_KEY) == status.name:
+                return
+            record_finished(self.metric_tags(), status, self._polls)
+            if state is not None:
+                state.set(COUNTED_STATE_KEY, status.name)
+        except Exception as exc:  # noqa: BLE001 - a metric is never a reason to lose the operation's outcome
+            self.log.warning("Could not record the metrics of %s (%s: %s)", status.name, type(exc).__name__, exc)
 
     def _execution_deadline(self, context: Any) -> float | None:
         """Epoch seconds when ``execution_timeout`` ends this try, which Airflow 3.3 does not apply to a deferral."""
@@ -410,6 +450,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         if self.cancel_on_kill:
             try:
                 hook.cancel_operation(name=status.name)
+                record_cancel(self.metric_tags(), "deadline")
                 status = parse_operation(hook.get_operation(name=status.name))
             except HealthcareApiError as exc:
                 error = exc
@@ -420,13 +461,16 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
     def _timeout(self, status: OperationStatus, error: Exception | None) -> AirflowFailException:
         """The deadline passed with the operation not done: final, since a retry would find it passed too."""
         note = deadline_note(self.cancel_on_kill, error)
+        record_timeout(self.metric_tags())
         return AirflowFailException(
             f"Operation {status.name} was not done {_seconds(self.operation_timeout):.0f}s after its creation "
             f"({status.create_time or 'unknown'}); {note}. Last counters: {summary(status)}"
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        self._polls = int(event.get("polls") or 0)
         if event["status"] == "timeout":
+            record_timeout(self.metric_tags())
             message = event["message"]
             raise AirflowFailException(
                 f"{message[:1].upper()}{message[1:]} (operation_timeout={_seconds(self.operation_timeout):.0f}s after "
@@ -437,6 +481,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             raise AirflowFailException(f"Waiting for operation {event['operation_name']} failed: {event['message']}")
         hook = self.get_hook()
         try:
+            self._polls += 1
             status = parse_operation(hook.get_operation(name=event["operation_name"]))
         except HealthcareApiError as exc:
             raise api_failure(exc) from None
@@ -445,6 +490,8 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
     def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
         """Evaluate a finished operation by the contract (:mod:`dicom_pipelines.outcomes`)."""
         kind = classify(status)
+        self._result = operation_result(status)
+        self._count_once(context, status)
         reporting = bool(self.failure_report_uri or self.quarantine_prefix)
         limit = max(self.failed_sources_to_log, self.failure_report_limit if reporting else 0)
         failed = self.shareable_failures(hook.failed_entries(status=status, limit=limit))
@@ -550,6 +597,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
                 return
             self.get_hook().cancel_operation(name=name)
             self.log.info("Cancelled operation %s because a user ended the task (%s)", name, state)
+            record_cancel(self.metric_tags(), "user")
         except Exception as exc:  # noqa: BLE001 - on_kill runs inside a signal handler
             self.log.error("Could not cancel operation %s: %s: %s", name, type(exc).__name__, exc)
 
@@ -581,6 +629,10 @@ class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
         self.allow_empty_source = allow_empty_source
 
     api_method = "ImportDicomData"
+    operation_kind = "import"
+
+    def lineage_datasets(self) -> tuple[list[DicomDataset], list[DicomDataset]]:
+        return [gcs_dataset(self.gcs_uri, "gcs_uri")], [store_dataset(self.store_name())]
 
     def _on_empty(self, status: OperationStatus) -> Any:
         """No object matched: a quiet night, or a misconfiguration; the bucket's existence tells them apart."""
@@ -630,6 +682,12 @@ class HealthcareDicomExportOperator(HealthcareDicomOperationOperator):
         self.filter_uri = filter_uri
 
     api_method = "ExportDicomData"
+    operation_kind = "export"
+
+    def lineage_datasets(self) -> tuple[list[DicomDataset], list[DicomDataset]]:
+        inputs = [store_dataset(self.store_name())]
+        inputs += [gcs_dataset(self.filter_uri, "filter_uri")] if self.filter_uri else []
+        return inputs, [gcs_dataset(self.uri_prefix, "uri_prefix")]
 
     def validate(self) -> None:
         parse_gcs_uri(self.uri_prefix, "uri_prefix", allow_empty_object=True)
@@ -699,6 +757,12 @@ class HealthcareDicomExportToBigQueryOperator(HealthcareDicomOperationOperator):
         self.include_source_store = include_source_store
 
     api_method = "ExportDicomData"
+    operation_kind = "export_bigquery"
+
+    def lineage_datasets(self) -> tuple[list[DicomDataset], list[DicomDataset]]:
+        inputs = [store_dataset(self.store_name())]
+        inputs += [gcs_dataset(self.filter_uri, "filter_uri")] if self.filter_uri else []
+        return inputs, [bigquery_dataset(self.table_uri)]
 
     def validate(self) -> None:
         parse_bigquery_table_uri(self.table_uri, "table_uri")
@@ -749,6 +813,12 @@ class HealthcareDicomDeidentifyOperator(HealthcareDicomOperationOperator):
         "filter_uri",
     )
     api_method = "DeidentifyDicomStore"
+    operation_kind = "deidentify"
+
+    def lineage_datasets(self) -> tuple[list[DicomDataset], list[DicomDataset]]:
+        inputs = [store_dataset(self.store_name())]
+        inputs += [gcs_dataset(self.filter_uri, "filter_uri")] if self.filter_uri else []
+        return inputs, [store_dataset(self.destination_store())]
 
     def __init__(
         self,

@@ -33,6 +33,8 @@ class PollPlanner:
     _delay: float = field(default=0.0, init=False)
     _last_move: tuple[float, int] | None = field(default=None, init=False)
     _rate: float | None = field(default=None, init=False)
+    remaining: float | None = field(default=None, init=False)
+    """Seconds to the predicted end as of the latest :meth:`next_delay`, or None while the rate is unknown."""
 
     def __post_init__(self) -> None:
         if self.poll_interval <= 0:
@@ -72,7 +74,7 @@ class PollPlanner:
 
     def next_delay(self, now: float, processed: int, pending: int, created_at: float | None = None) -> float:
         """Seconds to wait before the next poll, given the latest counters; never more than ``max_poll_interval``."""
-        remaining = self.predicted_remaining(now, processed, pending, created_at)
+        remaining = self.remaining = self.predicted_remaining(now, processed, pending, created_at)
         if remaining is None:
             return self.retry_delay()
         landing = remaining + self.landing_margin

@@ -22,6 +22,7 @@ from dicom_pipelines.decisions import (
     task_state_key,
     trigger_may_cancel,
 )
+from dicom_pipelines.metrics import progress_line, record_cancel
 from dicom_pipelines.outcomes import deadline_note
 from dicom_pipelines.polling import PollPlanner
 from dicom_pipelines.responses import HealthcareApiError, OperationStatus, parse_operation
@@ -86,6 +87,7 @@ class HealthcareOperationTrigger(BaseTrigger):
         done sends a ``timeout`` event. None means no deadline.
     :param cancel_on_kill: whether this trigger may cancel the operation: at the deadline, and when a user
         kills or clears the deferred task (never on a triggerer restart). False leaves it running always.
+    :param metric_tags: the tags of the cancels it counts (:mod:`dicom_pipelines.metrics`): operation kind, store.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class HealthcareOperationTrigger(BaseTrigger):
         max_poll_interval: float = 60.0,
         deadline: float | None = None,
         cancel_on_kill: bool = True,
+        metric_tags: dict[str, str] | None = None,
     ):
         super().__init__()
         self.operation_name = operation_name
@@ -110,6 +113,7 @@ class HealthcareOperationTrigger(BaseTrigger):
         self.max_poll_interval = float(max_poll_interval)
         self.deadline = float(deadline) if deadline is not None else None
         self.cancel_on_kill = bool(cancel_on_kill)
+        self.metric_tags = {str(k): str(v) for k, v in (metric_tags or {}).items()}
         self._hook: CloudHealthcareDicomAsyncHook | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -124,6 +128,7 @@ class HealthcareOperationTrigger(BaseTrigger):
                 "max_poll_interval": self.max_poll_interval,
                 "deadline": self.deadline,
                 "cancel_on_kill": self.cancel_on_kill,
+                "metric_tags": self.metric_tags,
             },
         )
 
@@ -155,16 +160,10 @@ class HealthcareOperationTrigger(BaseTrigger):
                     if status.done:
                         yield TriggerEvent(make_event("done", f"operation {name} is done", name, status, 200, polls))
                         return
-                    if status.pending != last_pending:
-                        self.log.info(
-                            "Operation %s: %d succeeded, %d failed, %d pending",
-                            name,
-                            status.success,
-                            status.failure,
-                            status.pending,
-                        )
-                        last_pending = status.pending
                     delay = planner.next_delay(time.time(), status.processed, status.pending, status.created_at)
+                    if status.pending != last_pending:
+                        self.log.info("%s", progress_line(name, status, planner.remaining, time.time()))
+                        last_pending = status.pending
                 if self.deadline is not None and time.time() >= self.deadline:
                     yield TriggerEvent(await self._deadline_event(hook, polls))
                     return
@@ -191,6 +190,7 @@ class HealthcareOperationTrigger(BaseTrigger):
         if self.cancel_on_kill:
             try:
                 await hook.cancel_operation(name=name)
+                record_cancel(self.metric_tags, "deadline")
             except HealthcareApiError as exc:
                 error = exc
             status = await self._read(hook) or status
@@ -242,6 +242,7 @@ class HealthcareOperationTrigger(BaseTrigger):
         try:
             await hook.cancel_operation(name=self.operation_name)
             self.log.info("Cancelled operation %s because a user ended the task (%s)", self.operation_name, state)
+            record_cancel(self.metric_tags, "user")
         except HealthcareApiError as exc:
             self.log.error("Could not cancel operation %s: %s", self.operation_name, exc)
         finally:

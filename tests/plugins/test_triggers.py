@@ -35,13 +35,23 @@ def reset_stack():
 
 def test_serialize_round_trip_primitives_only():
     trigger = HealthcareOperationTrigger(
-        "projects/p/locations/l/datasets/d/operations/1", "conn", ["sa@x"], "v1beta1", 3.0, 30.0, 1_900_000_000.0, False
+        "projects/p/locations/l/datasets/d/operations/1",
+        "conn",
+        ["sa@x"],
+        "v1beta1",
+        3.0,
+        30.0,
+        1_900_000_000.0,
+        False,
+        {"operation": "import", "store": "s"},
     )
     classpath, kwargs = trigger.serialize()
     module, _, name = classpath.rpartition(".")
     again = getattr(importlib.import_module(module), name)(**kwargs)
     assert again.serialize() == (classpath, kwargs)
+    tags = kwargs.pop("metric_tags")
     assert all(isinstance(v, (str, int, float, bool, list, type(None))) for v in kwargs.values())
+    assert tags == {"operation": "import", "store": "s"}
     assert classpath == "dicom_pipelines.triggers.HealthcareOperationTrigger"
 
 
