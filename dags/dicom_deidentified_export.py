@@ -28,6 +28,7 @@ import airflow.providers.standard.operators.empty  # noqa: F401
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Asset, AssetAlias, task
 
+from dicom_pipelines.alerts import failure_callback
 from dicom_pipelines.checks import check_params, verify_export
 from dicom_pipelines.dag_params import (
     DEID_STORE,
@@ -70,6 +71,7 @@ with DAG(
         **tolerance_params(),
     },
     doc_md=__doc__,
+    on_failure_callback=failure_callback,
     **DAG_KWARGS,
 ) as dag:
     chain = add_filter_file_tasks()

@@ -11,6 +11,7 @@ import airflow.providers.google.cloud.operators.cloud_base  # noqa: F401
 import airflow.providers.standard.decorators.python  # noqa: F401
 from airflow.sdk import DAG
 
+from dicom_pipelines.alerts import failure_callback
 from dicom_pipelines.checks import check_params, verify_export
 from dicom_pipelines.dag_params import (
     EXPORT_PREFIX,
@@ -39,6 +40,7 @@ with DAG(
         **tolerance_params(),
     },
     doc_md=__doc__,
+    on_failure_callback=failure_callback,
 ) as dag:
     export = HealthcareDicomExportOperator(
         task_id="export_dicom",

@@ -25,6 +25,7 @@ import airflow.providers.standard.decorators.python  # noqa: F401
 import airflow.providers.standard.operators.empty  # noqa: F401
 from airflow.sdk import DAG
 
+from dicom_pipelines.alerts import failure_callback
 from dicom_pipelines.checks import check_params, verify_export
 from dicom_pipelines.dag_params import (
     EXPORT_PREFIX,
@@ -55,6 +56,7 @@ with DAG(
         **tolerance_params(),
     },
     doc_md=__doc__,
+    on_failure_callback=failure_callback,
     **DAG_KWARGS,
 ) as dag:
     chain = add_filter_file_tasks()

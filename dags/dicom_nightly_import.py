@@ -29,6 +29,7 @@ import airflow.providers.standard.decorators.python  # noqa: F401
 import airflow.timetables.interval  # noqa: F401
 from airflow.sdk import DAG, Asset, AssetAlias, Param, task
 
+from dicom_pipelines.alerts import failure_callback, nightly_deadline
 from dicom_pipelines.checks import check_params, wait_for_previous_run
 from dicom_pipelines.dag_params import (
     FAILURE_REPORT_URI,
@@ -57,7 +58,7 @@ IMPORT_DAY = (
 """The day whose folder a run imports: the ``day`` param, else the data interval's start, else (a manual run
 with no logical date) the day before the run; days in ``DICOM_IMPORT_TIMEZONE``. A template that cannot fail on a
 missing logical date."""
-SITE_KEYS = ("site", "cron", "timezone", "start_date")
+SITE_KEYS = ("site", "cron", "timezone", "start_date", "deadline")
 """What a site entry may set besides the DAG's params."""
 
 
@@ -81,13 +82,12 @@ def nightly_import_dag(dag_id: str, site: dict[str, Any]) -> DAG:
     """The nightly import, for the deployment's store (``site`` empty) or for one entry of DICOM_IMPORT_SITES."""
     timezone = site.get("timezone") or IMPORT_TIMEZONE
     first_night = import_first_night(site.get("start_date"), timezone)
+    cron = str(site.get("cron") or env("DICOM_IMPORT_CRON"))
     with DAG(
         dag_id=dag_id,
         description="Import the previous day's DICOM files from GCS into the DICOM store"
         + (f" (site {site['site']})" if site else ""),
-        schedule=NightlyImportTimetable(
-            str(site.get("cron") or env("DICOM_IMPORT_CRON")), timezone=timezone, first_night=first_night
-        ),
+        schedule=NightlyImportTimetable(cron, timezone=timezone, first_night=first_night),
         start_date=EARLIEST_NIGHT,
         catchup=first_night is not None,
         user_defined_filters={"night_day": functools.partial(night_day, timezone=timezone)},
@@ -97,6 +97,8 @@ def nightly_import_dag(dag_id: str, site: dict[str, Any]) -> DAG:
         default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
         params=site_defaults({**store_params(), **import_params(), **tolerance_params()}, site),
         doc_md=__doc__,
+        on_failure_callback=failure_callback,
+        deadline=nightly_deadline(cron, timezone, site.get("deadline") or env("DICOM_IMPORT_DEADLINE")),
     ) as dag:
         ensure_store = HealthcareEnsureDicomStoreOperator(
             task_id="ensure_store",

@@ -122,8 +122,10 @@ class Stack:
         executor: str = "local",
         extra_dag_folders: tuple[Path, ...] = (),
         code: str = "package",
+        extra_env: dict[str, str] | None = None,
     ):
         """``extra_dag_folders``: more DAG bundles beside the project's ``dags/`` (the drills add test fixtures).
+        ``extra_env``: more settings of every Airflow process (the observability tests' listeners, alerts).
 
         ``code``: how Airflow gets the operators. ``package`` (the default, as on Cloud Composer or the Helm
         chart's image): the wheel built from this checkout, installed into the stack's folder, with an empty plugins
@@ -140,6 +142,7 @@ class Stack:
         self.latency = latency
         self.faults = faults
         self.extra_dag_folders = extra_dag_folders
+        self.extra_env = dict(extra_env or {})
         if code not in CODE_SOURCES:
             raise SystemExit(f"code {code!r}: must be one of {', '.join(CODE_SOURCES)}")
         self.code = code
@@ -438,6 +441,7 @@ class Stack:
                     "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
                 }
             )
+        env.update(self.extra_env)
         return env
 
     def airflow_services(self) -> tuple[str, ...]:

@@ -77,6 +77,26 @@ SETTINGS: tuple[Setting, ...] = (
         required=False,
     ),
     Setting(
+        "DICOM_IMPORT_DEADLINE",
+        None,
+        "HH:MM in DICOM_IMPORT_TIMEZONE: a scheduled night not finished by then (after its run starts) sends an "
+        "alert. A site entry may set its own (deadline). Empty: no deadline.",
+        required=False,
+    ),
+    Setting(
+        "DICOM_ALERT_EMAILS",
+        None,
+        "Comma-separated addresses told of a failed run of any DICOM DAG and of a late night. Empty: no alerts.",
+        required=False,
+    ),
+    Setting("DICOM_ALERT_SMTP_CONN_ID", "smtp_default", "SMTP connection of the alerts (SMTP provider)."),
+    Setting(
+        "DICOM_ALERT_FROM",
+        None,
+        "Sender of the alerts when the SMTP connection has no from_email extra (else airflow@localhost).",
+        required=False,
+    ),
+    Setting(
         "DICOM_IMPORT_START_DATE",
         None,
         "First night the scheduler imports (YYYY-MM-DD); it catches up every night since. Empty: no catch-up, "

@@ -210,3 +210,25 @@ def test_the_dag_processor_pre_imports_every_provider_module_a_dag_loads(dag_fil
     parsing the file in a child ([dag_processor] parsing_pre_import_modules). Each DAG file names the provider
     modules the package's operators load, so no parse pays for the Google provider or its clients again."""
     assert fresh_interpreter(AFTER_PRE_IMPORT, str(DAGS / dag_file)) == []
+
+
+def test_every_dag_alerts_on_failure_and_the_night_has_a_deadline_when_set(dagbag, monkeypatch):
+    """A failed run of any DAG is mailed (dicom_pipelines.alerts); DICOM_IMPORT_DEADLINE gives the nightly import a
+    DeadlineAlert that survives serialization, with the interval from the cron (midnight, UTC here)."""
+    from dicom_pipelines.alerts import failure_callback
+
+    for dag_id in EXPECTED | {"dicom_deidentified_export"}:
+        callbacks = dagbag.dags[dag_id].on_failure_callback
+        assert failure_callback in (callbacks if isinstance(callbacks, list) else [callbacks]), dag_id
+    assert not dagbag.dags["dicom_nightly_import"].deadline
+    monkeypatch.setenv("DICOM_IMPORT_DEADLINE", "06:30")
+    nightly = dag_bag(DAGS).dags["dicom_nightly_import"]
+    [alert] = nightly.deadline if isinstance(nightly.deadline, list) else [nightly.deadline]
+    assert alert.interval == dt.timedelta(days=1, hours=6, minutes=30)
+    assert alert.callback.kwargs == {"timezone": "UTC", "deadline": "06:30"}
+    try:
+        from airflow.serialization.serialized_objects import DagSerialization
+    except ImportError:  # Airflow 3.1
+        from airflow.serialization.serialized_objects import SerializedDAG as DagSerialization  # type: ignore
+    stored = json.dumps(DagSerialization.to_dict(nightly))
+    assert "dicom_pipelines.alerts.missed_deadline_callback" in stored

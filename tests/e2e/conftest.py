@@ -17,16 +17,19 @@ from tests.conftest import free_port_base
 
 @contextmanager
 def running_deployment(
-    folder: Path, db: str, latency: float = 0.3, code: str = "package"
+    folder: Path, db: str, latency: float = 0.3, code: str = "package", extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[Stack, AirflowClient, storage.Client]]:
     """Start the stack and Airflow with a short catchup; stop both and restore the environment afterwards.
 
     0.3 s per instance by default: operations outlast the operators' first check, so tasks defer to the triggerer.
     ``code``: the installed wheel, or the repository's ``plugins/`` as the plugins folder (see :class:`Stack`).
+    ``extra_env``: more settings of the Airflow processes (also set here while the deployment runs, since the test
+    process parses the DAG files too).
     """
     saved = dict(os.environ)
     os.environ["DICOM_IMPORT_START_DATE"] = one_night_catchup_start()  # DAG files read it when parsed
-    stack = Stack(folder, free_port_base(), db=db, latency=latency, code=code)
+    os.environ.update({k: v for k, v in (extra_env or {}).items() if not k.startswith("AIRFLOW")})
+    stack = Stack(folder, free_port_base(), db=db, latency=latency, code=code, extra_env=extra_env)
     try:
         stack.start_stack()
         stack.start_airflow()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -23,14 +24,43 @@ import dicom_pipelines
 from scripts.demo_data import DAYS, seed
 from scripts.stack import DEMO_IDS
 from tests.e2e.conftest import running_deployment
+from tests.listeners import LineageListener, SmtpListener, StatsdListener, wait_until
 
 IMPORT, FILTERED, EXPORT = "dicom_nightly_import", "dicom_filtered_export", "dicom_export"
 DEID = "dicom_deidentified_export"
 
 
+ALERT_TO = "imaging-oncall@hospital.example"
+DEADLINE = "00:01"
+"""The nightly deadline of this deployment: a minute after the default midnight cron, so the scheduled night (of
+yesterday, started when the DAG is unpaused) is late from its start, as a night still running at 06:00 would be."""
+
+
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
-    with running_deployment(tmp_path_factory.mktemp("e2e"), "postgres") as running:
+def listeners():
+    statsd, lineage, smtp = StatsdListener(), LineageListener(), SmtpListener()
+    yield statsd, lineage, smtp
+    for listener in (statsd, lineage, smtp):
+        listener.close()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, listeners):
+    """The local stack and Airflow, sending metrics, lineage and alerts to the listeners, as a production
+    deployment is told to (README, "Watching it run")."""
+    statsd, lineage, smtp = listeners
+    watched = {
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
+        "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": lineage.transport(),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "hospital-airflow",
+        "AIRFLOW_CONN_SMTP_DEFAULT": smtp.connection("airflow@hospital.example"),
+        "DICOM_ALERT_EMAILS": ALERT_TO,
+        "DICOM_IMPORT_DEADLINE": DEADLINE,
+    }
+    with running_deployment(tmp_path_factory.mktemp("e2e"), "postgres", extra_env=watched) as running:
         yield running
 
 
@@ -316,6 +346,127 @@ def test_nightly_backfill_filtered_export_full_export_and_api_errors(deployment)
                 if lines:
                     errors[str(path)] = lines[:3]
     assert not errors, errors
+
+
+def test_watching_it_run_metrics_lineage_and_alerts(deployment, listeners):
+    """What the platform team watches, from the runs above plus one failed night: StatsD metrics, OpenLineage
+    events and e-mail alerts reach their listeners, agree with the runs' own results, and carry no patient data."""
+    stack, client, _ = deployment
+    statsd, lineage, smtp = listeners
+    store = f"projects/{DEMO_IDS['GCP_PROJECT']}/locations/{DEMO_IDS['HEALTHCARE_LOCATION']}/datasets/"
+    store += f"{DEMO_IDS['HEALTHCARE_DATASET']}/dicomStores/{DEMO_IDS['DICOM_STORE']}"
+    on_store = {"operation": "import", "store": DEMO_IDS["DICOM_STORE"]}
+
+    def total(name: str, tags: dict) -> int:
+        return int(sum(v for t, v, _ in statsd.metrics(name) if tags.items() <= t.items()))
+
+    # 1. metrics: every import counted once, the same instances as the runs' results say
+    imported = []
+    for run in client.runs(IMPORT, state="success"):
+        if client.task_states(IMPORT, run["dag_run_id"]).get("import_dicom") == "success":
+            imported.append(client.xcom(IMPORT, run["dag_run_id"], "import_dicom"))
+    assert len(imported) >= 5, imported  # the three backfilled nights and two runs by hand
+    assert total("dicom.operation.instances_succeeded", on_store) == sum(r["success"] for r in imported)
+    assert total("dicom.operation.instances_failed", on_store) == sum(r["failure"] for r in imported)
+    assert total("dicom.operation.finished", on_store) >= len(imported)
+    assert all(kind == "ms" for _, _, kind in statsd.metrics("dicom.operation.duration"))
+    assert total("dicom.operation.duration", on_store) > 0 and total("dicom.operation.polls", on_store) >= len(imported)
+    exports = [
+        client.xcom(dag_id, run["dag_run_id"], "export_dicom")
+        for dag_id in (EXPORT, FILTERED)
+        for run in client.runs(dag_id, state="success")
+        if client.task_states(dag_id, run["dag_run_id"]).get("export_dicom") == "success"
+    ]
+    on_export = {"operation": "export", "store": DEMO_IDS["DICOM_STORE"]}
+    assert total("dicom.operation.instances_succeeded", on_export) == sum(r["success"] for r in exports) >= 9 + 4
+
+    # 2. a failed night: the night of day 1 with no failure allowed (it has one bad file); its counts are recorded,
+    #    its lineage has them, and the on-call address is told, with the night and the link
+    #    The local API is slowed to 2 s an instance, so the task's log shows the progress with its predicted end.
+    before = len(statsd.lines)
+    settings = f"{stack.stack_env()['HEALTHCARE_API_ENDPOINT']}/admin/settings"
+    requests.post(settings, json={"latency_s": 2.0}, timeout=30).raise_for_status()
+    try:
+        night = client.trigger(IMPORT, {}, logical_date=f"{DAYS[1]}T07:00:00Z")  # the night of day 1, as in 1c
+        assert client.wait_run(IMPORT, night["dag_run_id"])["state"] == "failed"
+    finally:
+        requests.post(settings, json={"latency_s": stack.latency}, timeout=30).raise_for_status()
+    assert client.task_states(IMPORT, night["dag_run_id"])["import_dicom"] == "failed"
+    progress = re.findall(
+        r"Operation \S+: (\d+)% done \((\d+) succeeded, (\d+) failed, (\d+) pending\); "
+        r"predicted end \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in \d+ s\)",
+        task_log_text(stack, IMPORT, night["dag_run_id"], "import_dicom"),
+    )
+    assert progress and all(0 < int(share) < 100 and int(pending) > 0 for share, _, _, pending in progress), progress
+    after = [line for line in statsd.lines[before:] if "dicom.operation.instances_" in line]
+    assert sorted(after) == sorted(
+        [
+            f"airflow.dicom.operation.instances_succeeded,operation=import,store={DEMO_IDS['DICOM_STORE']}:3|c",
+            f"airflow.dicom.operation.instances_failed,operation=import,store={DEMO_IDS['DICOM_STORE']}:1|c",
+        ]
+    ), after
+    failed_mail = wait_until(
+        "the failed night's alert",
+        lambda: [m for m in smtp.messages if m["Subject"] == f"[Airflow] {IMPORT}: night {DAYS[0]} failed"],
+    )
+    body = failed_mail[0].get_body().get_content()
+    assert failed_mail[0]["To"] == ALERT_TO and f"Run: {night['dag_run_id']}" in body
+    assert f"{client.base}/dags/{IMPORT}/runs/" in body
+    assert requests.utils.quote(night["dag_run_id"], safe="") in body
+
+    # 3. the scheduled night was late from its start: one deadline alert, for it only (a backfill or a run by hand
+    #    starts past its night's deadline, and is not watched)
+    scheduled = client.runs(IMPORT, run_type="scheduled")
+    assert len(scheduled) == 1, scheduled
+    late = wait_until("the deadline alert", lambda: [m for m in smtp.messages if "not finished by" in m["Subject"]])
+    assert len(late) == 1, [m["Subject"] for m in late]
+    day = scheduled[0]["data_interval_start"][:10]
+    assert late[0]["Subject"] == f"[Airflow] {IMPORT}: night {day} not finished by {DEADLINE}"
+    assert scheduled[0]["dag_run_id"] in late[0].get_body().get_content()
+
+    # 4. lineage: a night read its day folder into the store, with its counts; the filtered export read the store
+    #    and its filter file into the export prefix; the provider's BigQuery-to-GCS step wrote that file's shards
+    def completes(job: str) -> list[dict]:
+        return [e for e in lineage.events if e["job"]["name"] == job and e["eventType"] in ("COMPLETE", "FAIL")]
+
+    nights = wait_until("the import's lineage", lambda: completes(f"{IMPORT}.import_dicom"))
+    source = (f"gs://{DEMO_IDS['SOURCE_BUCKET']}", f"incoming/{DAYS[0]}")
+    day1 = [e for e in nights if [(i["namespace"], i["name"]) for i in e["inputs"]] == [source]]
+    assert day1, [e["inputs"] for e in nights]
+    for event in day1:  # the backfilled night, the run of that night started by hand, the failed night
+        assert [(o["namespace"], o["name"]) for o in event["outputs"]] == [("healthcare", store)]
+        assert event["outputs"][0]["outputFacets"]["outputStatistics"]["rowCount"] == 3
+        counts = event["run"]["facets"]["dicomOperation"]
+        assert (counts["operationKind"], counts["succeeded"], counts["failed"]) == ("import", 3, 1)
+    assert "FAIL" in {e["eventType"] for e in day1}
+    exports = completes(f"{FILTERED}.export_dicom")
+    ct = [e for e in exports if any(o["name"] == "exports/e2e-ct" for o in e["outputs"])]
+    assert len(ct) == 1, [e["outputs"] for e in exports]
+    assert ct[0]["outputs"][0]["namespace"] == f"gs://{DEMO_IDS['EXPORT_BUCKET']}"
+    assert ct[0]["outputs"][0]["outputFacets"]["outputStatistics"]["rowCount"] == 4
+    inputs = {(i["namespace"], i["name"]) for i in ct[0]["inputs"]}
+    filter_files = {name for ns, name in inputs if ns == f"gs://{DEMO_IDS['EXPORT_BUCKET']}"}
+    assert ("healthcare", store) in inputs and len(filter_files) == 1, inputs
+    extracts = [o["name"] for e in completes(f"{FILTERED}.extract_filter") for o in e["outputs"]]
+    # the provider's extract wrote the shards under filters/<run>/ (its dataset: that folder); compose_filter, a
+    # Python task with no lineage of its own, joined them into filters/<run>.txt
+    assert {name.removesuffix(".txt") for name in filter_files} <= set(extracts), (filter_files, extracts)
+
+    # 5. no patient data in any metric, lineage event or alert; the run given PatientIDs shows only their key
+    phi = {f"P-00{n}" for n in range(1, 7)} | {"Synthetic^Patient", "Synthetic Patient"}
+    for what, text in (
+        ("a metric", "\n".join(statsd.lines)),
+        ("a lineage event", json.dumps(lineage.events)),
+        ("an alert", "\n".join(m.as_string() for m in smtp.messages)),
+    ):
+        assert not [p for p in phi if p in text], f"patient data in {what}"
+    confs = [
+        facet["dagRun"]["conf"]
+        for e in lineage.events
+        for facet in e["run"].get("facets", {}).values()
+        if isinstance(facet, dict) and isinstance(facet.get("dagRun"), dict) and facet["dagRun"].get("conf")
+    ]
+    assert {"patient_ids": "***", "granularity": "***"} in confs, confs[:5]
 
 
 def assert_no_phi(stack, client, dag_id: str, run_id: str, patient_ids: set[str]) -> None:
