@@ -159,8 +159,7 @@ def nightly_deadline(cron: str, timezone: str, deadline: str | None) -> Any:
     """The nightly import's ``DeadlineAlert``, or None without a ``DICOM_IMPORT_DEADLINE``."""
     if not deadline:
         return None
-    from airflow.sdk.definitions.callback import AsyncCallback
-    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+    from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, DeadlineReference  # 3.1 and 3.3
 
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_LOGICAL_DATE,

@@ -500,6 +500,7 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         if kind == EMPTY:
             return self._on_empty(status)
         if kind == CANCELLED and self._cancelled_by_deadline(status):
+            record_timeout(self.metric_tags())
             raise AirflowFailException(
                 f"Operation {status.name} was cancelled at its deadline ({_seconds(self.operation_timeout):.0f}s after "
                 f"its creation). [{summary(status)}]"

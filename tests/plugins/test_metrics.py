@@ -104,3 +104,38 @@ def test_an_operation_evaluated_again_by_a_retry_is_counted_once(recorder):
     assert succeeded == [(3, {"operation": "import", "store": "s"})]
     polls = [v for _, name, v, _ in recorder.sent if name == "dicom.operation.polls"]
     assert len(polls) == 1 and polls[0] >= 1
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("cancel", [True, False])
+def test_an_operation_past_its_deadline_counts_a_timeout_and_the_cancel_sent(recorder, cancel):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from tests.helpers import admin, make_context
+
+    store = CloudHealthcareDicomHook().ensure_dicom_store(
+        project_id=PROJECT, location=LOCATION, dataset_id=unique("met"), dicom_store_id="s"
+    )
+    _, uri = seed_import(10)
+    admin("/admin/settings", {"latency_s": 0.5})
+    try:
+        op = HealthcareDicomImportOperator(
+            task_id=unique("imp"),
+            gcs_uri=uri,
+            deferrable=False,
+            poll_interval=0.1,
+            max_poll_interval=0.5,
+            operation_timeout=1,
+            cancel_on_kill=cancel,
+            **store_parts(store),
+        )
+        with pytest.raises(AirflowFailException):
+            op.execute(make_context())
+    finally:
+        admin("/admin/settings", {"latency_s": 0.0})
+    tags = {"operation": "import", "store": "s"}
+    sent = [
+        (name, t) for _, name, _, t in recorder.sent if name in ("dicom.operation.timeouts", "dicom.operation.cancels")
+    ]
+    expected = [("dicom.operation.cancels", {**tags, "reason": "deadline"})] if cancel else []
+    assert sent == [*expected, ("dicom.operation.timeouts", tags)]
