@@ -78,7 +78,13 @@ def test_the_wheel_carries_the_sql_the_entry_points_and_ranges_not_pins(wheel):
     assert "[apache_airflow_provider]" in entry_points and "[airflow.plugins]" in entry_points
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     assert any(r.startswith("apache-airflow<4,>=3.1.0") or r.startswith("apache-airflow>=3.1.0") for r in requires)
-    assert not any("==" in r for r in requires), requires
+    assert not any("==" in r.split(";")[0] for r in requires), requires
+    extras = {r.split("extra ==")[1].strip(" \"'"): r.split(";")[0] for r in requires if "extra ==" in r}
+    assert extras == {
+        "openlineage": "apache-airflow-providers-openlineage>=2.20.3",
+        "statsd": "statsd>=4.0.1",
+        "alerts": "apache-airflow-providers-smtp>=3.2.0",
+    }, extras
     assert not any(r.split()[0].startswith(("pytest", "ruff", "mypy", "duckdb", "playwright")) for r in requires)
 
 
