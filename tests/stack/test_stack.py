@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,60 @@ def test_the_celery_mode_adds_a_local_broker_two_workers_and_a_second_triggerer(
 def test_the_celery_mode_refuses_sqlite(tmp_path):
     with pytest.raises(SystemExit, match="needs PostgreSQL"):
         Stack(tmp_path / "c", free_port_base(), db="sqlite", executor="celery")
+
+
+def test_the_local_gcs_publishes_cloud_storage_notifications_to_googles_pubsub_emulator(tmp_path, monkeypatch):
+    """What an arrival import reads: the source bucket's OBJECT_FINALIZE notifications, JSON_API_V1 payload, as
+    Cloud Storage sends them (https://cloud.google.com/storage/docs/pubsub-notifications, "Attributes" and
+    "Payload"), pulled with the official client from Google's own emulator. Where the local GCS differs from
+    Google, the test says so, so the code that reads them uses only what both send."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import pubsub_v1, storage
+
+    from scripts.stack import DEMO_IDS, PUBSUB_IDS
+
+    stack = Stack(tmp_path / "p", free_port_base(), pubsub=True)
+    stack.start_stack()
+    try:
+        env = stack.stack_env()
+        for key in ("STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
+            monkeypatch.setenv(key, env[key])
+        gcs = storage.Client(project=DEMO_IDS["GCP_PROJECT"], credentials=AnonymousCredentials())
+        source = gcs.create_bucket(DEMO_IDS["SOURCE_BUCKET"])
+        gcs.create_bucket(DEMO_IDS["EXPORT_BUCKET"]).blob("elsewhere.txt").upload_from_string(b"x")
+        first = source.blob("2026-12-05/study-1/a.dcm")
+        first.upload_from_string(b"DICM")
+        first.upload_from_string(b"DICM again")  # the same name again: a new generation
+
+        subscriber = pubsub_v1.SubscriberClient()
+        path = subscriber.subscription_path(DEMO_IDS["GCP_PROJECT"], PUBSUB_IDS["subscription"])
+        received: list = []
+        deadline = time.time() + 60
+        while time.time() < deadline and len(received) < 2:
+            answer = subscriber.pull(request={"subscription": path, "max_messages": 10}, timeout=30)
+            received += answer.received_messages
+        subscriber.acknowledge(request={"subscription": path, "ack_ids": [m.ack_id for m in received]})
+        subscriber.close()
+    finally:
+        stack.stop_stack()
+
+    assert len(received) == 2, [dict(m.message.attributes) for m in received]  # the other bucket's object: none
+    by_generation = {}
+    for message in (m.message for m in received):
+        attributes = dict(message.attributes)
+        assert attributes["eventType"] == "OBJECT_FINALIZE" and attributes["payloadFormat"] == "JSON_API_V1"
+        assert attributes["bucketId"] == DEMO_IDS["SOURCE_BUCKET"]
+        assert attributes["objectId"] == "2026-12-05/study-1/a.dcm"
+        assert attributes["objectGeneration"].isdigit() and attributes["eventTime"].endswith("Z")
+        payload = json.loads(message.data)
+        assert payload["kind"] == "storage#object" and payload["bucket"] == attributes["bucketId"]
+        assert (payload["name"], payload["generation"]) == (attributes["objectId"], attributes["objectGeneration"])
+        # where the local GCS differs from Google: no notificationConfig attribute, and a payload without
+        # metageneration, selfLink, mediaLink or etag
+        assert "notificationConfig" not in attributes
+        assert not {"metageneration", "selfLink", "mediaLink", "etag"} & set(payload)
+        by_generation[attributes["objectGeneration"]] = attributes.get("overwroteGeneration")
+    # the second upload says which generation it replaced, as Google's overwroteGeneration does (Pub/Sub may
+    # deliver the two in either order)
+    first, second = sorted(by_generation, key=lambda g: by_generation[g] is not None)
+    assert by_generation == {first: None, second: first}
