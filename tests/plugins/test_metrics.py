@@ -81,21 +81,27 @@ def test_finished_operation_sends_counts_duration_and_polls_with_its_tags(record
     assert {name for _, name, _, _ in recorder.sent} <= set(METRICS)
 
 
-@pytest.mark.usefixtures("stack")
-def test_an_operation_evaluated_again_by_a_retry_is_counted_once(recorder):
-    """A retry that finds its earlier try's operation finished evaluates it again: its instances were counted."""
+def importer(instances: int, **kwargs) -> HealthcareDicomImportOperator:
+    """A synchronous import of ``instances`` new instances into a new store ``s``, polling often."""
     store = CloudHealthcareDicomHook().ensure_dicom_store(
         project_id=PROJECT, location=LOCATION, dataset_id=unique("met"), dicom_store_id="s"
     )
-    _, uri = seed_import(3)
-    op = HealthcareDicomImportOperator(
+    _, uri = seed_import(instances)
+    return HealthcareDicomImportOperator(
         task_id=unique("imp"),
         gcs_uri=uri,
         deferrable=False,
         poll_interval=0.1,
         max_poll_interval=0.5,
         **store_parts(store),
+        **kwargs,
     )
+
+
+@pytest.mark.usefixtures("stack")
+def test_an_operation_evaluated_again_by_a_retry_is_counted_once(recorder):
+    """A retry that finds its earlier try's operation finished evaluates it again: its instances were counted."""
+    op = importer(3)
     state = FakeStateStore()
     first = op.execute({"ti": FakeTI(), "task_state_store": state})
     again = op.execute({"ti": FakeTI(), "task_state_store": state})
@@ -113,22 +119,9 @@ def test_an_operation_past_its_deadline_counts_a_timeout_and_the_cancel_sent(rec
 
     from tests.helpers import admin, make_context
 
-    store = CloudHealthcareDicomHook().ensure_dicom_store(
-        project_id=PROJECT, location=LOCATION, dataset_id=unique("met"), dicom_store_id="s"
-    )
-    _, uri = seed_import(10)
+    op = importer(10, operation_timeout=1, cancel_on_kill=cancel)
     admin("/admin/settings", {"latency_s": 0.5})
     try:
-        op = HealthcareDicomImportOperator(
-            task_id=unique("imp"),
-            gcs_uri=uri,
-            deferrable=False,
-            poll_interval=0.1,
-            max_poll_interval=0.5,
-            operation_timeout=1,
-            cancel_on_kill=cancel,
-            **store_parts(store),
-        )
         with pytest.raises(AirflowFailException):
             op.execute(make_context())
     finally:
