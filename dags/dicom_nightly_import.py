@@ -58,6 +58,11 @@ IMPORT_DAY = (
 """The day whose folder a run imports: the ``day`` param, else the data interval's start, else (a manual run
 with no logical date) the day before the run; days in ``DICOM_IMPORT_TIMEZONE``. A template that cannot fail on a
 missing logical date."""
+NIGHT_URI = (
+    "{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' if params.source_prefix "
+    "else '') ~ " + IMPORT_DAY + " ~ '/' ~ params.source_pattern) }}"
+)
+"""What a night imports."""
 SITE_KEYS = ("site", "cron", "timezone", "start_date", "deadline")
 """What a site entry may set besides the DAG's params."""
 
@@ -113,8 +118,7 @@ def nightly_import_dag(dag_id: str, site: dict[str, Any]) -> DAG:
             task_id="import_dicom",
             **STORE_FROM_PARAMS,
             **GOOGLE,
-            gcs_uri="{{ params.gcs_uri or ('gs://' ~ params.source_bucket ~ '/' ~ (params.source_prefix ~ '/' "
-            "if params.source_prefix else '') ~ " + IMPORT_DAY + " ~ '/' ~ params.source_pattern) }}",
+            gcs_uri=NIGHT_URI,
             allow_empty_source="{{ params.allow_empty }}",
             failure_report_uri=FAILURE_REPORT_URI,
             quarantine_prefix="{{ params.quarantine_prefix or '' }}",
@@ -124,15 +128,24 @@ def nightly_import_dag(dag_id: str, site: dict[str, Any]) -> DAG:
         )
 
         @task(outlets=[STORE_IMPORTS])
-        def verify(store_name: str, result: dict, **context) -> dict:
+        def verify(store_name: str, result: dict, gcs_uri: str, **context) -> dict:
             """The night's figures come from the operation's counters, which are exact. The store's size comes from its
             metrics, which Google says may lag behind recent changes: it is reported as what the metrics say, and
-            never compared with the counters."""
+            never compared with the counters. How many of the night's files ``dicom_arrival_import`` had imported
+            already comes from their markers: the night is the safety net of the arrival imports."""
             from dicom_pipelines.checks import require_result
             from dicom_pipelines.hooks import CloudHealthcareDicomHook
 
             require_result(result, "import_dicom")
-            reported = CloudHealthcareDicomHook(**GOOGLE).get_store_metrics(store_name=store_name)["instanceCount"]
+            hook = CloudHealthcareDicomHook(**GOOGLE)
+            reported = hook.get_store_metrics(store_name=store_name)["instanceCount"]
+            matched: int | None
+            by_arrival: int | None
+            try:
+                matched, by_arrival = hook.count_imported_by_arrival(gcs_uri=gcs_uri)
+            except Exception as exc:  # noqa: BLE001 - a figure of the report, never the night's outcome
+                log.warning("Could not count the night's files (%s: %s)", type(exc).__name__, exc)
+                matched = by_arrival = None
             summary = {
                 "imported": result["success"],
                 "failed": result["failure"],
@@ -141,6 +154,8 @@ def nightly_import_dag(dag_id: str, site: dict[str, Any]) -> DAG:
                 "failed_sources": result.get("failed_sources", []),
                 "failure_report_uri": result.get("failure_report_uri"),
                 "store_instance_count_per_metrics": reported,
+                "files_matched": matched,
+                "already_imported_by_arrival": by_arrival,
             }
             log.info(
                 "Imported %d, failed %d (the operation's counters). The store's metrics report %d instances; they may "
@@ -148,6 +163,12 @@ def nightly_import_dag(dag_id: str, site: dict[str, Any]) -> DAG:
                 result["success"],
                 result["failure"],
                 reported,
+            )
+            log.info(
+                "%s of the night's %s files had been imported by dicom_arrival_import as they arrived; the night "
+                "imported the others (and re-read those, which the store ignores as identical)",
+                by_arrival,
+                matched,
             )
             context["outlet_events"][STORE_IMPORTS].add(
                 Asset(uri=f"healthcare://{store_name}", name=f"dicom_store:{store_name}"),
@@ -160,7 +181,7 @@ def nightly_import_dag(dag_id: str, site: dict[str, Any]) -> DAG:
         check_params() >> wait_for_previous_run() >> ensure_store
         # XComArgs resolve to the upstream values at run time; the decorator's signature cannot say so
         ensure_store >> import_dicom
-        verify(ensure_store.output, import_dicom.output)  # type: ignore[arg-type]
+        verify(ensure_store.output, import_dicom.output, NIGHT_URI)  # type: ignore[arg-type]
     return dag
 
 

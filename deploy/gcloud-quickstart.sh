@@ -14,6 +14,10 @@
 #   iam         the Healthcare service agent's grants (it reads and writes the buckets and BigQuery for the
 #               import and export operations) and the Airflow identity's (AIRFLOW_SA: what the DAGs act as,
 #               DICOM_IMPERSONATION_CHAIN or the connection's account)
+#   arrivals    imports as files arrive (dicom_arrival_import): a Pub/Sub topic, the source bucket's notification
+#               of finalized objects under SOURCE_PREFIX (default incoming/) to it, attributes only (no object
+#               metadata in the messages), a pull subscription for Airflow, and the grants: Cloud Storage's service
+#               agent publishes, AIRFLOW_SA subscribes. Needs SOURCE_BUCKET.
 # Then set the deployment's settings (README, "Settings") to the same names.
 set -euo pipefail
 
@@ -22,7 +26,10 @@ set -euo pipefail
 : "${DATASET:?set DATASET, the Healthcare dataset id}"
 : "${STORE:?set STORE, the DICOM store id}"
 BQ_DATASET=${BQ_DATASET:-dicom_metadata}
-STEPS=${STEPS:-apis,healthcare,bigquery,storage,iam}
+STEPS=${STEPS:-apis,healthcare,bigquery,storage,iam,arrivals}
+TOPIC=${TOPIC:-dicom-arrivals}
+SUBSCRIPTION=${SUBSCRIPTION:-dicom-arrivals-airflow}
+SOURCE_PREFIX=${SOURCE_PREFIX:-incoming/}
 # Extra bq flags (the tests point bq at the local stack with --api and --discovery_file).
 read -r -a BQ_FLAGS <<< "${BQ_FLAGS:-}"
 
@@ -37,7 +44,7 @@ say() { printf '== %s\n' "$*"; }
 if wants apis; then
   say "enabling the APIs in $PROJECT"
   gcloud services enable healthcare.googleapis.com bigquery.googleapis.com storage.googleapis.com \
-    logging.googleapis.com --project="$PROJECT"
+    logging.googleapis.com pubsub.googleapis.com --project="$PROJECT"
 fi
 
 if wants healthcare; then
@@ -115,6 +122,37 @@ if wants iam; then
   done
 fi
 
+if wants arrivals && [[ -n "${SOURCE_BUCKET:-}" ]]; then
+  if gcloud pubsub topics describe "$TOPIC" --project="$PROJECT" >/dev/null 2>&1; then
+    say "Pub/Sub topic $TOPIC exists"
+  else
+    say "creating the Pub/Sub topic $TOPIC (messages stored in $LOCATION only)"
+    gcloud pubsub topics create "$TOPIC" --project="$PROJECT" --message-storage-policy-allowed-regions="$LOCATION"
+  fi
+  storage_agent=$(gcloud storage service-agent --project="$PROJECT")
+  gcloud pubsub topics add-iam-policy-binding "$TOPIC" --project="$PROJECT" \
+    --member="serviceAccount:$storage_agent" --role=roles/pubsub.publisher >/dev/null
+  if gcloud storage buckets notifications list "gs://$SOURCE_BUCKET" --format="value(topic)" 2>/dev/null \
+      | grep -q "/topics/$TOPIC\$"; then
+    say "gs://$SOURCE_BUCKET already notifies $TOPIC"
+  else
+    say "gs://$SOURCE_BUCKET: notify $TOPIC of each finalized object under $SOURCE_PREFIX"
+    gcloud storage buckets notifications create "gs://$SOURCE_BUCKET" --topic="projects/$PROJECT/topics/$TOPIC" \
+      --event-types=OBJECT_FINALIZE --object-prefix="$SOURCE_PREFIX" --payload-format=none
+  fi
+  if gcloud pubsub subscriptions describe "$SUBSCRIPTION" --project="$PROJECT" >/dev/null 2>&1; then
+    say "Pub/Sub subscription $SUBSCRIPTION exists"
+  else
+    say "creating the pull subscription $SUBSCRIPTION (kept 7 days: a paused DAG or a stopped triggerer loses nothing)"
+    gcloud pubsub subscriptions create "$SUBSCRIPTION" --project="$PROJECT" --topic="$TOPIC" \
+      --ack-deadline=60 --message-retention-duration=7d
+  fi
+  if [[ -n "${AIRFLOW_SA:-}" ]]; then
+    gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" --project="$PROJECT" \
+      --member="serviceAccount:$AIRFLOW_SA" --role=roles/pubsub.subscriber >/dev/null
+  fi
+fi
+
 say "done. Settings for the deployment:"
 cat <<EOF
 GCP_PROJECT=$PROJECT
@@ -126,4 +164,5 @@ SOURCE_BUCKET=${SOURCE_BUCKET:-}
 EXPORT_BUCKET=${EXPORT_BUCKET:-}
 RESEARCH_BUCKET=${RESEARCH_BUCKET:-}
 DICOM_IMPERSONATION_CHAIN=${AIRFLOW_SA:-}
+DICOM_ARRIVAL_SUBSCRIPTION=$( [[ -n "${SOURCE_BUCKET:-}" ]] && echo "projects/$PROJECT/subscriptions/$SUBSCRIPTION" )
 EOF

@@ -68,6 +68,8 @@ DEMO_IDS = {
 }
 PUBSUB_IDS = {"topic": "dicom-arrivals", "subscription": "dicom-arrivals-airflow"}
 """The source bucket's object notifications on the local stack: Pub/Sub topic and the subscription Airflow pulls."""
+ARRIVAL_PREFIX = "incoming/"
+"""The source bucket's folder whose new files are notified (the DAGs' default source_prefix)."""
 PUBSUB_EMULATOR_BIN = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 """Where Debian's google-cloud-cli-pubsub-emulator puts Google's Pub/Sub emulator (PUBSUB_EMULATOR_BIN overrides)."""
 AIRFLOW_USERNAME = "admin"
@@ -279,9 +281,11 @@ class Stack:
         if self.pubsub:
             self.start_pubsub()
             env["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{self.ports.pubsub}"
-            # as a bucket notification on Google: OBJECT_FINALIZE of the source bucket, JSON_API_V1 payload
+            # as the bucket notification of the README's Google quick start: OBJECT_FINALIZE of the source bucket's
+            # files under incoming/ (so the arrival runs' staged copies are no arrivals), JSON_API_V1 payload
             events = ["-event.pubsub-project-id", DEMO_IDS["GCP_PROJECT"], "-event.pubsub-topic", PUBSUB_IDS["topic"]]
             events += ["-event.bucket", DEMO_IDS["SOURCE_BUCKET"], "-event.list", "finalize"]
+            events += ["-event.object-prefix", ARRIVAL_PREFIX]
         self.spawn(
             "gcs",
             [
@@ -377,7 +381,15 @@ class Stack:
             **DEMO_IDS,
             # the demo and the drills import into stores they name anew; a deployment creates none unless asked
             "DICOM_CREATE_IF_MISSING": "true",
-            **({"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports.pubsub}"} if self.pubsub else {}),
+            **(
+                {
+                    "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports.pubsub}",
+                    "DICOM_ARRIVAL_SUBSCRIPTION": f"projects/{DEMO_IDS['GCP_PROJECT']}/subscriptions/"
+                    f"{PUBSUB_IDS['subscription']}",
+                }
+                if self.pubsub
+                else {}
+            ),
         }
 
     def write_env(self, airflow: bool) -> None:

@@ -17,6 +17,8 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -26,6 +28,7 @@ from airflow.providers.google.common.hooks.base_google import PROVIDE_PROJECT_ID
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
+from dicom_pipelines.arrivals import IMPORTED_MARKER, ArrivedObject, staged_name
 from dicom_pipelines.decisions import ADOPT, FAIL, SUBMIT, Adoption, adoption, ambiguous_message
 from dicom_pipelines.polling import PollPlanner
 from dicom_pipelines.responses import (
@@ -46,6 +49,25 @@ from dicom_pipelines.responses import (
     resolve_logging_endpoint,
 )
 from dicom_pipelines.settings import GCP_CONN_ID
+from dicom_pipelines.validation import literal_prefix, wildcard_regex
+
+GCS_PARALLELISM = 16
+"""Concurrent Cloud Storage calls when staging, marking or deleting a run's files (each is one small request)."""
+
+
+@dataclass
+class StagedArrivals:
+    """What :meth:`CloudHealthcareDicomHook.stage_arrivals` did with each arrived file."""
+
+    staged: list[ArrivedObject] = field(default_factory=list)
+    already_imported: list[ArrivedObject] = field(default_factory=list)
+    superseded: list[ArrivedObject] = field(default_factory=list)
+    missing: list[ArrivedObject] = field(default_factory=list)
+
+
+def imported_content(blob: Any) -> bool:
+    """Whether an arrival run imported this object's current content (:data:`IMPORTED_MARKER`)."""
+    return bool(blob.crc32c) and (blob.metadata or {}).get(IMPORTED_MARKER) == blob.crc32c
 
 
 class CloudHealthcareDicomHook(GoogleBaseHook):
@@ -621,6 +643,89 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
             gcs.copy(*self._location(source), *self.quarantined_name(source, prefix))
             copied += 1
         return copied
+
+    def stage_arrivals(
+        self, *, objects: Sequence[ArrivedObject], staging_bucket: str, staging_folder: str, run_key: str
+    ) -> StagedArrivals:
+        """Copy each arrived generation under ``<staging_folder>/<run_key>/`` so one import reads exactly them.
+
+        ``dicomStores.import`` reads one ``gcsSource.uri``, never a list: the run's files are gathered by a
+        server-side copy (``objects.rewrite``, no download) at the generation the notification named. A file that
+        no longer exists, was overwritten since (its newer generation has a notification of its own) or whose content
+        carries :data:`IMPORTED_MARKER` (an earlier run imported it: a redelivery) is not staged.
+        """
+        client = self._gcs().get_conn()
+        destination = client.bucket(staging_bucket)
+
+        def stage(arrived: ArrivedObject) -> str:
+            source = client.bucket(arrived.bucket)
+            blob = source.get_blob(arrived.name)
+            if blob is None:
+                return "missing"
+            if imported_content(blob):
+                return "already_imported"
+            if blob.generation != arrived.generation:
+                return "superseded"
+            source.copy_blob(
+                blob, destination, staged_name(staging_folder, run_key, arrived), source_generation=arrived.generation
+            )
+            return "staged"
+
+        with ThreadPoolExecutor(max_workers=GCS_PARALLELISM) as pool:
+            outcomes = list(pool.map(stage, objects))
+        result = StagedArrivals()
+        for arrived, outcome in zip(objects, outcomes, strict=True):
+            getattr(result, outcome).append(arrived)
+        return result
+
+    def mark_imported(self, *, objects: Sequence[ArrivedObject]) -> int:
+        """Set :data:`IMPORTED_MARKER` on each imported source generation (only if it is still the live one); how
+        many were marked. The nightly import counts the marks; a redelivered notification finds one."""
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        client = self._gcs().get_conn()
+
+        def mark(arrived: ArrivedObject) -> bool:
+            blob = client.bucket(arrived.bucket).get_blob(arrived.name)
+            if blob is None or blob.generation != arrived.generation:
+                return False
+            blob.metadata = {IMPORTED_MARKER: blob.crc32c}
+            try:
+                blob.patch(if_generation_match=arrived.generation)
+            except (NotFound, PreconditionFailed):
+                return False
+            return True
+
+        with ThreadPoolExecutor(max_workers=GCS_PARALLELISM) as pool:
+            return sum(pool.map(mark, objects))
+
+    def delete_staged(self, *, staging_bucket: str, folder: str) -> int:
+        """Delete a run's staged copies (everything under ``folder/``); how many."""
+        from google.api_core.exceptions import NotFound
+
+        client = self._gcs().get_conn()
+        blobs = list(client.list_blobs(staging_bucket, prefix=folder.strip("/") + "/"))
+
+        def delete(blob: Any) -> int:
+            try:
+                blob.delete()
+            except NotFound:
+                return 0
+            return 1
+
+        with ThreadPoolExecutor(max_workers=GCS_PARALLELISM) as pool:
+            return sum(pool.map(delete, blobs))
+
+    def count_imported_by_arrival(self, *, gcs_uri: str) -> tuple[int, int]:
+        """(files matching an import pattern, how many of them an arrival run already imported, by their marker)."""
+        bucket, pattern = self._location(gcs_uri)
+        matches = wildcard_regex(pattern).match
+        matched = marked = 0
+        for blob in self._gcs().get_conn().list_blobs(bucket, prefix=literal_prefix(pattern)):
+            if matches(blob.name):
+                matched += 1
+                marked += imported_content(blob)
+        return matched, marked
 
     def logging_client(self, project: str) -> Any:
         """The official Cloud Logging client, over HTTP, with this connection's credentials and endpoint."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException, conf
 from airflow.providers.google.cloud.operators.cloud_base import GoogleCloudBaseOperator
 
+from dicom_pipelines.arrivals import ArrivedObject, original_uri, run_key
 from dicom_pipelines.decisions import (
     ATTACH,
     DONE,
@@ -662,6 +663,109 @@ class HealthcareDicomImportOperator(HealthcareDicomOperationOperator):
         return hook.import_dicom(
             store_name=store_name, gcs_uri=self.gcs_uri, blob_storage_class=self.blob_storage_class
         )
+
+
+class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
+    """Import the files that Cloud Storage notifications named (:mod:`dicom_pipelines.arrivals`), in one operation.
+
+    ``dicomStores.import`` takes one URI, so the files are first copied, server-side, to
+    ``<staging_prefix>/<run>/<bucket>/<path>``, and that folder is imported. Errors name the original files (the
+    failure report and the quarantine too). Each imported source generation is then marked
+    (:data:`~dicom_pipelines.arrivals.IMPORTED_MARKER`): a redelivered notification imports nothing, and the nightly
+    import counts what arrival runs imported. The staged copies are deleted once the operation is evaluated.
+
+    A retry re-attaches to the operation like any import; one that must submit again (after a transient end)
+    stages again, skipping the files the earlier operation imported.
+
+    :param arrivals: the files, as :meth:`ArrivedObject.to_dict` (an upstream task's XCom).
+    :param staging_prefix: ``gs://bucket/folder`` of the staged copies; the Healthcare service agent must read it.
+        Keep it out of the notification's scope (or in another bucket): its copies are not arrivals.
+    """
+
+    template_fields = (*HealthcareDicomImportOperator.template_fields, "arrivals", "staging_prefix")
+
+    def __init__(self, *, arrivals: Any, staging_prefix: str, **kwargs: Any):
+        super().__init__(gcs_uri="", **kwargs)
+        self.arrivals = arrivals
+        self.staging_prefix = staging_prefix
+        self._staging: tuple[str, str, str] = ("", "", "")
+        self._failed_sources: set[str] = set()
+
+    def _arrived(self) -> list[ArrivedObject]:
+        try:
+            return [ArrivedObject.from_dict(a) for a in list(self.arrivals or [])]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValidationError(
+                "arrivals", "(a list)", "must be a list of {bucket, name, generation}, as the collect task returns"
+            ) from None
+
+    def execute(self, context: Any) -> Any:
+        try:
+            staging = parse_gcs_uri(self.staging_prefix, "staging_prefix", allow_empty_object=True)
+            arrived = self._arrived()
+        except ValidationError as exc:
+            raise AirflowFailException(str(exc)) from None
+        key = run_key(context["run_id"])
+        self._staging = (staging.bucket, staging.name.strip("/"), key)
+        folder = "/".join(p for p in (staging.name.strip("/"), key) if p)
+        self.gcs_uri = f"gs://{staging.bucket}/{folder}/**"
+        if not arrived:
+            raise AirflowSkipException("The run's notifications name no new file: nothing to import")
+        return super().execute(context)
+
+    def _submit(self, context: Any, hook: CloudHealthcareDicomHook, store: str) -> OperationStatus:
+        bucket, folder, key = self._staging
+        staged = hook.stage_arrivals(objects=self._arrived(), staging_bucket=bucket, staging_folder=folder, run_key=key)
+        self.log.info(
+            "Staged %d files under %s; not staged: %d already imported by an earlier run (a redelivered "
+            "notification), %d overwritten since (their newer version has its own notification), %d deleted since",
+            len(staged.staged),
+            self.gcs_uri,
+            len(staged.already_imported),
+            len(staged.superseded),
+            len(staged.missing),
+        )
+        if not staged.staged:
+            raise AirflowSkipException(
+                f"Nothing to import: of {len(self._arrived())} files, {len(staged.already_imported)} were imported by "
+                f"an earlier run (redelivered notifications), {len(staged.superseded)} were overwritten and "
+                f"{len(staged.missing)} deleted since"
+            )
+        return super()._submit(context, hook, store)
+
+    def shareable_failures(self, entries: list[dict]) -> list[dict]:
+        """The errors name the original files, never the staged copies."""
+        bucket, folder, key = self._staging
+        named = [{**e, "source": original_uri(e.get("source", ""), bucket, folder, key)} for e in entries]
+        self._failed_sources = {e["source"] for e in named}
+        return named
+
+    def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
+        try:
+            return super()._finish(context, hook, status)
+        finally:
+            self._settle(hook, status)
+
+    def _settle(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> None:
+        """Mark what was imported, when that is known for each file, and delete the staged copies."""
+        bucket, folder, key = self._staging
+        try:
+            if status.pending == 0 and len(self._failed_sources) >= status.failure:
+                imported = [a for a in self._arrived() if a.uri not in self._failed_sources]
+                marked = hook.mark_imported(objects=imported)
+                self.log.info("Marked %d imported files, so a redelivered notification imports nothing", marked)
+            else:
+                self.log.warning(
+                    "Not marking the imported files: which of them failed is not known (%d failed, %d named, %d "
+                    "pending). A redelivered notification imports them again, which the store ignores",
+                    status.failure,
+                    len(self._failed_sources),
+                    status.pending,
+                )
+            removed = hook.delete_staged(staging_bucket=bucket, folder="/".join(p for p in (folder, key) if p))
+            self.log.info("Deleted %d staged copies", removed)
+        except Exception as exc:  # noqa: BLE001 - housekeeping never changes the operation's outcome
+            self.log.warning("Could not mark the files or delete the staged copies (%s: %s)", type(exc).__name__, exc)
 
 
 class HealthcareDicomExportOperator(HealthcareDicomOperationOperator):

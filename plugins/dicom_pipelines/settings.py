@@ -97,6 +97,24 @@ SETTINGS: tuple[Setting, ...] = (
         required=False,
     ),
     Setting(
+        "DICOM_ARRIVAL_SUBSCRIPTION",
+        None,
+        "projects/PROJECT/subscriptions/ID: the Pub/Sub subscription of the source bucket's Cloud Storage "
+        "notifications; dicom_arrival_import imports each file within a minute of its arrival. Empty: that DAG is "
+        "not scheduled.",
+        required=False,
+    ),
+    Setting(
+        "DICOM_ARRIVAL_POLL_SECONDS",
+        "5",
+        "How often the triggerer pulls the arrivals' subscription when it was empty.",
+    ),
+    Setting(
+        "DICOM_ARRIVAL_MAX_MESSAGES",
+        "500",
+        "Notifications one pull takes (one asset event), at most 1000.",
+    ),
+    Setting(
         "DICOM_IMPORT_START_DATE",
         None,
         "First night the scheduler imports (YYYY-MM-DD); it catches up every night since. Empty: no catch-up, "
@@ -141,6 +159,20 @@ def import_first_night(start: str | None = None, timezone: str | None = None) ->
     if first is None:
         return None
     return dt.datetime.combine(first, dt.time(), tzinfo=ZoneInfo(timezone or str(value("DICOM_IMPORT_TIMEZONE"))))
+
+
+def arrival_subscription(value: str | None = None) -> tuple[str, str] | None:
+    """(project, subscription id) of DICOM_ARRIVAL_SUBSCRIPTION, or None when unset; a malformed value is refused."""
+    value = (value if value is not None else os.environ.get("DICOM_ARRIVAL_SUBSCRIPTION", "")).strip()
+    if not value:
+        return None
+    found = re.fullmatch(r"projects/([a-z][a-z0-9.:-]{4,61}[a-z0-9])/subscriptions/([A-Za-z][\w.~+%-]{2,254})", value)
+    if not found:
+        raise ValueError(
+            f"DICOM_ARRIVAL_SUBSCRIPTION={value!r} must be projects/PROJECT/subscriptions/SUBSCRIPTION (a project id "
+            "and a subscription id of 3 to 255 letters, digits or -_.~+%, starting with a letter)"
+        )
+    return found.group(1), found.group(2)
 
 
 def import_sites() -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from dicom_pipelines.timetables import EARLIEST_NIGHT
 from tests.helpers import dag_bag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-EXPECTED = {"dicom_nightly_import", "dicom_filtered_export", "dicom_export"}
+EXPECTED = {"dicom_nightly_import", "dicom_filtered_export", "dicom_export", "dicom_arrival_import"}
 
 
 @pytest.fixture(scope="module")

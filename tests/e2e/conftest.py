@@ -17,19 +17,25 @@ from tests.conftest import free_port_base
 
 @contextmanager
 def running_deployment(
-    folder: Path, db: str, latency: float = 0.3, code: str = "package", extra_env: dict[str, str] | None = None
+    folder: Path,
+    db: str,
+    latency: float = 0.3,
+    code: str = "package",
+    extra_env: dict[str, str] | None = None,
+    pubsub: bool = False,
 ) -> Iterator[tuple[Stack, AirflowClient, storage.Client]]:
     """Start the stack and Airflow with a short catchup; stop both and restore the environment afterwards.
 
     0.3 s per instance by default: operations outlast the operators' first check, so tasks defer to the triggerer.
     ``code``: the installed wheel, or the repository's ``plugins/`` as the plugins folder (see :class:`Stack`).
     ``extra_env``: more settings of the Airflow processes (also set here while the deployment runs, since the test
-    process parses the DAG files too).
+    process parses the DAG files too). ``pubsub``: the stack's Pub/Sub emulator, fed by the source bucket's
+    notifications (:class:`Stack`).
     """
     saved = dict(os.environ)
     os.environ["DICOM_IMPORT_START_DATE"] = one_night_catchup_start()  # DAG files read it when parsed
     os.environ.update({k: v for k, v in (extra_env or {}).items() if not k.startswith("AIRFLOW")})
-    stack = Stack(folder, free_port_base(), db=db, latency=latency, code=code, extra_env=extra_env)
+    stack = Stack(folder, free_port_base(), db=db, latency=latency, code=code, extra_env=extra_env, pubsub=pubsub)
     try:
         stack.start_stack()
         stack.start_airflow()

@@ -20,7 +20,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 OLDEST_AIRFLOW = "3.1.8"
 CONSTRAINTS = Path(__file__).with_name(f"constraints-airflow-{OLDEST_AIRFLOW}.txt")
-DAG_IDS = ["dicom_deidentified_export", "dicom_export", "dicom_filtered_export", "dicom_nightly_import"]
+DAG_IDS = [
+    "dicom_arrival_import",
+    "dicom_deidentified_export",
+    "dicom_export",
+    "dicom_filtered_export",
+    "dicom_nightly_import",
+]
 
 pytestmark = pytest.mark.package
 
@@ -84,6 +90,7 @@ def test_the_wheel_carries_the_sql_the_entry_points_and_ranges_not_pins(wheel):
         "openlineage": "apache-airflow-providers-openlineage>=2.20.3",
         "statsd": "statsd>=4.0.1",
         "alerts": "apache-airflow-providers-smtp>=3.2.0",
+        "arrivals": "apache-airflow-providers-common-messaging>=2.1.2",
     }, extras
     assert not any(r.split()[0].startswith(("pytest", "ruff", "mypy", "duckdb", "playwright")) for r in requires)
 

@@ -386,3 +386,33 @@ def test_an_ambiguous_deidentification_is_not_resent_into_a_store_that_is_no_lon
     assert [o["method"] for o in admin(f"/admin/operations?store={source}")["operations"]].count(
         "DeidentifyDicomStore"
     ) == 1
+
+
+def test_arrivals_are_staged_marked_counted_and_cleaned_up(hook):
+    """The arrival import's Cloud Storage steps on the local GCS: a file overwritten since its notification and one
+    deleted since are not staged; after marking, a redelivery of the same notification stages nothing, and the
+    nightly's count finds the marked files among the day's."""
+    from dicom_pipelines.arrivals import ArrivedObject
+
+    bucket = new_bucket("arrivals")
+    for name in ("day/a.dcm", "day/b.dcm", "day/c.dcm", "day/gone.dcm"):
+        bucket.blob(name).upload_from_string(name.encode())
+    live = {b.name: b.generation for b in bucket.list_blobs()}
+    arrived = [ArrivedObject(bucket.name, name, generation) for name, generation in sorted(live.items())]
+    old_c = arrived[2]
+    bucket.blob("day/c.dcm").upload_from_string(b"overwritten")
+    bucket.blob("day/gone.dcm").delete()
+
+    staged = hook.stage_arrivals(objects=arrived, staging_bucket=bucket.name, staging_folder="stage", run_key="r1")
+    assert [o.name for o in staged.staged] == ["day/a.dcm", "day/b.dcm"]
+    assert (staged.superseded, staged.missing) == ([old_c], [arrived[3]])
+    copies = sorted(b.name for b in bucket.list_blobs(prefix="stage/r1/"))
+    assert copies == [f"stage/r1/{bucket.name}/day/a.dcm", f"stage/r1/{bucket.name}/day/b.dcm"]
+    assert bucket.get_blob(copies[0]).download_as_bytes() == b"day/a.dcm"
+
+    assert hook.mark_imported(objects=arrived) == 2  # the overwritten and the deleted one are not marked
+    again = hook.stage_arrivals(objects=arrived[:2], staging_bucket=bucket.name, staging_folder="stage", run_key="r2")
+    assert (again.staged, again.already_imported) == ([], arrived[:2])
+    assert hook.count_imported_by_arrival(gcs_uri=f"gs://{bucket.name}/day/**.dcm") == (3, 2)
+    assert hook.delete_staged(staging_bucket=bucket.name, folder="stage/r1") == 2
+    assert not list(bucket.list_blobs(prefix="stage/"))

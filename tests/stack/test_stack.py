@@ -102,7 +102,8 @@ def test_the_local_gcs_publishes_cloud_storage_notifications_to_googles_pubsub_e
         gcs = storage.Client(project=DEMO_IDS["GCP_PROJECT"], credentials=AnonymousCredentials())
         source = gcs.create_bucket(DEMO_IDS["SOURCE_BUCKET"])
         gcs.create_bucket(DEMO_IDS["EXPORT_BUCKET"]).blob("elsewhere.txt").upload_from_string(b"x")
-        first = source.blob("2026-12-05/study-1/a.dcm")
+        source.blob("_dicom_arrivals/run/a.dcm").upload_from_string(b"x")  # outside the notified prefix: none
+        first = source.blob("incoming/2026-12-05/study-1/a.dcm")
         first.upload_from_string(b"DICM")
         first.upload_from_string(b"DICM again")  # the same name again: a new generation
 
@@ -115,16 +116,25 @@ def test_the_local_gcs_publishes_cloud_storage_notifications_to_googles_pubsub_e
             received += answer.received_messages
         subscriber.acknowledge(request={"subscription": path, "ack_ids": [m.ack_id for m in received]})
         subscriber.close()
+        # where the local GCS differs from Google in what the arrival import writes: a metadata patch gives the
+        # object a new generation (Cloud Storage moves only the metageneration); the import's marker is therefore
+        # the content's CRC32C, which both keep
+        live = source.get_blob(first.name)
+        generation, crc32c = live.generation, live.crc32c
+        live.metadata = {"dicom-imported-crc32c": crc32c}
+        live.patch()
+        assert live.generation != generation and live.crc32c == crc32c
     finally:
         stack.stop_stack()
 
-    assert len(received) == 2, [dict(m.message.attributes) for m in received]  # the other bucket's object: none
+    # the other bucket's object, and the one outside incoming/: none
+    assert len(received) == 2, [dict(m.message.attributes) for m in received]
     by_generation = {}
     for message in (m.message for m in received):
         attributes = dict(message.attributes)
         assert attributes["eventType"] == "OBJECT_FINALIZE" and attributes["payloadFormat"] == "JSON_API_V1"
         assert attributes["bucketId"] == DEMO_IDS["SOURCE_BUCKET"]
-        assert attributes["objectId"] == "2026-12-05/study-1/a.dcm"
+        assert attributes["objectId"] == "incoming/2026-12-05/study-1/a.dcm"
         assert attributes["objectGeneration"].isdigit() and attributes["eventTime"].endswith("Z")
         payload = json.loads(message.data)
         assert payload["kind"] == "storage#object" and payload["bucket"] == attributes["bucketId"]
