@@ -139,8 +139,7 @@ with DAG(
         staging_prefix="{{ params.staging_prefix or ('gs://' ~ params.source_bucket ~ '/" + STAGING_FOLDER + "') }}",
         failure_report_uri=FAILURE_REPORT_URI,
         quarantine_prefix="{{ params.quarantine_prefix or '' }}",
-        # an arrival batch takes seconds: polling in the worker is quicker than a hand-over to the triggerer
-        deferrable=False,
+        deferrable=True,
         poll_interval=1.0,
         max_poll_interval=10.0,
         **TOLERANCE_FROM_PARAMS,
