@@ -699,7 +699,8 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
                 "arrivals", "(a list)", "must be a list of {bucket, name, generation}, as the collect task returns"
             ) from None
 
-    def execute(self, context: Any) -> Any:
+    def _prepare(self, context: Any) -> list[ArrivedObject]:
+        """The run's files and staging folder; the same in ``execute`` and, after a deferral, ``execute_complete``."""
         try:
             staging = parse_gcs_uri(self.staging_prefix, "staging_prefix", allow_empty_object=True)
             arrived = self._arrived()
@@ -709,9 +710,16 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
         self._staging = (staging.bucket, staging.name.strip("/"), key)
         folder = "/".join(p for p in (staging.name.strip("/"), key) if p)
         self.gcs_uri = f"gs://{staging.bucket}/{folder}/**"
-        if not arrived:
+        return arrived
+
+    def execute(self, context: Any) -> Any:
+        if not self._prepare(context):
             raise AirflowSkipException("The run's notifications name no new file: nothing to import")
         return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        self._prepare(context)
+        return super().execute_complete(context, event)
 
     def _submit(self, context: Any, hook: CloudHealthcareDicomHook, store: str) -> OperationStatus:
         bucket, folder, key = self._staging

@@ -729,3 +729,54 @@ def test_a_deploy_that_changes_retries_re_attaches_to_the_running_operation():
     state = FakeStateStore({OPERATION_STATE_KEY: {"generation": 2, "submit_started": time.time(), "name": running}})
     result = importer(store, uri, retries=5).execute({"ti": TI(), "task_state_store": state})
     assert result["operation_name"] == running and [o["name"] for o in import_ops(store)] == [running]
+
+
+# --- imports as files arrive --------------------------------------------------------------------
+
+
+def test_an_arrival_import_after_its_deferral_names_the_original_files_and_a_redelivery_imports_nothing():
+    """The notified files are staged, imported in one deferred operation and evaluated by a fresh operator (as
+    after a deferral): the failed file is named by its own path, the others are marked, the copies are gone; the
+    same files notified again start no operation."""
+    from dicom_pipelines.operators import HealthcareDicomArrivalImportOperator
+    from dicom_pipelines.triggers import OPERATION_XCOM_KEY
+
+    store = new_store()
+    bucket, _ = seed_import(3, extra={"junk.dcm": b"junk"})
+    arrivals = [{"bucket": b.bucket.name, "name": b.name, "generation": b.generation} for b in gcs().list_blobs(bucket)]
+
+    def arrival_import() -> HealthcareDicomArrivalImportOperator:
+        return HealthcareDicomArrivalImportOperator(
+            task_id="import_arrivals",
+            arrivals=arrivals,
+            staging_prefix=f"gs://{bucket}/_dicom_arrivals",
+            failure_report_uri=f"gs://{bucket}/import-failures/run-1.ndjson",
+            max_failures=1,
+            deferrable=True,
+            poll_interval=0.1,
+            **store_parts(store),
+        )
+
+    admin("/admin/settings", {"latency_s": 0.3})
+    ctx = {**make_context(), "run_id": "asset_triggered__2026-12-05T10:00:00+00:00_x"}
+    with pytest.raises(TaskDeferred) as deferred:
+        arrival_import().execute(ctx)
+    name = deferred.value.trigger.operation_name
+    assert ctx["ti"].xcom[OPERATION_XCOM_KEY] == name
+    folder = f"_dicom_arrivals/asset_triggered__2026-12-05T10_00_00_00_00_x/{bucket}/in/"
+    assert len(list(gcs().list_blobs(bucket, prefix=folder))) == 4
+    CloudHealthcareDicomHook().wait_for_operation(name=name, planner=PollPlanner(0.1, 0.5))
+
+    result = arrival_import().execute_complete(ctx, make_event("done", "", name))
+    assert (result["success"], result["failure"]) == (3, 1)
+    assert [s["source"] for s in result["failed_sources"]] == [f"gs://{bucket}/in/junk.dcm"]
+    assert not list(gcs().list_blobs(bucket, prefix="_dicom_arrivals/"))
+    marked = {b.name for b in gcs().list_blobs(bucket) if (b.metadata or {}).get("dicom-imported-crc32c") == b.crc32c}
+    assert marked == {a["name"] for a in arrivals} - {"in/junk.dcm"}
+
+    operations = len(import_ops(store))
+    again = {**make_context(), "run_id": "asset_triggered__2026-12-05T10:05:00+00:00_y"}
+    arrivals[:] = [a for a in arrivals if a["name"] != "in/junk.dcm"]
+    with pytest.raises(AirflowSkipException, match="3 were imported by an earlier run"):
+        arrival_import().execute(again)
+    assert len(import_ops(store)) == operations
