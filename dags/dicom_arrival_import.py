@@ -3,11 +3,15 @@
 The source bucket sends a Cloud Storage notification to Pub/Sub for each finalized object. This DAG is scheduled on
 that subscription: an ``Asset`` with an ``AssetWatcher`` on common-messaging's ``MessageQueueTrigger``, which the
 Google provider serves with its ``PubsubPullTrigger`` in the triggerer. Each pull that returns messages is one asset
-event (at most ``DICOM_ARRIVAL_MAX_MESSAGES`` notifications); the trigger acknowledges them once they are pulled.
+event (at most ``DICOM_ARRIVAL_MAX_MESSAGES`` notifications). The trigger does not acknowledge them: the run does,
+once its files are imported, marked or refused for good, so a triggerer or worker that dies on the way loses nothing
+(Pub/Sub delivers the messages again after the subscription's acknowledgement deadline).
 
 Batching: one run at a time (``max_active_runs=1``). Events that arrive while a run is going wait, and the next run
 takes all of them, so a burst of hundreds of files makes a few runs, each one ``dicomStores.import``: the first run
-starts with the first pull, the next one carries everything that arrived meanwhile. A run imports only the files its
+starts with the first pull, the next one carries everything that arrived meanwhile. Airflow 3.3 leaves some of those
+waiting events out of the next run (apache/airflow#56050), so each run also takes the asset's recent events that no
+run consumed (``dicom_pipelines.arrivals.events_of_run``). A run imports only the files its
 events name (copied to a staging folder, see ``HealthcareDicomArrivalImportOperator``), never a whole folder.
 
 Same contract as the nightly import: tolerance, failure report, quarantine, no PHI in logs or XComs. A notification
@@ -15,9 +19,9 @@ delivered twice imports nothing twice: within a run the duplicates are dropped; 
 says it was imported. The nightly import still reads every day's folder and reports how many of those files arrival
 runs had imported.
 
-What can be missed, and who catches it: files that arrive while this DAG is paused, and notifications the trigger
-acknowledged but whose asset event was never stored (the triggerer died in between). The nightly import imports
-them. Set ``DICOM_ARRIVAL_SUBSCRIPTION`` to schedule this DAG; unset, it has no schedule.
+While the DAG is paused its watcher does not run: notifications wait in the subscription (for its retention) and are
+imported once it is unpaused. A notification that outlives the retention, or a file that was never notified, is
+imported by the nightly. Set ``DICOM_ARRIVAL_SUBSCRIPTION`` to schedule this DAG; unset, it has no schedule.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ def arrivals_asset(project: str, subscription: str) -> Asset:
         project_id=project,
         subscription=subscription,
         max_messages=int(env("DICOM_ARRIVAL_MAX_MESSAGES") or 500),
-        ack_messages=True,
+        ack_messages=False,
         gcp_conn_id=GOOGLE["gcp_conn_id"],
         impersonation_chain=GOOGLE["impersonation_chain"],
         poke_interval=float(env("DICOM_ARRIVAL_POLL_SECONDS") or 5),
@@ -88,11 +92,12 @@ def arrival_params() -> dict[str, Param]:
 
 
 SUBSCRIPTION = arrival_subscription()
+ARRIVALS = arrivals_asset(*SUBSCRIPTION) if SUBSCRIPTION else None
 
 with DAG(
     dag_id="dicom_arrival_import",
     description="Import DICOM files from GCS into the DICOM store as their Cloud Storage notifications arrive",
-    schedule=[arrivals_asset(*SUBSCRIPTION)] if SUBSCRIPTION else None,
+    schedule=[ARRIVALS] if ARRIVALS else None,
     max_active_runs=1,
     render_template_as_native_obj=True,
     tags=["dicom", "healthcare", "import", "arrivals"],
@@ -102,13 +107,13 @@ with DAG(
     on_failure_callback=failure_callback,
 ) as dag:
 
-    @task(retries=0)
+    @task(retries=0, inlets=[ARRIVALS] if ARRIVALS else [])
     def collect_arrivals(**context: Any) -> list[dict]:
-        """The new files the run's notifications name, after the run's params pass their checks; counts only in
-        the log."""
+        """The new files the run's notifications name, and those of recent events no run consumed, after the run's
+        params pass their checks; counts only in the log."""
         from airflow.providers.common.compat.sdk import AirflowFailException
 
-        from dicom_pipelines.arrivals import arrivals_from_events
+        from dicom_pipelines.arrivals import UNCONSUMED_LOOKBACK, arrivals_from_events, events_of_run
         from dicom_pipelines.dag_params import run_param_problems
 
         params = context["params"]
@@ -120,7 +125,9 @@ with DAG(
                 f"{len(problems)} problem(s) with this run's parameters; nothing was sent to any API:\n"
                 + "\n".join(f"- {p}" for p in problems)
             )
-        events = [event.extra for found in context["triggering_asset_events"].values() for event in found]
+        triggering = [event for found in context["triggering_asset_events"].values() for event in found]
+        recent = context["inlet_events"][ARRIVALS].ascending(False).limit(UNCONSUMED_LOOKBACK) if ARRIVALS else []
+        events = events_of_run(triggering, recent)
         batch = arrivals_from_events(
             events,
             bucket=params["source_bucket"],
@@ -128,7 +135,14 @@ with DAG(
             pattern=params["source_pattern"],
             staging_folder=(params.get("staging_prefix") or "").partition("//")[2].partition("/")[2] or STAGING_FOLDER,
         )
-        log.info("%d asset events, %s", len(events), batch.describe())
+        log.info(
+            "%d asset events (%d that triggered the run, %d no run had consumed), %s",
+            len(events),
+            len(triggering),
+            len(events) - len(triggering),
+            batch.describe(),
+        )
+        context["ti"].xcom_push(key="ack_ids", value=batch.ack_ids)
         return [arrived.to_dict() for arrived in batch.objects]
 
     import_arrivals = HealthcareDicomArrivalImportOperator(
@@ -137,6 +151,8 @@ with DAG(
         **GOOGLE,
         arrivals=collect_arrivals(),
         staging_prefix="{{ params.staging_prefix or ('gs://' ~ params.source_bucket ~ '/" + STAGING_FOLDER + "') }}",
+        subscription="/".join(("projects", SUBSCRIPTION[0], "subscriptions", SUBSCRIPTION[1])) if SUBSCRIPTION else "",
+        ack_ids="{{ ti.xcom_pull(task_ids='collect_arrivals', key='ack_ids') or [] }}",
         failure_report_uri=FAILURE_REPORT_URI,
         quarantine_prefix="{{ params.quarantine_prefix or '' }}",
         deferrable=True,

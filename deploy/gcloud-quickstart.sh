@@ -145,7 +145,7 @@ if wants arrivals && [[ -n "${SOURCE_BUCKET:-}" ]]; then
   else
     say "creating the pull subscription $SUBSCRIPTION (kept 7 days: a paused DAG or a stopped triggerer loses nothing)"
     gcloud pubsub subscriptions create "$SUBSCRIPTION" --project="$PROJECT" --topic="$TOPIC" \
-      --ack-deadline=60 --message-retention-duration=7d
+      --ack-deadline=600 --message-retention-duration=7d
   fi
   if [[ -n "${AIRFLOW_SA:-}" ]]; then
     gcloud pubsub subscriptions add-iam-policy-binding "$SUBSCRIPTION" --project="$PROJECT" \

@@ -8,7 +8,10 @@ Storage notification names its object in the message's attributes (``bucketId``,
 ``objectGeneration``, ``eventType``; https://cloud.google.com/storage/docs/pubsub-notifications#attributes), whatever
 the payload format, so only the attributes are read: the payload may be ``NONE``.
 
-Pub/Sub delivers at least once, and a file can be finalized twice (an overwrite). One object generation is imported
+The trigger does not acknowledge what it pulls: the run does, once its files are imported (or refused for good), so
+a triggerer or a worker that dies on the way loses nothing; Pub/Sub delivers those messages again after the
+subscription's acknowledgement deadline. Pub/Sub delivers at least once, and a file can be finalized twice (an
+overwrite). One object generation is imported
 once per run whatever the number of messages naming it; a redelivery in a later run is recognized by the hook, from
 the marker an earlier run left on the object (:data:`IMPORTED_MARKER`).
 """
@@ -60,12 +63,35 @@ class ArrivalBatch:
     """Messages naming an object generation another message of this run named already."""
     ignored: int = 0
     """Messages for other events (deletes, metadata updates), other buckets or folders, or non-matching names."""
+    ack_ids: list[str] = field(default_factory=list)
+    """Every message's ack id: the run acknowledges them once its files are imported or refused, not before."""
 
     def describe(self) -> str:
         return (
             f"{self.messages} notifications: {len(self.objects)} new files to import, {self.duplicates} duplicate "
             f"notifications of the same files, {self.ignored} ignored (not a new file matching the source pattern)"
         )
+
+
+UNCONSUMED_LOOKBACK = 100
+"""How many of the asset's latest events a run reads to find those no run consumed (:func:`events_of_run`)."""
+
+
+def events_of_run(triggering: Iterable[Any], recent: Iterable[Any]) -> list[Mapping[str, Any] | None]:
+    """The extras of the events a run imports: those that triggered it, and any recent one that no run consumed.
+
+    Airflow 3.3 can leave events unconsumed: an event that comes while the DAG is at ``max_active_runs`` and after
+    the first one queued is left out of the run the queue starts, and waits for a later event
+    (apache/airflow#56050). A run therefore also takes the asset's recent events that no run consumed; one that
+    the next run takes again costs nothing, its files being marked by then. ``triggering``: the run's
+    ``triggering_asset_events`` (``timestamp``, ``extra``; no id); ``recent``: Airflow's asset events
+    (``timestamp``, ``created_dagruns``, ``extra``), newest first. The run's own events are consumed by the run, so
+    ``created_dagruns`` leaves them out already; the timestamps keep them out even if it did not.
+    """
+    triggering = list(triggering)
+    taken = {event.timestamp for event in triggering}
+    unconsumed = [e for e in recent if e.timestamp not in taken and not e.created_dagruns]
+    return [event.extra for event in [*triggering, *reversed(unconsumed)]]
 
 
 def source_matcher(bucket: str, prefix: str | None, pattern: str, staging_folder: str) -> re.Pattern[str]:
@@ -92,6 +118,8 @@ def arrivals_from_events(
         payload = (extra or {}).get("payload") or {}
         for received in payload.get("message") or []:
             batch.messages += 1
+            if received.get("ack_id"):
+                batch.ack_ids.append(str(received["ack_id"]))
             attributes = (received.get("message") or {}).get("attributes") or {}
             generation = str(attributes.get("objectGeneration") or "")
             name = str(attributes.get("objectId") or "")

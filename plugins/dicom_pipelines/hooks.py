@@ -51,6 +51,8 @@ from dicom_pipelines.responses import (
 from dicom_pipelines.settings import GCP_CONN_ID
 from dicom_pipelines.validation import literal_prefix, wildcard_regex
 
+ACK_BATCH = 500
+"""Ack ids per Pub/Sub acknowledge request (each id is a few hundred bytes; a request takes up to 512 KB)."""
 GCS_PARALLELISM = 16
 """Concurrent Cloud Storage calls when staging, marking or deleting a run's files (each is one small request)."""
 
@@ -715,6 +717,19 @@ class CloudHealthcareDicomHook(GoogleBaseHook):
 
         with ThreadPoolExecutor(max_workers=GCS_PARALLELISM) as pool:
             return sum(pool.map(delete, blobs))
+
+    def acknowledge_notifications(self, *, subscription: str, ack_ids: Sequence[str]) -> int:
+        """Acknowledge a run's Pub/Sub messages (``projects/P/subscriptions/S``), through the Google provider's
+        PubSubHook, 500 ids per request; how many were sent. An ack id past the subscription's acknowledgement
+        deadline acknowledges nothing: that message comes again, and finds its files marked."""
+        from airflow.providers.google.cloud.hooks.pubsub import PubSubHook
+
+        _, project, _, subscription_id = subscription.split("/", 3)
+        pubsub = PubSubHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
+        ids = list(ack_ids)
+        for start in range(0, len(ids), ACK_BATCH):
+            pubsub.acknowledge(subscription=subscription_id, project_id=project, ack_ids=ids[start : start + ACK_BATCH])
+        return len(ids)
 
     def count_imported_by_arrival(self, *, gcs_uri: str) -> tuple[int, int]:
         """(files matching an import pattern, how many of them an arrival run already imported, by their marker)."""

@@ -677,17 +677,28 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
     A retry re-attaches to the operation like any import; one that must submit again (after a transient end)
     stages again, skipping the files the earlier operation imported.
 
+    The run's notifications are acknowledged (``subscription``, ``ack_ids``) once the operation is evaluated, or
+    when there is nothing to import; never after a transient end or a failure to reach the API, whose retry (or
+    the redelivery) imports the files still unmarked.
+
     :param arrivals: the files, as :meth:`ArrivedObject.to_dict` (an upstream task's XCom).
     :param staging_prefix: ``gs://bucket/folder`` of the staged copies; the Healthcare service agent must read it.
         Keep it out of the notification's scope (or in another bucket): its copies are not arrivals.
+    :param subscription: ``projects/P/subscriptions/S`` the notifications were pulled from; empty: none to
+        acknowledge.
+    :param ack_ids: the pulled messages' ack ids.
     """
 
-    template_fields = (*HealthcareDicomImportOperator.template_fields, "arrivals", "staging_prefix")
+    template_fields = (*HealthcareDicomImportOperator.template_fields, "arrivals", "staging_prefix", "ack_ids")
 
-    def __init__(self, *, arrivals: Any, staging_prefix: str, **kwargs: Any):
+    def __init__(
+        self, *, arrivals: Any, staging_prefix: str, subscription: str = "", ack_ids: Any = None, **kwargs: Any
+    ):
         super().__init__(gcs_uri="", **kwargs)
         self.arrivals = arrivals
         self.staging_prefix = staging_prefix
+        self.subscription = subscription
+        self.ack_ids = ack_ids
         self._staging: tuple[str, str, str] = ("", "", "")
         self._failed_sources: set[str] = set()
 
@@ -714,8 +725,26 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
 
     def execute(self, context: Any) -> Any:
         if not self._prepare(context):
+            self._acknowledge(self.get_hook())
             raise AirflowSkipException("The run's notifications name no new file: nothing to import")
         return super().execute(context)
+
+    def _acknowledge(self, hook: CloudHealthcareDicomHook) -> None:
+        """Acknowledge the run's notifications: its files are imported, marked, or refused for good."""
+        ids = list(self.ack_ids or []) if not isinstance(self.ack_ids, str) else []
+        if not (self.subscription and ids):
+            return
+        try:
+            self.log.info(
+                "Acknowledged %d notifications",
+                hook.acknowledge_notifications(subscription=self.subscription, ack_ids=ids),
+            )
+        except Exception as exc:  # noqa: BLE001 - unacknowledged, they come again and find their files marked
+            self.log.warning(
+                "Could not acknowledge the notifications (%s: %s); they will be delivered again",
+                type(exc).__name__,
+                exc,
+            )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         self._prepare(context)
@@ -734,6 +763,7 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
             len(staged.missing),
         )
         if not staged.staged:
+            self._acknowledge(hook)
             raise AirflowSkipException(
                 f"Nothing to import: of {len(self._arrived())} files, {len(staged.already_imported)} were imported by "
                 f"an earlier run (redelivered notifications), {len(staged.superseded)} were overwritten and "
@@ -750,12 +780,19 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
 
     def _finish(self, context: Any, hook: CloudHealthcareDicomHook, status: OperationStatus) -> Any:
         try:
-            return super()._finish(context, hook, status)
-        finally:
-            self._settle(hook, status)
+            result = super()._finish(context, hook, status)
+        except (AirflowFailException, AirflowSkipException):
+            self._settle(hook, status, acknowledge=True)
+            raise
+        except AirflowException:  # a transient end: the retry submits again, the notifications wait for it
+            self._settle(hook, status, acknowledge=False)
+            raise
+        self._settle(hook, status, acknowledge=True)
+        return result
 
-    def _settle(self, hook: CloudHealthcareDicomHook, status: OperationStatus) -> None:
-        """Mark what was imported, when that is known for each file, and delete the staged copies."""
+    def _settle(self, hook: CloudHealthcareDicomHook, status: OperationStatus, acknowledge: bool) -> None:
+        """Mark what was imported, when that is known for each file, delete the staged copies, and acknowledge the
+        notifications when the outcome is final."""
         bucket, folder, key = self._staging
         try:
             if status.pending == 0 and len(self._failed_sources) >= status.failure:
@@ -774,6 +811,8 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
             self.log.info("Deleted %d staged copies", removed)
         except Exception as exc:  # noqa: BLE001 - housekeeping never changes the operation's outcome
             self.log.warning("Could not mark the files or delete the staged copies (%s: %s)", type(exc).__name__, exc)
+        if acknowledge:
+            self._acknowledge(hook)
 
 
 class HealthcareDicomExportOperator(HealthcareDicomOperationOperator):

@@ -218,3 +218,14 @@ def test_drill_triggerer_killed_while_notifications_are_pending(arrivals, capsys
     assert all(r["state"] == "success" for r in runs), runs
     assert imported == 20, new_ops
     assert len(store_instances(endpoint, study[0].study)) == 20
+
+
+def test_every_notification_is_acknowledged_once_its_files_are_settled(arrivals):
+    """The runs acknowledge what the trigger pulled (it does not): were any left, Pub/Sub would deliver it again
+    after the subscription's 60 s acknowledgement deadline, and a run would follow."""
+    stack, client, gcs, endpoint = arrivals
+    runs = settled_runs(client, 0, lambda: True)
+    deadline = time.time() + 75
+    while time.time() < deadline:
+        assert len(arrival_runs(client)) == len(runs), "a notification came again: it was not acknowledged"
+        time.sleep(5)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from dicom_pipelines.arrivals import (
     ArrivedObject,
     arrivals_from_events,
+    events_of_run,
     original_uri,
     run_key,
     source_matcher,
@@ -94,3 +97,25 @@ def test_a_staged_copy_keeps_the_source_path_and_errors_name_the_original():
     assert original_uri(f"gs://work/{name}", "work", "stage", key) == arrived.uri
     assert original_uri("gs://work/other/a.dcm", "work", "stage", key) == "gs://work/other/a.dcm"
     assert ArrivedObject.from_dict(arrived.to_dict()) == arrived
+
+
+def test_a_run_also_takes_recent_events_that_no_run_consumed():
+    """apache/airflow#56050: an event left out of every run is taken by the next run, after those that triggered
+    it, oldest first; an event another run consumed, or this run's own, is not taken twice."""
+
+    def asset_event(id_: int, consumed: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(timestamp=id_, created_dagruns=[{"run_id": "r"}] if consumed else [], extra={"id": id_})
+
+    triggering = [SimpleNamespace(timestamp=5, extra={"id": 5})]  # as triggering_asset_events has it: no id
+    recent = [asset_event(7), asset_event(6), asset_event(5), asset_event(4, consumed=True), asset_event(3)]
+    assert [e["id"] for e in events_of_run(triggering, recent)] == [5, 3, 6, 7]
+
+
+def test_every_pulled_message_is_acknowledged_by_the_run_whatever_it_names():
+    batch = arrivals_from_events(
+        [event({**notification("incoming/a.dcm"), "ack_id": "a1"}, {**notification("x.txt"), "ack_id": "a2"})],
+        bucket="src",
+        prefix="incoming",
+        pattern="**.dcm",
+    )
+    assert batch.ack_ids == ["a1", "a2"] and len(batch.objects) == 1
