@@ -66,7 +66,7 @@ package: setup
 	rm -rf dist
 	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
-# Printed figures, never asserted (about 25 minutes on 2 cores); the README's performance section quotes them.
+# Printed figures, never asserted (about 40 minutes on 2 cores); the README's performance section quotes them.
 bench: setup
 	$(PY) bench/dag_parse_cost.py
 	$(PY) bench/emulator_throughput.py --instances 2000 --size-kb 512
@@ -75,6 +75,7 @@ bench: setup
 	$(PY) bench/filtered_export_cost.py
 	$(PY) bench/end_to_end_scale.py
 	$(PY) bench/backfill_executors.py
+	$(PY) bench/arrival_latency.py
 
 # Mutation testing of the failure contract's decisions (mutmut, pinned); prints the score. Outside `make test`.
 mutation: setup

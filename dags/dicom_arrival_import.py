@@ -32,7 +32,7 @@ from typing import Any
 import airflow.providers.common.compat.sdk  # noqa: F401
 import airflow.providers.google.cloud.operators.cloud_base  # noqa: F401
 import airflow.providers.standard.decorators.python  # noqa: F401
-from airflow.sdk import DAG, Asset, AssetWatcher, Param, task
+from airflow.sdk import DAG, Asset, AssetAlias, AssetWatcher, Param, task
 
 from dicom_pipelines.alerts import failure_callback
 from dicom_pipelines.arrivals import STAGING_FOLDER
@@ -50,6 +50,8 @@ from dicom_pipelines.operators import HealthcareDicomArrivalImportOperator
 from dicom_pipelines.settings import arrival_subscription
 
 log = logging.getLogger(__name__)
+STORE_IMPORTS = AssetAlias("dicom_store_imports")
+"""The nightly import's alias: a run that imported emits an event for the store, so its consumers hear of it too."""
 SOURCE_KEYS = ("source_bucket", "source_prefix", "source_pattern", "failure_report_prefix", "quarantine_prefix")
 
 
@@ -160,3 +162,27 @@ with DAG(
         max_poll_interval=10.0,
         **TOLERANCE_FROM_PARAMS,
     )
+
+    @task(outlets=[STORE_IMPORTS])
+    def announce_import(result: dict, **context: Any) -> None:
+        """An asset event for the store, with the counts and where the report is: never a file's path."""
+        from dicom_pipelines.checks import require_result
+        from dicom_pipelines.validation import resource_name
+
+        require_result(result, "import_arrivals")
+        params = context["params"]
+        store = resource_name(params["project_id"], params["location"], params["dataset_id"], params["dicom_store_id"])
+        context["outlet_events"][STORE_IMPORTS].add(
+            Asset(uri=f"healthcare://{store}", name=f"dicom_store:{store}"),
+            extra={
+                "run_id": context["run_id"],
+                "trigger": "arrivals",
+                "imported": result["success"],
+                "failed": result["failure"],
+                "operation_name": result["operation_name"],
+                "logs_url": result["logs_url"],
+                "failure_report_uri": result.get("failure_report_uri"),
+            },
+        )
+
+    announce_import(import_arrivals.output)  # type: ignore[arg-type]

@@ -185,6 +185,11 @@ def test_a_burst_of_300_files_makes_a_handful_of_runs(arrivals, capsys):
     assert len(new_ops) == len(runs)
     assert sum(int(c.get("success", 0)) for c in counters) == 300, counters
     assert len(store_instances(endpoint, study[0].study)) == 300
+    # each run that imported told the store's consumers, with counts and never a path
+    events = client.ok("GET", "/assets/events", params={"source_dag_id": ARRIVALS, "limit": 100})["asset_events"]
+    announced = [e for e in events if e["source_run_id"] in {r["dag_run_id"] for r in runs}]
+    assert sum(e["extra"]["imported"] for e in announced) == 300, announced
+    assert all(e["uri"] == f"healthcare://{STORE}" and "incoming/" not in json.dumps(e["extra"]) for e in announced)
 
 
 def test_the_nightly_import_reports_what_arrival_runs_imported(arrivals):
