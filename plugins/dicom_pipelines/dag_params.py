@@ -525,6 +525,7 @@ PARAM_RULES: dict[str, Callable[[Any, str], object]] = {
     "research_prefix": _optional(check_gcs_prefix),
     "failure_report_prefix": _optional(check_gcs_prefix),
     "quarantine_prefix": _optional(check_gcs_prefix),
+    "staging_prefix": _optional(check_gcs_prefix),
 }
 """The rule in words for every param of the DAGs; a DAG-integrity test checks that none is missing."""
 

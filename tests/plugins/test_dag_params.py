@@ -20,6 +20,7 @@ from tests.helpers import dag_bag
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 NIGHTLY, FILTERED, EXPORT = "dicom_nightly_import", "dicom_filtered_export", "dicom_export"
+ARRIVALS = "dicom_arrival_import"
 LONG = "x" * 100_000
 
 # (dag, conf, the field the message must name, words the message must hold)
@@ -105,6 +106,10 @@ BAD_INPUTS = [
     (EXPORT, {"export_bucket": "Exports"}, "export_bucket", "lowercase letters"),
     (EXPORT, {"max_failure_ratio": "5%"}, "max_failure_ratio", "is not of type"),
     (EXPORT, {"dicom_store_id": "demo store"}, "dicom_store_id", "letters, digits"),
+    (ARRIVALS, {"staging_prefix": "dicom-incoming/_staging"}, "staging_prefix", "must start with gs://"),
+    (ARRIVALS, {"staging_prefix": "gs://Staging"}, "staging_prefix", "bucket name"),
+    (ARRIVALS, {"source_pattern": "a/**/b.dcm"}, "source_pattern", "end of the path"),
+    (ARRIVALS, {"day": "2026-12-05"}, "day", "is not a parameter of this DAG"),
 ]
 
 
@@ -151,7 +156,7 @@ def test_how_many_kinds_of_bad_input_are_refused(capsys):
     assert kinds >= 40 and all(per_dag.values())
 
 
-@pytest.mark.parametrize("dag_id", [NIGHTLY, FILTERED, EXPORT])
+@pytest.mark.parametrize("dag_id", [NIGHTLY, FILTERED, EXPORT, ARRIVALS])
 def test_defaults_pass_and_every_param_has_a_rule_in_words(dags, dag_id):
     """The filtered export's defaults name no criterion: they would select the whole store, so they are refused."""
     dag = dags[dag_id]
