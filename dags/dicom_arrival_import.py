@@ -26,6 +26,7 @@ imported by the nightly. Set ``DICOM_ARRIVAL_SUBSCRIPTION`` to schedule this DAG
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -103,7 +104,7 @@ with DAG(
     max_active_runs=1,
     render_template_as_native_obj=True,
     tags=["dicom", "healthcare", "import", "arrivals"],
-    default_args={"retries": 2},
+    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=10)},
     params=arrival_params(),
     doc_md=__doc__,
     on_failure_callback=failure_callback,
@@ -158,6 +159,7 @@ with DAG(
         failure_report_uri=FAILURE_REPORT_URI,
         quarantine_prefix="{{ params.quarantine_prefix or '' }}",
         deferrable=True,
+        wait_before_defer=20.0,
         poll_interval=1.0,
         max_poll_interval=10.0,
         **TOLERANCE_FROM_PARAMS,

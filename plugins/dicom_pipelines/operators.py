@@ -185,6 +185,9 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
     :param failure_report_limit: at most this many failures are read for the report.
     :param quarantine_prefix: ``gs://bucket/folder``: each failed source named in the report is copied
         under it, keeping its path (``gs://src/a/b.dcm`` → ``<prefix>/src/a/b.dcm``). Off when empty.
+    :param wait_before_defer: seconds to keep polling in the worker before deferring (0: check once, then defer).
+        For operations that usually take seconds: they end without the hand-over to the triggerer, and without
+        Airflow 3.3.2's race when a trigger fires within the worker's heartbeat of the deferral.
     """
 
     template_fields: Sequence[str] = (
@@ -214,9 +217,11 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
         failure_report_uri: str | None = None,
         failure_report_limit: int = 10_000,
         quarantine_prefix: str | None = None,
+        wait_before_defer: float = 0.0,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        self.wait_before_defer = wait_before_defer
         self.failure_report_uri = failure_report_uri
         self.failure_report_limit = failure_report_limit
         self.quarantine_prefix = quarantine_prefix
@@ -370,11 +375,13 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             if not status.done:
                 self._polls += 1
                 status = parse_operation(hook.get_operation(name=name))
+            deadline = self._deadline(status)
+            if not status.done and self.deferrable and self.wait_before_defer > 0:
+                status = self._wait_briefly(hook, status, deadline)
         except HealthcareApiError as exc:
             raise api_failure(exc) from None
         if status.done:
             return self._finish(context, hook, status)
-        deadline = self._deadline(status)
         if at_deadline(status, deadline, time.time()) == TIMEOUT:
             return self._at_deadline(context, hook, status)
         if self.deferrable:
@@ -411,6 +418,27 @@ class HealthcareDicomOperationOperator(HealthcareDicomStoreBaseOperator):
             raise api_failure(exc) from None
         self._polls += 1
         return self._finish(context, hook, status)
+
+    def _wait_briefly(
+        self, hook: CloudHealthcareDicomHook, status: OperationStatus, deadline: float | None
+    ) -> OperationStatus:
+        """Poll in the worker for up to ``wait_before_defer`` seconds (never past the deadline); the last status."""
+        until = time.time() + self.wait_before_defer
+        if deadline is not None:
+            until = min(until, deadline)
+
+        def counted(_: OperationStatus) -> None:
+            self._polls += 1
+
+        try:
+            return hook.wait_for_operation(
+                name=status.name,
+                planner=PollPlanner(self.poll_interval, self.max_poll_interval),
+                deadline=until,
+                on_progress=counted,
+            )
+        except OperationDeadlineExceeded as exc:
+            return exc.last or status
 
     def metric_tags(self, store_name: str | None = None) -> dict[str, str]:
         """The tags of this task's metrics (:mod:`dicom_pipelines.metrics`): the operation kind and the store."""

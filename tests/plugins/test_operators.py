@@ -135,6 +135,21 @@ def test_defers_after_submit_and_check_once():
     assert view.status_code == 200 and view.json()["entries"] == []
 
 
+def test_an_operation_that_ends_within_wait_before_defer_is_never_deferred():
+    """A short operation finishes in the worker (no hand-over, no Airflow 3.3.2 deferral race); a longer one is
+    deferred once the brief wait is over, to the same operation."""
+    store = new_store()
+    _, uri = seed_import(4)
+    admin("/admin/settings", {"latency_s": 0.3})
+    result = importer(store, uri, deferrable=True, wait_before_defer=30).execute(make_context())
+    assert (result["success"], result["failure"]) == (4, 0)
+    ctx = make_context()
+    with pytest.raises(TaskDeferred) as deferred:
+        importer(store, uri, deferrable=True, wait_before_defer=0.3).execute(ctx)
+    assert deferred.value.trigger.operation_name == ctx["task_state_store"].get(OPERATION_STATE_KEY)["name"]
+    assert len(import_ops(store)) == 2
+
+
 def _finished_import(extra: dict | None = None, n: int = 3) -> tuple[str, str]:
     store = new_store()
     _, uri = seed_import(n, extra=extra)
