@@ -41,6 +41,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
+def all_runs(client: AirflowClient) -> list[dict]:
+    """Every run of the arrival DAG: the REST API returns at most 100 a page ([api] maximum_page_limit)."""
+    runs: list[dict] = []
+    while True:
+        page = client.runs(ARRIVALS, limit=100, offset=len(runs))
+        runs += page
+        if len(page) < 100:
+            return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-minute", type=int, default=100)
@@ -102,10 +112,10 @@ def main() -> None:
                 time.sleep(1.0)
             done.set()
             watcher.join()
-            runs = client.runs(ARRIVALS, limit=1000)
+            runs = all_runs(client)
             while any(r["state"] not in ("success", "failed") for r in runs) and time.time() < deadline:
                 time.sleep(1.0)
-                runs = client.runs(ARRIVALS, limit=1000)
+                runs = all_runs(client)
             ops = requests.get(f"{endpoint}/v1/{dataset}/operations", params={"pageSize": 1000}, timeout=10).json()
             imports = [o for o in ops.get("operations", []) if "Import" in o["metadata"].get("apiMethodName", "")]
             succeeded = sum(int(o["metadata"].get("counter", {}).get("success", 0)) for o in imports)
