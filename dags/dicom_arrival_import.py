@@ -110,24 +110,19 @@ with DAG(
     on_failure_callback=failure_callback,
 ) as dag:
 
-    @task(retries=0, inlets=[ARRIVALS] if ARRIVALS else [])
+    @task(retries=0, inlets=[ARRIVALS] if ARRIVALS else [], show_return_value_in_logs=False)
     def collect_arrivals(**context: Any) -> list[dict]:
         """The new files the run's notifications name, and those of recent events no run consumed, after the run's
         params pass their checks; counts only in the log."""
-        from airflow.providers.common.compat.sdk import AirflowFailException
-
         from dicom_pipelines.arrivals import UNCONSUMED_LOOKBACK, arrivals_from_events, events_of_run
+        from dicom_pipelines.checks import refuse
         from dicom_pipelines.dag_params import run_param_problems
 
         params = context["params"]
         problems = run_param_problems(context["dag"].params, params, context["dag_run"].conf)
         if not params.get("source_bucket"):
             problems.append("source_bucket: not set (SOURCE_BUCKET, or the run's conf): the bucket that is notified")
-        if problems:
-            raise AirflowFailException(
-                f"{len(problems)} problem(s) with this run's parameters; nothing was sent to any API:\n"
-                + "\n".join(f"- {p}" for p in problems)
-            )
+        refuse(problems)
         triggering = [event for found in context["triggering_asset_events"].values() for event in found]
         recent = context["inlet_events"][ARRIVALS].ascending(False).limit(UNCONSUMED_LOOKBACK) if ARRIVALS else []
         events = events_of_run(triggering, recent)

@@ -28,7 +28,11 @@ def check_params(**context: Any) -> None:
     choices). This catches the rest: ids, bucket names and ``gs://`` URIs by their rules, a backwards date
     range, and keys that are no param of the DAG, which Airflow would otherwise ignore silently.
     """
-    problems = run_param_problems(context["dag"].params, context["params"], context["dag_run"].conf)
+    refuse(run_param_problems(context["dag"].params, context["params"], context["dag_run"].conf))
+
+
+def refuse(problems: list[str]) -> None:
+    """Fail the task without retry, listing every problem with the run's params, when there is any."""
     if problems:
         raise AirflowFailException(
             f"{len(problems)} problem(s) with this run's parameters; nothing was sent to any API:\n"

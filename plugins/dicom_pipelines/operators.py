@@ -728,6 +728,7 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
         self.subscription = subscription
         self.ack_ids = ack_ids
         self._staging: tuple[str, str, str] = ("", "", "")
+        self._files: list[ArrivedObject] = []
         self._failed_sources: set[str] = set()
 
     def _arrived(self) -> list[ArrivedObject]:
@@ -749,6 +750,7 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
         self._staging = (staging.bucket, staging.name.strip("/"), key)
         folder = "/".join(p for p in (staging.name.strip("/"), key) if p)
         self.gcs_uri = f"gs://{staging.bucket}/{folder}/**"
+        self._files = arrived
         return arrived
 
     def execute(self, context: Any) -> Any:
@@ -780,7 +782,7 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
 
     def _submit(self, context: Any, hook: CloudHealthcareDicomHook, store: str) -> OperationStatus:
         bucket, folder, key = self._staging
-        staged = hook.stage_arrivals(objects=self._arrived(), staging_bucket=bucket, staging_folder=folder, run_key=key)
+        staged = hook.stage_arrivals(objects=self._files, staging_bucket=bucket, staging_folder=folder, run_key=key)
         self.log.info(
             "Staged %d files under %s; not staged: %d already imported by an earlier run (a redelivered "
             "notification), %d overwritten since (their newer version has its own notification), %d deleted since",
@@ -793,7 +795,7 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
         if not staged.staged:
             self._acknowledge(hook)
             raise AirflowSkipException(
-                f"Nothing to import: of {len(self._arrived())} files, {len(staged.already_imported)} were imported by "
+                f"Nothing to import: of {len(self._files)} files, {len(staged.already_imported)} were imported by "
                 f"an earlier run (redelivered notifications), {len(staged.superseded)} were overwritten and "
                 f"{len(staged.missing)} deleted since"
             )
@@ -824,7 +826,7 @@ class HealthcareDicomArrivalImportOperator(HealthcareDicomImportOperator):
         bucket, folder, key = self._staging
         try:
             if status.pending == 0 and len(self._failed_sources) >= status.failure:
-                imported = [a for a in self._arrived() if a.uri not in self._failed_sources]
+                imported = [a for a in self._files if a.uri not in self._failed_sources]
                 marked = hook.mark_imported(objects=imported)
                 self.log.info("Marked %d imported files, so a redelivered notification imports nothing", marked)
             else:
